@@ -1,0 +1,163 @@
+"""The one interface every recurrent core implements, and backend selection.
+
+Time-major everywhere: x is [T, B, I]; ``is_first[t, b]`` is True where x[t, b] begins an
+episode, so the state of column b is reset to the initial state before step t.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from rlgate.cores.presets import Preset
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "reference", "fused")
+
+# dtypes and device types the fused backend handles; anything else must ask for "reference".
+FUSED_DTYPES = (torch.float32, torch.float64)
+FUSED_DEVICE_TYPES = ("cpu", "cuda")
+
+
+class LSTMState(NamedTuple):
+    """State of the LSTM family: hidden h and cell c, [B, H] each."""
+
+    h: Tensor
+    c: Tensor
+
+
+class GRUState(NamedTuple):
+    """State of the GRU family: hidden h, [B, H]."""
+
+    h: Tensor
+
+
+class RecurrentCore(nn.Module):
+    """Base class of every core: owns its initial state and its episode resets.
+
+    Subclasses provide ``_cell`` (the readable one-step math, used by ``step``, ``gates`` and
+    the reference backend) and ``_fused`` (the fast sequence path).
+    """
+
+    State: type = LSTMState
+
+    def __init__(self, preset: Preset, input_size: int, hidden_size: int, backend: str):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(
+                f"input_size and hidden_size must be >= 1, got {input_size} and {hidden_size}"
+            )
+        self.preset = preset
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.backend = backend
+        self._announced: set[tuple[str, str]] = set()
+
+    # ----------------------------------------------------------------- the contract
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None):
+        """Zero state for ``batch_size`` columns: a NamedTuple of [B, H] tensors."""
+        w = self.weight_hh
+        device = w.device if device is None else device
+        zeros = [
+            torch.zeros(batch_size, self.hidden_size, device=device, dtype=w.dtype)
+            for _ in self.State._fields
+        ]
+        return self.State(*zeros)
+
+    def forward(self, x: Tensor, state, is_first: Tensor | None = None):
+        """Run the core over a sequence.
+
+        Args:
+            x: inputs, [T, B, I].
+            state: the state before x[0] (NamedTuple of [B, H]).
+            is_first: [T, B] bool; where True the state is reset before that step.
+                None means no resets.
+
+        Returns:
+            (y, final_state): y is [T, B, H], final_state the state after x[T-1].
+        """
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"x must be [T, B, {self.input_size}], got {tuple(x.shape)}")
+        if is_first is None:
+            is_first = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        if is_first.shape != x.shape[:2]:
+            raise ValueError(f"is_first must be [T, B] = {tuple(x.shape[:2])}")
+        state = self.State(*state)
+        if self.resolve_backend(x) == "fused":
+            y, final = self._fused(x, state, is_first.to(torch.bool))
+            return y, self.State(*final)
+        return self._reference(x, state, is_first)
+
+    def step(self, x_t: Tensor, state):
+        """One step for acting: x_t [B, I] -> (y_t [B, H], new state). No resets here."""
+        new_state, _ = self._cell(x_t, self.State(*state))
+        return new_state.h, new_state
+
+    @torch.no_grad()
+    def gates(self, x_t: Tensor, state) -> dict[str, Tensor]:
+        """Gate activations of one step, [B, H] each.
+
+        Keys: "f" (primary forget/retention gate), "r" (refine gate, where the core has
+        one) and "g" (the effective gate that multiplies the previous state). Computed only
+        when called; forward never pays for it.
+        """
+        _, gates = self._cell(x_t, self.State(*state))
+        return gates
+
+    # ----------------------------------------------------------------- backends
+    def resolve_backend(self, x: Tensor) -> str:
+        """Which backend runs for input x: "reference" or "fused". Never falls back silently."""
+        fused_ok, why = self.fused_available(x)
+        if self.backend == "reference":
+            return "reference"
+        if self.backend == "fused":
+            if not fused_ok:
+                raise RuntimeError(f"backend='fused' is unavailable here: {why}")
+            return "fused"
+        choice = "fused" if fused_ok else "reference"
+        key = (str(x.device), choice)
+        if key not in self._announced:
+            self._announced.add(key)
+            reason = "" if fused_ok else f" ({why})"
+            log.info(
+                "%s: backend='auto' picked %s on %s%s", self.preset.name, choice, x.device, reason
+            )
+        return choice
+
+    def fused_available(self, x: Tensor) -> tuple[bool, str]:
+        """Whether the fused backend can run for input x, and if not, why."""
+        if x.device.type not in FUSED_DEVICE_TYPES:
+            return False, f"no fused kernel for device type {x.device.type!r}"
+        if x.dtype not in FUSED_DTYPES:
+            return False, f"fused supports {FUSED_DTYPES}, got {x.dtype}"
+        return True, ""
+
+    def _reference(self, x: Tensor, state, is_first: Tensor):
+        """The specification: a plain loop of ``_cell`` with resets to the initial state."""
+        init = self.initial_state(x.shape[1], device=x.device)
+        ys = []
+        for x_t, first_t in zip(x.unbind(0), is_first.unbind(0)):
+            reset = first_t.unsqueeze(-1)  # [B, 1]
+            state = self.State(*(torch.where(reset, s0, s) for s0, s in zip(init, state)))
+            state, _ = self._cell(x_t, state)
+            ys.append(state.h)
+        return torch.stack(ys), state
+
+    def extra_repr(self) -> str:
+        return (
+            f"core={self.preset.name}, input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, backend={self.backend}"
+        )
+
+    # ----------------------------------------------------------------- for subclasses
+    def _cell(self, x_t: Tensor, state):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fused(self, x: Tensor, state, is_first: Tensor):  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,414 @@
+"""Fused sequence backend in plain PyTorch: hoisted input projection, one recurrent matmul per
+step, and a hand-written BPTT (no per-step autograd graph).
+
+Forward: xw = x @ W_ih^T + b_ih for all T steps in one matmul, then per step one ``addmm`` for
+the recurrent term and the cell's gate math, written with ``out=`` into workspace buffers
+allocated once per call ([T, B, ...], time-major). Backward runs the steps in reverse with the
+cell's hand-derived derivatives and forms the weight gradients with three large matmuls after
+the loop: dW_ih = dZx^T x, dW_hh = dZh^T h_prev, dx = dZx W_ih.
+
+The cell math lives in a *kernel* object (``LSTMKernel``, ``GRUKernel``), one per call:
+
+- ``allocate(t_len, batch, rest0)``: workspace; ``rest0`` is the state beyond h (c for LSTMs).
+- ``reset(t, keep_t)``: zero the non-h state of the columns that start an episode at step t.
+- ``forward_step(t, xw_t, h, w_hh_t, b_hh, y_t)``: one step; writes h_t into ``y_t``.
+- ``backward_step(t, dh, h_prev, dzx_t, dzh_t)``: writes dL/d(pre-activation) into ``dzx_t``
+  (input side) and ``dzh_t`` (recurrent side; the same tensor for the LSTM family), keeps the
+  gradient of the non-h state, and returns dL/dh_{t-1} not passing through W_hh (or None).
+
+Every kernel is tested against the readable reference cells (rlgate/cores/lstm.py, gru.py) on
+outputs, final state and all gradients in float64 (tests/test_cores.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rlgate.cores.presets import Preset
+
+
+def cumax_backward(dy: Tensor, s: Tensor) -> Tensor:
+    """Gradient of cumsum(softmax(z)) w.r.t. z, given dy = dL/dy and s = softmax(z), [B, n]."""
+    ds = dy.flip(-1).cumsum(-1).flip(-1)  # dL/ds_k = sum_{j >= k} dy_j
+    return s * (ds - (ds * s).sum(-1, keepdim=True))
+
+
+# Elements ([steps x B x H]) per chunk of precomputed backward factors: about 1 MiB in fp32.
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
+    """1 - v^2 in one op (derivative of tanh given its output)."""
+    return torch.addcmul(one, v, v, value=-1.0)
+
+
+class LSTMKernel:
+    """Gate math of the LSTM family with its hand-derived backward (blocks: see LSTMCore).
+
+    Every block order puts the blocks whose gradient is dc times a per-unit factor first
+    (k of them: [i, f, u], [r, f, u] or [f, u]) and the output gate o right after them.
+    """
+
+    same_dz = True
+
+    def __init__(self, preset: Preset, blocks: dict[str, slice], chunk_size: int):
+        self.p = preset
+        self.b = blocks
+        self.chunk = chunk_size
+        self.k = 3 if (preset.refine or not preset.tied) else 2
+
+    def allocate(
+        self, t_len: int, batch: int, rest0: tuple[Tensor, ...], like: Tensor, g: int
+    ) -> None:
+        (c0,) = rest0
+        hid = c0.shape[-1]
+        new = c0.new_empty
+        self.one = c0.new_ones(())
+        self.A = new(t_len, batch, g)  # sigmoid of z; the u block holds tanh(z_u)
+        self.C = new(t_len + 1, batch, hid)  # C[t] = c_{t-1} as step t saw it (after reset)
+        self.C[0].copy_(c0)
+        self.TC = new(t_len, batch, hid)  # tanh(c_t)
+        p = self.p
+        if p.refine or p.master:
+            self.G = new(t_len, batch, hid)  # effective gate g
+        if p.forget_act == "cumax":
+            self.S = new(t_len, batch, hid)  # softmax of z_f
+            self.F = new(t_len, batch, hid)  # f = cumsum(S)
+        if p.master:
+            n = self.b["mf"].stop - self.b["mf"].start
+            self.SF, self.SI = new(t_len, batch, n), new(t_len, batch, n)
+            self.MF, self.MI = new(t_len, batch, hid), new(t_len, batch, hid)
+            self.IH = new(t_len, batch, hid)
+        self.dc: Tensor | None = None
+        # Per-step views made once per call (a view costs a dispatch; the loop is hot).
+        self.z = new(batch, g)
+        self.z_u = self.z[:, self.b["u"]]
+        self.z_f = self.z[:, self.b["f"]]
+        self.views = {n: self.A[:, :, sl].unbind(0) for n, sl in self.b.items()}
+        self.views.update(A=self.A.unbind(0), C=self.C.unbind(0), TC=self.TC.unbind(0))
+        for name in ("G", "S", "F"):
+            if hasattr(self, name):
+                self.views[name] = getattr(self, name).unbind(0)
+
+    def reset(self, t: int, keep_t: Tensor) -> None:
+        self.C[t].mul_(keep_t)
+
+    def final_rest(self) -> tuple[Tensor, ...]:
+        return (self.C[-1].clone(),)
+
+    def _expand(self, m: Tensor) -> Tensor:
+        return m if self.chunk == 1 else torch.repeat_interleave(m, self.chunk, dim=-1)
+
+    def _reduce(self, m: Tensor) -> Tensor:
+        return m if self.chunk == 1 else m.view(m.shape[0], -1, self.chunk).sum(-1)
+
+    def _gate_g(self, a: Tensor, t0: int, t1: int) -> Tensor:
+        """The effective gate g for steps t0..t1-1: the factor of the c recursion."""
+        p = self.p
+        if p.refine or p.master:
+            return self.G[t0:t1]
+        if p.forget_act == "cumax":
+            return self.F[t0:t1]
+        return a[..., self.b["f"]]
+
+    # ------------------------------------------------------------------ forward
+    def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
+        p, v = self.p, self.views
+        z = torch.addmm(xw_t, h, w_hh_t, out=self.z)  # [B, G]
+        self.z_u.mul_(2.0)  # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid call for every block
+        a = torch.sigmoid(z, out=v["A"][t])
+        u = v["u"][t].mul_(2.0).sub_(1.0)
+        c, c_new = v["C"][t], v["C"][t + 1]
+        if p.tied:
+            if p.forget_act == "sigmoid":
+                f = v["f"][t]
+            else:
+                s = v["S"][t]
+                s.copy_(torch.softmax(self.z_f, dim=-1))
+                f = torch.cumsum(s, -1, out=v["F"][t])
+            if p.refine:
+                d = torch.addcmul(f, f, f, value=-1.0)  # f (1 - f)
+                # g = f^2 + 2 r f (1 - f) = (f - d) + 2 r d
+                g = torch.addcmul(f - d, v["r"][t], d, value=2.0, out=v["G"][t])
+            else:
+                g = f
+            torch.addcmul(u, g, c - u, out=c_new)  # g c + (1 - g) u
+        elif p.master:
+            b = self.b
+            i, f = v["i"][t], v["f"][t]
+            sf, si = self.SF[t], self.SI[t]
+            sf.copy_(torch.softmax(z[:, b["mf"]], dim=-1))
+            si.copy_(torch.softmax(z[:, b["mi"]], dim=-1))
+            mf, mi = self.MF[t], self.MI[t]
+            mf.copy_(self._expand(sf.cumsum(-1)))
+            mi.copy_(self._expand(torch.rsub(si.cumsum(-1), 1.0)))
+            w = mf * mi
+            g = torch.add(mf, (f - 1.0).mul_(w), out=self.G[t])  # f w + (mf - w)
+            ih = torch.add(mi, (i - 1.0).mul_(w), out=self.IH[t])  # i w + (mi - w)
+            torch.mul(g, c, out=c_new).addcmul_(ih, u)
+        else:
+            torch.mul(v["f"][t], c, out=c_new).addcmul_(v["i"][t], u)
+        del a
+        tc = torch.tanh(c_new, out=v["TC"][t])
+        torch.mul(v["o"][t], tc, out=y_t)
+
+    # ------------------------------------------------------------------ backward
+    def coefficients(self, t0: int, t1: int, h_prev: Tensor):
+        """Per-unit derivative factors of steps t0..t1-1, vectorised over those steps.
+
+        Returns a tuple of [n, B, ...] tensors (n = t1 - t0):
+            k1: dc_t = dc_{t+1} g_{t+1} + dh_t * k1 (k1 = o (1 - tanh^2 c)),
+            ko: dz_o = dh_t * ko,
+            kc: [n, B, k, H], dz of the first k blocks = dc_t * kc (for a cumax f, the f
+                block holds dL/df / dc, finished per step by ``cumax_backward``),
+            kg: dc_{t-1} (direct) = dc_t * kg,
+            and for the om-lstm the master factors (kmf, kmi) of dL/d(master) / dc.
+        """
+        b, p, one = self.b, self.p, self.one
+        a = self.A[t0:t1]
+        tc, cp = self.TC[t0:t1], self.C[t0:t1]
+        o, u = a[..., b["o"]], a[..., b["u"]]
+        dsig = torch.addcmul(a, a, a, value=-1.0)  # a (1 - a) for every sigmoid block
+        k1 = _one_minus_sq(one, tc).mul_(o)
+        ko = torch.mul(tc, dsig[..., b["o"]])
+        n, batch, hid = tc.shape
+        kc = tc.new_empty(n, batch, self.k, hid)
+        du = _one_minus_sq(one, u)
+        g = self._gate_g(a, t0, t1)
+        extra = ()
+        if p.tied:
+            dgc = torch.sub(cp, u)  # dL/dg per unit of dc
+            ku, kf = kc[:, :, self.k - 1], kc[:, :, self.k - 2]
+            torch.addcmul(du, du, g, value=-1.0, out=ku)  # (1 - g)(1 - u^2)
+            if p.forget_act == "sigmoid":
+                f = a[..., b["f"]]
+                df_dz = dsig[..., b["f"]]
+            else:
+                f = self.F[t0:t1]
+                df_dz = torch.addcmul(f, f, f, value=-1.0)
+            if p.refine:
+                r = a[..., b["r"]]
+                dgc.mul_(2.0)
+                torch.mul(dgc, df_dz, out=kc[:, :, 0]).mul_(dsig[..., b["r"]])  # 2 dg f(1-f) r'
+                torch.add(f, r, out=kf).addcmul_(r, f, value=-2.0).mul_(dgc)  # 2 dg (f+r-2rf)
+            else:
+                kf.copy_(dgc)
+            if p.forget_act == "sigmoid":
+                kf.mul_(df_dz)
+        else:
+            i, f = a[..., b["i"]], a[..., b["f"]]
+            if p.master:
+                w = self.MF[t0:t1] * self.MI[t0:t1]
+                torch.mul(u, w, out=kc[:, :, 0]).mul_(dsig[..., b["i"]])
+                torch.mul(cp, w, out=kc[:, :, 1]).mul_(dsig[..., b["f"]])
+                torch.mul(du, self.IH[t0:t1], out=kc[:, :, 2])
+                dw = (f - 1.0).mul_(cp).addcmul_(i - 1.0, u)  # dL/domega per unit of dc
+                kmf = torch.addcmul(cp, dw, self.MI[t0:t1])
+                kmi = torch.addcmul(u, dw, self.MF[t0:t1])
+                extra = (kmf, kmi)
+            else:
+                torch.mul(u, dsig[..., b["i"]], out=kc[:, :, 0])
+                torch.mul(cp, dsig[..., b["f"]], out=kc[:, :, 1])
+                torch.mul(du, i, out=kc[:, :, 2])
+        return (k1, ko, kc, g, *extra)
+
+    def backward_step(self, t, j, co, dh, dz, _dzh):
+        """Step t (index j in its coefficient chunk); dz is [B, G]."""
+        k1, ko, kc, kg = co[:4]
+        b, batch, hid = self.b, dh.shape[0], dh.shape[1]
+        dc = dh * k1[j] if self.dc is None else torch.addcmul(self.dc, dh, k1[j])
+        torch.mul(dc.unsqueeze(1), kc[j], out=dz[:, : self.k * hid].view(batch, self.k, hid))
+        torch.mul(dh, ko[j], out=dz[:, b["o"]])
+        if self.p.forget_act == "cumax":
+            dz[:, b["f"]] = cumax_backward(dz[:, b["f"]], self.S[t])
+        if self.p.master:
+            kmf, kmi = co[4], co[5]
+            dz[:, b["mf"]] = cumax_backward(self._reduce(dc * kmf[j]), self.SF[t])
+            dz[:, b["mi"]] = cumax_backward(self._reduce(dc * kmi[j]).neg_(), self.SI[t])
+        self.dc = dc.mul_(kg[j])
+        return None
+
+    def reset_grad(self, keep_t: Tensor) -> None:
+        if self.dc is not None:
+            self.dc.mul_(keep_t)
+
+    def init_grad(self, drest: tuple[Tensor | None, ...]) -> None:
+        (dc,) = drest
+        self.dc = None if dc is None else dc.clone()
+
+    def grad_rest(self, like: Tensor) -> tuple[Tensor, ...]:
+        return (torch.zeros_like(like) if self.dc is None else self.dc,)
+
+
+class GRUKernel:
+    """Gate math of the GRU family (blocks r, z, n[, rho]) with its hand-derived backward."""
+
+    same_dz = False
+
+    def __init__(self, preset: Preset, hidden_size: int):
+        d = hidden_size
+        self.refine = preset.refine
+        self.k = 4 if preset.refine else 3
+        self.r, self.z, self.n, self.rho = (slice(k * d, (k + 1) * d) for k in range(4))
+
+    def allocate(
+        self, t_len: int, batch: int, rest0: tuple[Tensor, ...], like: Tensor, g: int
+    ) -> None:
+        new = like.new_empty
+        self.one = like.new_ones(())
+        self.A = new(t_len, batch, g)  # sigmoid(xw + gh); the n block holds n = tanh(...)
+        self.GH = new(t_len, batch, g)  # W_hh h + b_hh
+        if self.refine:
+            self.G = new(t_len, batch, like.shape[-1])
+
+    def reset(self, t: int, keep_t: Tensor) -> None:
+        pass
+
+    def final_rest(self) -> tuple[Tensor, ...]:
+        return ()
+
+    def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
+        gh = torch.addmm(b_hh, h, w_hh_t, out=self.GH[t])
+        a = torch.sigmoid(torch.add(xw_t, gh), out=self.A[t])  # the n block is overwritten
+        r, z = a[:, self.r], a[:, self.z]
+        n = a[:, self.n]
+        torch.tanh(torch.addcmul(xw_t[:, self.n], r, gh[:, self.n]), out=n)
+        if self.refine:
+            d = torch.addcmul(z, z, z, value=-1.0)  # z (1 - z)
+            g = torch.addcmul(z - d, a[:, self.rho], d, value=2.0, out=self.G[t])
+        else:
+            g = z
+        torch.addcmul(n, g, h - n, out=y_t)  # g h + (1 - g) n
+
+    def coefficients(self, t0: int, t1: int, h_prev: Tensor):
+        """Per-unit factors of steps t0..t1-1: dzx = dh * kx, dzh = dh * kh ([n, B, k, H]),
+        dh_{t-1} (direct) = dh * g."""
+        a, gh = self.A[t0:t1], self.GH[t0:t1]
+        r, z, n = a[..., self.r], a[..., self.z], a[..., self.n]
+        g = self.G[t0:t1] if self.refine else z
+        nt, batch, hid = r.shape
+        dsig = torch.addcmul(a, a, a, value=-1.0)
+        kx = a.new_empty(nt, batch, self.k, hid)
+        kn = _one_minus_sq(self.one, n)
+        torch.addcmul(kn, kn, g, value=-1.0, out=kx[:, :, 2])  # (1 - g)(1 - n^2)
+        torch.mul(kx[:, :, 2], gh[..., self.n], out=kx[:, :, 0]).mul_(dsig[..., self.r])
+        dgh = torch.sub(h_prev, n)  # dL/dg per unit of dh
+        dsig_z = dsig[..., self.z]
+        if self.refine:
+            rho = a[..., self.rho]
+            dgh.mul_(2.0)
+            torch.mul(dgh, dsig_z, out=kx[:, :, 3]).mul_(dsig[..., self.rho])
+            torch.add(z, rho, out=kx[:, :, 1]).addcmul_(rho, z, value=-2.0).mul_(dgh)
+            kx[:, :, 1].mul_(dsig_z)
+        else:
+            torch.mul(dgh, dsig_z, out=kx[:, :, 1])
+        kh = kx.clone()
+        kh[:, :, 2].mul_(r)
+        return (kx, kh, g)
+
+    def backward_step(self, t, j, co, dh, dzx, dzh):
+        kx, kh, g = co
+        batch, hid = dh.shape
+        d = dh.unsqueeze(1)
+        torch.mul(d, kx[j], out=dzx.view(batch, self.k, hid))
+        torch.mul(d, kh[j], out=dzh.view(batch, self.k, hid))
+        return dh * g[j]
+
+    def reset_grad(self, keep_t: Tensor) -> None:
+        pass
+
+    def init_grad(self, drest) -> None:
+        pass
+
+    def grad_rest(self, like: Tensor) -> tuple[Tensor, ...]:
+        return ()
+
+
+class _Recurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
+        t_len, batch, in_size = x.shape
+        g, hid = w_hh.shape
+        xw = torch.addmm(b_ih, x.reshape(t_len * batch, in_size), w_ih.t()).view(t_len, batch, g)
+        keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
+        resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
+        kernel.allocate(t_len, batch, rest0, h0, g)
+        ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
+        ys[0].copy_(h0)
+        w_hh_t = w_hh.t()
+        for t, xw_t in enumerate(xw.unbind(0)):
+            h = ys[t]
+            if resets[t]:
+                h = h * keep[t]
+                kernel.reset(t, keep[t])
+            kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
+        ctx.kernel, ctx.resets = kernel, resets
+        ctx.has_b_hh = b_hh is not None
+        ctx.save_for_backward(x, keep, w_ih, w_hh, ys)
+        return (ys[1:], ys[-1].clone(), *kernel.final_rest())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_t, *drest_t):
+        x, keep, w_ih, w_hh, ys = ctx.saved_tensors
+        kernel, resets = ctx.kernel, ctx.resets
+        t_len, batch, in_size = x.shape
+        g, hid = w_hh.shape
+        # h_{t-1} as step t saw it (after its reset): [T, B, H]
+        h_prev = ys[:-1] * keep if any(resets) else ys[:-1]
+        dzx = x.new_empty(t_len, batch, g)
+        dzh = dzx if kernel.same_dz else x.new_empty(t_len, batch, g)
+        kernel.init_grad(drest_t)
+        dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t
+        # The per-unit factors are computed for a chunk of steps at once (few large ops
+        # instead of many small ones), chunks small enough to stay in cache.
+        chunk = max(1, _CHUNK_ELEMENTS // (batch * hid))
+        for t1 in range(t_len, 0, -chunk):
+            t0 = max(0, t1 - chunk)
+            co = kernel.coefficients(t0, t1, h_prev[t0:t1])
+            for t in reversed(range(t0, t1)):
+                if dy is not None:
+                    dh = dh + dy[t]
+                dh_direct = kernel.backward_step(t, t - t0, co, dh, dzx[t], dzh[t])
+                if dh_direct is None:
+                    dh = torch.mm(dzh[t], w_hh)
+                else:
+                    dh = torch.addmm(dh_direct, dzh[t], w_hh)
+                if resets[t]:
+                    dh.mul_(keep[t])
+                    kernel.reset_grad(keep[t])
+        drest = kernel.grad_rest(ys[0])
+        dzx2, dzh2 = dzx.view(-1, g), dzh.view(-1, g)
+        dx = torch.mm(dzx2, w_ih).view(t_len, batch, in_size) if ctx.needs_input_grad[1] else None
+        dw_ih = torch.mm(dzx2.t(), x.reshape(-1, in_size))
+        dw_hh = torch.mm(dzh2.t(), h_prev.reshape(-1, hid))
+        db_ih = dzx2.sum(0)
+        db_hh = dzh2.sum(0) if ctx.has_b_hh else None
+        return (None, dx, None, dw_ih, dw_hh, db_ih, db_hh, dh, *drest)
+
+
+def run(
+    kernel,
+    x: Tensor,
+    is_first: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor | None,
+    state0: tuple[Tensor, ...],
+):
+    """Run the fused recurrence.
+
+    Args:
+        kernel: an ``LSTMKernel`` or ``GRUKernel`` (fresh per call: it holds the workspace).
+        x: [T, B, I]; is_first: [T, B] bool.
+        w_ih: [G, I]; w_hh: [G, H]; b_ih: [G]; b_hh: [G] or None.
+        state0: (h0, *rest) with [B, H] tensors.
+
+    Returns:
+        (y [T, B, H], final state tuple (h_T, *rest_T)).
+    """
+    out = _Recurrence.apply(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, *state0)
+    return out[0], tuple(out[1:])

@@ -1,0 +1,146 @@
+"""The LSTM family (paper.md 1.1-1.5): lstm, c-lstm, om-lstm, u-, r-, ur-, o- and or-lstm.
+
+Parameters are one affine map of (x_t, h_{t-1}) to the pre-activations z = W_ih x + W_hh h + b,
+split into d-wide blocks:
+
+- untied (lstm, c-lstm):     [i, f, u, o]                  (PyTorch's i, f, g, o packing)
+- om-lstm:                   [i, f, u, o, f~, i~]           (f~, i~ are n = d / chunk wide)
+- tied, no refine (u-, o-):  [f, u, o]
+- tied with refine (r-, ur-, or-): [r, f, u, o]             (r takes i's block: same size as LSTM)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlgate.cores import fused
+from rlgate.cores.base import LSTMState, RecurrentCore
+from rlgate.cores.gates import chrono_forget_bias, cumax, refine_gate, uniform_gate_bias
+from rlgate.cores.presets import Preset
+
+
+class LSTMCore(RecurrentCore):
+    """A core of the LSTM family, configured by its preset (see ``rlgate.cores.CORES``).
+
+    Args:
+        preset: the preset.
+        input_size: I.
+        hidden_size: H (d in the paper).
+        backend: "auto", "reference" or "fused".
+        forget_bias: constant forget bias for standard init (default 1.0).
+        chrono_t_max: T_max of chrono init (c-lstm); the longest dependency expected.
+        chunk_size: ON-LSTM chunk size (om-lstm); must divide H.
+        tie_refine_bias: initialise the refine bias to -b_f (True, paper.md 1.3) or to 0.
+    """
+
+    State = LSTMState
+
+    def __init__(
+        self,
+        preset: Preset,
+        input_size: int,
+        hidden_size: int,
+        backend: str = "auto",
+        forget_bias: float = 1.0,
+        chrono_t_max: float = 120.0,
+        chunk_size: int = 1,
+        tie_refine_bias: bool = True,
+    ):
+        super().__init__(preset, input_size, hidden_size, backend)
+        if preset.refine and not preset.tied:
+            raise ValueError("the refine gate is defined for the tied-input LSTM only")
+        if preset.init == "chrono" and not chrono_t_max > 2:
+            raise ValueError(f"chrono_t_max must be > 2, got {chrono_t_max}")
+        if preset.master and (chunk_size < 1 or hidden_size % chunk_size):
+            raise ValueError(f"chunk_size must divide hidden_size={hidden_size}, got {chunk_size}")
+        self.forget_bias = float(forget_bias)
+        self.chrono_t_max = float(chrono_t_max)
+        self.chunk_size = int(chunk_size) if preset.master else 1
+        self.tie_refine_bias = bool(tie_refine_bias)
+
+        d = hidden_size
+        if preset.master:
+            names = ["i", "f", "u", "o", "mf", "mi"]
+        elif not preset.tied:
+            names = ["i", "f", "u", "o"]
+        elif preset.refine:
+            names = ["r", "f", "u", "o"]
+        else:
+            names = ["f", "u", "o"]
+        widths = {n: (d // self.chunk_size if n in ("mf", "mi") else d) for n in names}
+        self.blocks: dict[str, slice] = {}
+        start = 0
+        for n in names:
+            self.blocks[n] = slice(start, start + widths[n])
+            start += widths[n]
+        g = start
+        self.weight_ih = nn.Parameter(torch.empty(g, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
+        self.bias = nn.Parameter(torch.empty(g))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Weights U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.LSTM; biases per the preset's init."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for w in (self.weight_ih, self.weight_hh):
+            w.uniform_(-bound, bound, generator=generator)
+        self.bias.zero_()
+        b = self.bias
+        p, d = self.preset, self.hidden_size
+        if p.forget_act == "sigmoid":
+            if p.init == "uniform":
+                b_f = uniform_gate_bias(d, generator)
+            elif p.init == "chrono":
+                b_f = chrono_forget_bias(d, self.chrono_t_max, generator)
+                b[self.blocks["i"]] = -b_f
+            else:
+                b_f = torch.full((d,), self.forget_bias, dtype=torch.float64)
+            b[self.blocks["f"]] = b_f
+        if p.refine and self.tie_refine_bias:
+            b[self.blocks["r"]] = -b[self.blocks["f"]]
+
+    # ----------------------------------------------------------------- reference math
+    def _cell(self, x_t: Tensor, state: LSTMState):
+        """One step, written as paper.md writes it. Returns (new state, gates dict)."""
+        h, c = state
+        z = F.linear(x_t, self.weight_ih, self.bias) + F.linear(h, self.weight_hh)
+        zb = {name: z[:, s] for name, s in self.blocks.items()}
+        p = self.preset
+        f = torch.sigmoid(zb["f"]) if p.forget_act == "sigmoid" else cumax(zb["f"])
+        gates = {"f": f}
+        u = torch.tanh(zb["u"])
+        o = torch.sigmoid(zb["o"])
+        if p.tied:
+            g = f
+            if p.refine:
+                r = torch.sigmoid(zb["r"])
+                g = refine_gate(f, r)
+                gates["r"] = r
+            c_new = g * c + (1.0 - g) * u
+        elif p.master:
+            i = torch.sigmoid(zb["i"])
+            master_f = cumax(zb["mf"], self.chunk_size)
+            master_i = 1.0 - cumax(zb["mi"], self.chunk_size)
+            omega = master_f * master_i
+            g = f * omega + (master_f - omega)
+            i_hat = i * omega + (master_i - omega)
+            c_new = g * c + i_hat * u
+        else:
+            i = torch.sigmoid(zb["i"])
+            g = f
+            c_new = f * c + i * u
+        gates["g"] = g
+        h_new = o * torch.tanh(c_new)
+        return LSTMState(h_new, c_new), gates
+
+    # ----------------------------------------------------------------- fast path
+    def _fused(self, x: Tensor, state: LSTMState, is_first: Tensor):
+        kernel = fused.LSTMKernel(self.preset, self.blocks, self.chunk_size)
+        return fused.run(
+            kernel, x, is_first, self.weight_ih, self.weight_hh, self.bias, None, tuple(state)
+        )

@@ -1,0 +1,28 @@
+"""The README's two fresh-machine commands stay true: CI runs the test command verbatim, and
+the main command's script exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## On a fresh machine", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section, flags=re.S)
+
+
+def test_readme_gives_exactly_two_commands():
+    assert len(_commands()) == 2
+    for cmd in _commands():
+        assert "torch==2.13.0" in cmd and "\n" not in cmd
+
+
+def test_ci_runs_the_readme_test_command():
+    main, test = _commands()
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+    script = re.search(r"python (scripts/\S+\.py)", main).group(1)
+    assert (ROOT / script).is_file()
