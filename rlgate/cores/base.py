@@ -7,6 +7,7 @@ episode, so the state of column b is reset to the initial state before step t.
 from __future__ import annotations
 
 import logging
+import math
 from typing import NamedTuple
 
 import torch
@@ -156,6 +157,17 @@ class RecurrentCore(nn.Module):
         )
 
     # ----------------------------------------------------------------- for subclasses
+    def _create_weights(self, gate_width: int) -> None:
+        """W_ih [G, I] and W_hh [G, H], G = gate_width, uninitialised."""
+        self.weight_ih = nn.Parameter(torch.empty(gate_width, self.input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gate_width, self.hidden_size))
+
+    def _reset_weights(self, generator: torch.Generator | None) -> None:
+        """W_ih, W_hh ~ U(-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM and torch.nn.GRU."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for w in (self.weight_ih, self.weight_hh):
+            w.uniform_(-bound, bound, generator=generator)
+
     def _cell(self, x_t: Tensor, state):  # pragma: no cover - abstract
         raise NotImplementedError
 

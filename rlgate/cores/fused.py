@@ -30,13 +30,14 @@ from rlgate.cores.presets import Preset
 
 
 def cumax_backward(dy: Tensor, s: Tensor) -> Tensor:
-    """Gradient of cumsum(softmax(z)) w.r.t. z, given dy = dL/dy and s = softmax(z), [B, n]."""
+    """Gradient of cumsum(softmax(z)) w.r.t. z (last axis), given dy = dL/dy and s = softmax(z)."""
     ds = dy.flip(-1).cumsum(-1).flip(-1)  # dL/ds_k = sum_{j >= k} dy_j
-    return s * (ds - (ds * s).sum(-1, keepdim=True))
+    ds.mul_(s)
+    return torch.addcmul(ds, s, ds.sum(-1, keepdim=True), value=-1.0)  # s (ds - <ds, s>)
 
 
-# Elements ([steps x B x H]) per chunk of precomputed backward factors: about 1 MiB in fp32.
-_CHUNK_ELEMENTS = 1 << 18
+# Elements ([steps x B x H]) per backward chunk: 256 KiB of fp32 per H-wide factor.
+_CHUNK_ELEMENTS = 1 << 16
 
 
 def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
@@ -77,15 +78,18 @@ class LSTMKernel:
             self.S = new(t_len, batch, hid)  # softmax of z_f
             self.F = new(t_len, batch, hid)  # f = cumsum(S)
         if p.master:
-            n = self.b["mf"].stop - self.b["mf"].start
-            self.SF, self.SI = new(t_len, batch, n), new(t_len, batch, n)
-            self.MF, self.MI = new(t_len, batch, hid), new(t_len, batch, hid)
+            # the two master gates side by side: [..., 0, :] is f~, [..., 1, :] is i~
+            self.n_master = self.b["mf"].stop - self.b["mf"].start
+            self.SM = new(t_len, batch, 2, self.n_master)  # softmax of z_f~, z_i~
+            self.M = new(t_len, batch, 2, hid)  # f~ and i~, broadcast over chunks
             self.IH = new(t_len, batch, hid)
         self.dc: Tensor | None = None
         # Per-step views made once per call (a view costs a dispatch; the loop is hot).
         self.z = new(batch, g)
         self.z_u = self.z[:, self.b["u"]]
         self.z_f = self.z[:, self.b["f"]]
+        if p.master:
+            self.z_m = self.z[:, self.b["mf"].start : self.b["mi"].stop].view(batch, 2, -1)
         self.views = {n: self.A[:, :, sl].unbind(0) for n, sl in self.b.items()}
         self.views.update(A=self.A.unbind(0), C=self.C.unbind(0), TC=self.TC.unbind(0))
         for name in ("G", "S", "F"):
@@ -102,7 +106,7 @@ class LSTMKernel:
         return m if self.chunk == 1 else torch.repeat_interleave(m, self.chunk, dim=-1)
 
     def _reduce(self, m: Tensor) -> Tensor:
-        return m if self.chunk == 1 else m.view(m.shape[0], -1, self.chunk).sum(-1)
+        return m if self.chunk == 1 else m.unflatten(-1, (-1, self.chunk)).sum(-1)
 
     def _gate_g(self, a: Tensor, t0: int, t1: int) -> Tensor:
         """The effective gate g for steps t0..t1-1: the factor of the c recursion."""
@@ -136,14 +140,14 @@ class LSTMKernel:
                 g = f
             torch.addcmul(u, g, c - u, out=c_new)  # g c + (1 - g) u
         elif p.master:
-            b = self.b
             i, f = v["i"][t], v["f"][t]
-            sf, si = self.SF[t], self.SI[t]
-            sf.copy_(torch.softmax(z[:, b["mf"]], dim=-1))
-            si.copy_(torch.softmax(z[:, b["mi"]], dim=-1))
-            mf, mi = self.MF[t], self.MI[t]
-            mf.copy_(self._expand(sf.cumsum(-1)))
-            mi.copy_(self._expand(torch.rsub(si.cumsum(-1), 1.0)))
+            sm = self.SM[t]
+            sm.copy_(torch.softmax(self.z_m, dim=-1))
+            cm = sm.cumsum(-1)  # [B, 2, n]
+            cm[:, 1].neg_().add_(1.0)  # i~ = 1 - cumax(z_i~)
+            m = self.M[t]
+            m.copy_(self._expand(cm))
+            mf, mi = m[:, 0], m[:, 1]
             w = mf * mi
             g = torch.add(mf, (f - 1.0).mul_(w), out=self.G[t])  # f w + (mf - w)
             ih = torch.add(mi, (i - 1.0).mul_(w), out=self.IH[t])  # i w + (mi - w)
@@ -164,7 +168,7 @@ class LSTMKernel:
             kc: [n, B, k, H], dz of the first k blocks = dc_t * kc (for a cumax f, the f
                 block holds dL/df / dc, finished per step by ``cumax_backward``),
             kg: dc_{t-1} (direct) = dc_t * kg,
-            and for the om-lstm the master factors (kmf, kmi) of dL/d(master) / dc.
+            and for the om-lstm km, [n, B, 2, H]: dL/d(f~, -i~) per unit of dc.
         """
         b, p, one = self.b, self.p, self.one
         a = self.A[t0:t1]
@@ -200,14 +204,16 @@ class LSTMKernel:
         else:
             i, f = a[..., b["i"]], a[..., b["f"]]
             if p.master:
-                w = self.MF[t0:t1] * self.MI[t0:t1]
+                mf, mi = self.M[t0:t1, :, 0], self.M[t0:t1, :, 1]
+                w = mf * mi
                 torch.mul(u, w, out=kc[:, :, 0]).mul_(dsig[..., b["i"]])
                 torch.mul(cp, w, out=kc[:, :, 1]).mul_(dsig[..., b["f"]])
                 torch.mul(du, self.IH[t0:t1], out=kc[:, :, 2])
                 dw = (f - 1.0).mul_(cp).addcmul_(i - 1.0, u)  # dL/domega per unit of dc
-                kmf = torch.addcmul(cp, dw, self.MI[t0:t1])
-                kmi = torch.addcmul(u, dw, self.MF[t0:t1])
-                extra = (kmf, kmi)
+                km = tc.new_empty(n, batch, 2, hid)  # dL/d(f~, -i~) per unit of dc
+                torch.addcmul(cp, dw, mi, out=km[:, :, 0])
+                torch.addcmul(u, dw, mf, out=km[:, :, 1]).neg_()
+                extra = (km,)
             else:
                 torch.mul(u, dsig[..., b["i"]], out=kc[:, :, 0])
                 torch.mul(cp, dsig[..., b["f"]], out=kc[:, :, 1])
@@ -224,9 +230,9 @@ class LSTMKernel:
         if self.p.forget_act == "cumax":
             dz[:, b["f"]] = cumax_backward(dz[:, b["f"]], self.S[t])
         if self.p.master:
-            kmf, kmi = co[4], co[5]
-            dz[:, b["mf"]] = cumax_backward(self._reduce(dc * kmf[j]), self.SF[t])
-            dz[:, b["mi"]] = cumax_backward(self._reduce(dc * kmi[j]).neg_(), self.SI[t])
+            dm = self._reduce(dc.unsqueeze(1) * co[4][j])  # [B, 2, n]
+            dz_m = dz[:, b["mf"].start : b["mi"].stop].view(batch, 2, -1)
+            dz_m.copy_(cumax_backward(dm, self.SM[t]))
         self.dc = dc.mul_(kg[j])
         return None
 
@@ -356,36 +362,47 @@ class _Recurrence(torch.autograd.Function):
         kernel, resets = ctx.kernel, ctx.resets
         t_len, batch, in_size = x.shape
         g, hid = w_hh.shape
-        # h_{t-1} as step t saw it (after its reset): [T, B, H]
-        h_prev = ys[:-1] * keep if any(resets) else ys[:-1]
-        dzx = x.new_empty(t_len, batch, g)
-        dzh = dzx if kernel.same_dz else x.new_empty(t_len, batch, g)
+        # Steps are processed in chunks, last chunk first. Per chunk: the per-unit factors for
+        # all its steps at once (few large ops instead of many small ones), the step recursion,
+        # then the chunk's share of the weight gradients as accumulating matmuls. The chunk
+        # buffers are small and reused, so they stay in cache and need no large allocation.
+        chunk = min(t_len, max(1, _CHUNK_ELEMENTS // (batch * hid)))
+        dzx_buf = x.new_empty(chunk, batch, g)
+        dzh_buf = dzx_buf if kernel.same_dz else x.new_empty(chunk, batch, g)
+        dw_ih, dw_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+        db_ih = w_ih.new_zeros(g)
+        db_hh = w_ih.new_zeros(g) if ctx.has_b_hh else None
+        dx = torch.empty_like(x) if ctx.needs_input_grad[1] else None
         kernel.init_grad(drest_t)
         dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t
-        # The per-unit factors are computed for a chunk of steps at once (few large ops
-        # instead of many small ones), chunks small enough to stay in cache.
-        chunk = max(1, _CHUNK_ELEMENTS // (batch * hid))
         for t1 in range(t_len, 0, -chunk):
             t0 = max(0, t1 - chunk)
-            co = kernel.coefficients(t0, t1, h_prev[t0:t1])
-            for t in reversed(range(t0, t1)):
+            n = t1 - t0
+            # h_{t-1} as step t saw it (after its reset): [n, B, H]
+            h_prev = ys[t0:t1] * keep[t0:t1] if any(resets[t0:t1]) else ys[t0:t1]
+            co = kernel.coefficients(t0, t1, h_prev)
+            dzx, dzh = dzx_buf[:n], dzh_buf[:n]
+            for j in reversed(range(n)):
+                t = t0 + j
                 if dy is not None:
                     dh = dh + dy[t]
-                dh_direct = kernel.backward_step(t, t - t0, co, dh, dzx[t], dzh[t])
+                dh_direct = kernel.backward_step(t, j, co, dh, dzx[j], dzh[j])
                 if dh_direct is None:
-                    dh = torch.mm(dzh[t], w_hh)
+                    dh = torch.mm(dzh[j], w_hh)
                 else:
-                    dh = torch.addmm(dh_direct, dzh[t], w_hh)
+                    dh = torch.addmm(dh_direct, dzh[j], w_hh)
                 if resets[t]:
                     dh.mul_(keep[t])
                     kernel.reset_grad(keep[t])
+            dzx2, dzh2 = dzx.reshape(n * batch, g), dzh.reshape(n * batch, g)
+            dw_ih.addmm_(dzx2.t(), x[t0:t1].reshape(n * batch, in_size))
+            dw_hh.addmm_(dzh2.t(), h_prev.reshape(n * batch, hid))
+            db_ih += dzx2.sum(0)
+            if db_hh is not None:
+                db_hh += dzh2.sum(0)
+            if dx is not None:
+                torch.mm(dzx2, w_ih, out=dx[t0:t1].view(n * batch, in_size))
         drest = kernel.grad_rest(ys[0])
-        dzx2, dzh2 = dzx.view(-1, g), dzh.view(-1, g)
-        dx = torch.mm(dzx2, w_ih).view(t_len, batch, in_size) if ctx.needs_input_grad[1] else None
-        dw_ih = torch.mm(dzx2.t(), x.reshape(-1, in_size))
-        dw_hh = torch.mm(dzh2.t(), h_prev.reshape(-1, hid))
-        db_ih = dzx2.sum(0)
-        db_hh = dzh2.sum(0) if ctx.has_b_hh else None
         return (None, dx, None, dw_ih, dw_hh, db_ih, db_hh, dh, *drest)
 
 

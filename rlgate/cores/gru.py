@@ -8,8 +8,6 @@ h_t = g * h_{t-1} + (1 - g) * n, with g = z for the GRU and g = refine(z, rho) f
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,8 +49,7 @@ class GRUCore(RecurrentCore):
         names = ["r", "z", "n"] + (["rho"] if preset.refine else [])
         self.blocks: dict[str, slice] = {n: slice(k * d, (k + 1) * d) for k, n in enumerate(names)}
         g = len(names) * d
-        self.weight_ih = nn.Parameter(torch.empty(g, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
+        self._create_weights(g)
         self.bias_ih = nn.Parameter(torch.empty(g))
         self.bias_hh = nn.Parameter(torch.empty(g))
         self.reset_parameters()
@@ -60,9 +57,7 @@ class GRUCore(RecurrentCore):
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights U(-1/sqrt(H), 1/sqrt(H)); z bias per the preset; refine bias -b_z; others 0."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for w in (self.weight_ih, self.weight_hh):
-            w.uniform_(-bound, bound, generator=generator)
+        self._reset_weights(generator)
         self.bias_ih.zero_()
         self.bias_hh.zero_()
         if self.preset.init == "uniform":

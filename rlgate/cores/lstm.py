@@ -11,8 +11,6 @@ split into d-wide blocks:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -78,17 +76,14 @@ class LSTMCore(RecurrentCore):
             self.blocks[n] = slice(start, start + widths[n])
             start += widths[n]
         g = start
-        self.weight_ih = nn.Parameter(torch.empty(g, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(g, hidden_size))
+        self._create_weights(g)
         self.bias = nn.Parameter(torch.empty(g))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.LSTM; biases per the preset's init."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for w in (self.weight_ih, self.weight_hh):
-            w.uniform_(-bound, bound, generator=generator)
+        self._reset_weights(generator)
         self.bias.zero_()
         b = self.bias
         p, d = self.preset, self.hidden_size
