@@ -36,8 +36,8 @@ def cumax_backward(dy: Tensor, s: Tensor) -> Tensor:
     return torch.addcmul(ds, s, ds.sum(-1, keepdim=True), value=-1.0)  # s (ds - <ds, s>)
 
 
-# Elements ([steps x B x H]) per backward chunk: 256 KiB of fp32 per H-wide factor.
-_CHUNK_ELEMENTS = 1 << 16
+# Elements ([steps x B x H]) per backward chunk: 512 KiB of fp32 per H-wide factor.
+_CHUNK_ELEMENTS = 1 << 17
 
 
 def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
