@@ -1,0 +1,167 @@
+"""The batched environment interface: N copies of a task stepped together as torch tensors.
+
+Every batched env (tensor tasks and the gymnasium-vector adapter) offers:
+
+- ``reset(seed=None) -> (obs, info)``
+- ``step(actions [N]) -> (obs, reward [N], terminated [N], truncated [N], info)``
+
+Observations are dicts of tensors with a leading [N] axis on ``device``. Episodes auto-reset in
+the same step: when copy b ends at a step, the returned obs[b] is the first observation of its
+next episode and ``info["is_first"][b]`` is True (the reset signal of rlgate's cores).
+``info["done"]`` marks the copies whose episode ended, and ``info["episode"]`` holds that
+episode's statistics ("return", "length", "success", and task extras), valid where done.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import Tensor
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """A torch device that exists here, or ValueError naming the problem."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} does not exist here: CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} does not exist: {torch.cuda.device_count()} GPUs")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: rlgate envs run on cpu or cuda")
+    return dev
+
+
+def check_options(cls: type, options: dict[str, Any]) -> None:
+    """Raise ValueError for keyword options that ``cls.__init__`` does not take."""
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n in params if n not in ("self", "num_envs", "device", "seed", "autoreset")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid options: {', '.join(valid) or 'none'}"
+        )
+
+
+class TensorEnv:
+    """Base class of the tensor tasks. All state is a dict of tensors with a leading [N] axis.
+
+    Subclasses set ``single_observation_space``, ``single_action_space`` and ``stat_keys``
+    (extra per-episode statistics) and implement:
+
+    - ``_reset(mask [N] bool)``: start new episodes in the masked copies (also set the
+      statistics of ``stat_keys`` in ``self.state`` to zero there);
+    - ``_step(actions [N]) -> (reward [N] float, terminated [N] bool, truncated [N] bool)``;
+    - ``_observe() -> dict of [N, ...] tensors``.
+    """
+
+    single_observation_space: gym.spaces.Dict
+    single_action_space: gym.spaces.Discrete
+    stat_keys: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+        autoreset: bool = True,
+    ):
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.num_envs = num_envs
+        self.device = resolve_device(device)
+        self.autoreset = autoreset
+        self.generator = torch.Generator(device=self.device)
+        self._seed(seed)
+        self.state: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------- public API
+    def reset(self, seed: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Start a new episode in every copy; ``seed`` reseeds the env's generator."""
+        if seed is not None:
+            self._seed(seed)
+        n = self.num_envs
+        self.state["episode_return"] = torch.zeros(n, device=self.device)
+        self.state["episode_length"] = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._reset(torch.ones(n, dtype=torch.bool, device=self.device))
+        first = torch.ones(n, dtype=torch.bool, device=self.device)
+        return self._observe(), {"is_first": first}
+
+    def step(self, actions: Tensor):
+        """Step every copy with ``actions`` [N] (integers in the action space)."""
+        actions = self._check_actions(actions)
+        reward, terminated, truncated = self._step(actions)
+        st = self.state
+        st["episode_return"] += reward
+        st["episode_length"] += 1
+        done = terminated | truncated
+        info: dict[str, Any] = {"done": done}
+        stats = {
+            "return": st["episode_return"].clone(),
+            "length": st["episode_length"].clone(),
+            "success": st["success"].clone(),
+        }
+        for key in self.stat_keys:
+            stats[key] = st[key].clone()
+        info["episode"] = stats
+        if self.autoreset:
+            if bool(done.any()):
+                st["episode_return"].masked_fill_(done, 0.0)
+                st["episode_length"].masked_fill_(done, 0)
+                self._reset(done)
+            info["is_first"] = done
+        return self._observe(), reward, terminated, truncated, info
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.single_action_space.n)
+
+    def get_state(self, index: int) -> dict[str, Tensor]:
+        """Copy of the state of copy ``index`` (leading axis of size 1)."""
+        return {k: v[index : index + 1].clone() for k, v in self.state.items()}
+
+    def set_state(self, index: int, state: dict[str, Tensor]) -> None:
+        """Overwrite the state of copy ``index`` with one from ``get_state``."""
+        for k, v in state.items():
+            self.state[k][index : index + 1] = v.to(self.device)
+
+    # ----------------------------------------------------------------- helpers
+    def _seed(self, seed: int | None) -> None:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.generator.manual_seed(int(seed))
+
+    def _check_actions(self, actions) -> Tensor:
+        a = torch.as_tensor(actions, device=self.device)
+        if a.shape != (self.num_envs,) or a.dtype.is_floating_point or a.dtype == torch.bool:
+            raise ValueError(
+                f"actions must be an integer tensor of shape [{self.num_envs}], got "
+                f"{a.dtype} {tuple(a.shape)}"
+            )
+        a = a.long()
+        n = self.num_actions
+        if bool(((a < 0) | (a >= n)).any()):
+            raise ValueError(f"actions out of range: valid actions are 0..{n - 1}")
+        return a
+
+    def _rand(self, *shape: int) -> Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.device)
+
+    def _randint(self, low: int, high: int, shape: tuple[int, ...]) -> Tensor:
+        return torch.randint(low, high, shape, generator=self.generator, device=self.device)
+
+    # ----------------------------------------------------------------- for subclasses
+    def _reset(self, mask: Tensor) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _step(self, actions: Tensor):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _observe(self) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
