@@ -12,7 +12,8 @@ in the clone and compares every observation, reward and termination.
 Speed comes from the fixed walls: the layout's only opaque cells are walls, identical in every
 episode of a size, so the view's world coordinates and minigrid's visibility mask depend only
 on (agent position, direction) and are tabulated once (``_view_table``) with the same
-algorithm as minigrid's ``get_view_exts``/``slice``/``rotate_left``/``process_vis``.
+algorithm as minigrid's ``get_view_exts``/``slice``/``rotate_left``/``process_vis``. An
+observation is then one gather of 49 packed cell codes per copy.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ WALL_CODE = (WALL_OBJ, GREY, 0)
 DIR_TO_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))  # right, down, left, up as (dx, dy)
 VIEW = 7
 SIZES = (7, 9, 11, 13, 17)
+
+
+def _pack(obj, colour, state):
+    """One int32 per cell: object + 256 colour + 65536 state (minigrid's encoding)."""
+    return obj + 256 * colour + 65536 * state
 
 
 def memory_walls(size: int) -> np.ndarray:
@@ -74,7 +80,8 @@ def _visibility(opaque: np.ndarray) -> np.ndarray:
 @functools.cache
 def _view_table(size: int) -> tuple[np.ndarray, np.ndarray]:
     """For every agent cell (x * size + y) and direction: the world cell (flat index, -1 outside)
-    seen at each view cell [i, j], and whether minigrid shows it. Shapes [size^2, 4, 7, 7]."""
+    seen at each view cell [i, j], and whether minigrid shows it. Shapes [size^2, 4, 7, 7].
+    Cached per size: built once per process with minigrid's own algorithm."""
     walls = memory_walls(size)
     cells = np.full((size * size, 4, VIEW, VIEW), -1, dtype=np.int64)
     visible = np.zeros((size * size, 4, VIEW, VIEW), dtype=bool)
@@ -137,18 +144,25 @@ class MemoryEnv(TensorEnv):
         )
         self.single_action_space = gym.spaces.Discrete(7)
         dev, n, cells = self.device, num_envs, size * size
+        # The world of a copy is [size^2 + 3] packed cell codes (object + 256 colour + 65536
+        # state), x-major; the three extra cells are the constants a view shows for a cell
+        # outside the grid (a wall), a cell it cannot see (0) and the agent's own cell (empty).
+        self._outside, self._unseen, self._agent = cells, cells + 1, cells + 2
         view_cells, visible = _view_table(size)
-        self._view_cells = torch.as_tensor(view_cells, device=dev)
-        self._visible = torch.as_tensor(visible, device=dev)
-        walls = torch.as_tensor(memory_walls(size).reshape(-1), device=dev)
-        self._template = torch.zeros(cells, 3, dtype=torch.uint8, device=dev)
-        self._template[:, 0] = EMPTY
-        self._template[walls] = torch.tensor(WALL_CODE, dtype=torch.uint8, device=dev)
-        self._wall_code = torch.tensor(WALL_CODE, dtype=torch.uint8, device=dev)
+        lookup = np.where(view_cells < 0, self._outside, view_cells)
+        lookup = np.where(visible, lookup, self._unseen)
+        lookup[:, :, VIEW // 2, VIEW - 1] = self._agent
+        self._lookup = torch.as_tensor(lookup, device=dev)  # [size^2, 4, 7, 7] world indices
+        walls = memory_walls(size).reshape(-1)
+        template = np.full(cells + 3, _pack(EMPTY, 0, 0), dtype=np.int32)
+        template[:cells][walls] = _pack(*WALL_CODE)
+        template[self._outside], template[self._unseen] = _pack(*WALL_CODE), 0
+        self._template = torch.as_tensor(template, device=dev)
+        self._shifts = torch.tensor([0, 8, 16], dtype=torch.int32, device=dev)
         self._dir_vec = torch.tensor(DIR_TO_VEC, dtype=torch.long, device=dev)
         self._rows = torch.arange(n, device=dev)
         self.state.update(
-            world=self._template.expand(n, cells, 3).clone(),  # [N, x * size + y, 3]
+            world=self._template.expand(n, cells + 3).clone(),  # [N, x * size + y (+3)]
             pos=torch.zeros(n, 2, dtype=torch.long, device=dev),  # (x, y)
             dir=torch.zeros(n, dtype=torch.long, device=dev),
             step_count=torch.zeros(n, dtype=torch.long, device=dev),
@@ -179,9 +193,7 @@ class MemoryEnv(TensorEnv):
             ((end + 1, mid - 2), obj0),
             ((end + 1, mid + 2), obj1),
         ):
-            cell = self._flat(torch.tensor(x), torch.tensor(y)).item()
-            st["world"][idx, cell, 0] = obj.to(torch.uint8)
-            st["world"][idx, cell, 1] = GREEN
+            st["world"][idx, x * s + y] = (obj + 256 * GREEN).to(torch.int32)
         top = torch.tensor([end + 1, mid - 1], device=self.device)  # next to obj0
         bottom = torch.tensor([end + 1, mid + 1], device=self.device)  # next to obj1
         match_top = (start_obj == obj0).unsqueeze(-1)
@@ -199,7 +211,7 @@ class MemoryEnv(TensorEnv):
         st["dir"] = torch.where(left, (st["dir"] - 1) % 4, st["dir"])
         st["dir"] = torch.where(right, (st["dir"] + 1) % 4, st["dir"])
         fwd = st["pos"] + self._dir_vec[st["dir"]]
-        fwd_obj = st["world"][self._rows, self._flat(fwd[:, 0], fwd[:, 1]), 0]
+        fwd_obj = st["world"][self._rows, self._flat(fwd[:, 0], fwd[:, 1])] & 255
         move = forward & (fwd_obj == EMPTY)
         st["pos"] = torch.where(move.unsqueeze(-1), fwd, st["pos"])
         st["step_count"] += 1
@@ -214,24 +226,20 @@ class MemoryEnv(TensorEnv):
     def _observe(self) -> dict[str, Tensor]:
         st = self.state
         here = self._flat(st["pos"][:, 0], st["pos"][:, 1])
-        cells = self._view_cells[here, st["dir"]]  # [N, 7, 7]
-        visible = self._visible[here, st["dir"]]
-        image = st["world"][self._rows[:, None, None], cells.clamp(min=0)]  # [N, 7, 7, 3]
-        image = torch.where((cells < 0).unsqueeze(-1), self._wall_code, image)
-        image = image * visible.unsqueeze(-1)
-        image[:, VIEW // 2, VIEW - 1] = torch.tensor(
-            (EMPTY, 0, 0), dtype=torch.uint8, device=self.device
-        )
-        return {"image": image, "direction": st["dir"].clone()}
+        codes = st["world"][self._rows[:, None, None], self._lookup[here, st["dir"]]]
+        image = (codes.unsqueeze(-1) >> self._shifts) & 255  # [N, 7, 7, 3]
+        return {"image": image.to(torch.uint8), "direction": st["dir"].clone()}
 
     def load_minigrid(self, index: int, env) -> None:
         """Copy the current state of a ``minigrid.envs.MemoryEnv`` into copy ``index``."""
         base = env.unwrapped
         if base.width != self.size or base.random_length:
             raise ValueError(f"expected a fixed-length MemoryEnv of size {self.size}")
-        world = torch.as_tensor(base.grid.encode(), device=self.device)  # [x, y, 3]
+        world = base.grid.encode().astype(np.int32).reshape(-1, 3)  # x-major, like ours
         st = self.state
-        st["world"][index] = world.reshape(-1, 3)
+        st["world"][index, : self.size**2] = torch.as_tensor(
+            _pack(world[:, 0], world[:, 1], world[:, 2]), device=self.device
+        )
         st["pos"][index] = torch.as_tensor(tuple(base.agent_pos), device=self.device)
         st["dir"][index] = int(base.agent_dir)
         st["step_count"][index] = int(base.step_count)

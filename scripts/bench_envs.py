@@ -21,8 +21,13 @@ import torch
 from rlgate.benchmark import format_table
 from rlgate.envs import ENVS, make_vec
 
-TASKS = ["rlgate/PassiveMatch-v0", "rlgate/ActiveMatch-v0", "rlgate/TMaze-v0",
-         "rlgate/MemoryS7-v0", "rlgate/MemoryS17-v0"]
+TASKS = [
+    "rlgate/PassiveMatch-v0",
+    "rlgate/ActiveMatch-v0",
+    "rlgate/TMaze-v0",
+    "rlgate/MemoryS7-v0",
+    "rlgate/MemoryS17-v0",
+]
 
 
 def steps_per_second(env, seconds: float, device: str) -> float:
@@ -55,8 +60,10 @@ def main(argv=None) -> int:
     if args.quick:
         args.num_envs, args.sync_envs, args.async_envs, args.seconds = [1, 1024], [16], [2], 0.5
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"# bench_envs: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, devices {devices}, ~{args.seconds}s per case")
+    print(
+        f"# bench_envs: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, devices {devices}, ~{args.seconds}s per case"
+    )
     rows = []
     baseline = {}
     for kind, sizes in (("sync", args.sync_envs), ("async", args.async_envs)):
@@ -68,8 +75,16 @@ def main(argv=None) -> int:
             print(f"  minigrid {kind} N={n}: {sps:,.0f}/s", file=sys.stderr, flush=True)
     best = max(baseline.values())
     for (kind, n), sps in baseline.items():
-        rows.append(["MiniGrid-MemoryS7-v0", f"minigrid {kind}VectorEnv", "cpu", n,
-                     f"{sps:,.0f}", f"{sps / best:.2f}x"])
+        rows.append(
+            [
+                "MiniGrid-MemoryS7-v0",
+                f"minigrid {kind}VectorEnv",
+                "cpu",
+                n,
+                f"{sps:,.0f}",
+                f"{sps / best:.2f}x",
+            ]
+        )
     for device in devices:
         for task in args.tasks:
             for n in args.num_envs:
@@ -77,13 +92,18 @@ def main(argv=None) -> int:
                 sps = steps_per_second(env, args.seconds, device)
                 rows.append([task, "rlgate tensor", device, n, f"{sps:,.0f}", f"{sps / best:.1f}x"])
                 print(f"  {task} {device} N={n}: {sps:,.0f}/s", file=sys.stderr, flush=True)
-    print(format_table(["env", "implementation", "device", "num_envs", "steps/s",
-                        "vs best minigrid"], rows))
+    print(
+        format_table(
+            ["env", "implementation", "device", "num_envs", "steps/s", "vs best minigrid"], rows
+        )
+    )
     clone = [r for r in rows if r[0] == "rlgate/MemoryS7-v0" and r[2] == "cpu" and r[3] == 1024]
     if clone:
         ratio = float(clone[0][4].replace(",", "")) / best
-        print(f"\n# target: MemoryS7 clone at N=1024 on CPU >= 100x the best minigrid vector env: "
-              f"{ratio:.0f}x ({'met' if ratio >= 100 else 'MISSED'})")
+        print(
+            f"\n# target: MemoryS7 clone at N=1024 on CPU >= 100x the best minigrid vector env: "
+            f"{ratio:.0f}x ({'met' if ratio >= 100 else 'MISSED'})"
+        )
     return 0
 
 

@@ -55,7 +55,8 @@ def test_random_layouts_are_minigrids(size):
     env = make_vec(f"rlgate/MemoryS{size}-v0", 256, seed=0)
     env.reset()
     st = env.state
-    world = st["world"].view(256, size, size, 3)
+    packed = st["world"][:, : size * size].view(256, size, size)
+    world = torch.stack([packed & 255, (packed >> 8) & 255, packed >> 16], dim=-1)
     walls = torch.as_tensor(memory_walls(size))
     assert ((world[..., 0] == 2) == walls).all()
     mid, end = size // 2, size - 3

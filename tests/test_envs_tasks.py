@@ -112,8 +112,14 @@ def test_timeout_in_the_choice_phase_ends_with_nothing():
 
 def test_apples_pay_and_respawn():
     env = make_vec(
-        "rlgate/PassiveMatch-v0", 1, seed=6, delay=40, cue_steps=1, apple_respawn=5,
-        apple_reward=2.5, num_apples=1,
+        "rlgate/PassiveMatch-v0",
+        1,
+        seed=6,
+        delay=40,
+        cue_steps=1,
+        apple_respawn=5,
+        apple_reward=2.5,
+        num_apples=1,
     )
     env.reset()
     _act(env, DOWN)
