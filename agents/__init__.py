@@ -1,7 +1,9 @@
 """Actor-critic agents for rlgate, installed as ``rlgate.agents`` (the folder is ``agents/``).
 
-Recurrent PPO and IMPALA land here with the agents issue; the package exists now so that the
-layout and packaging are fixed.
+- ``actor_critic``: encoder -> recurrent core (rlgate.cores) -> policy and value heads;
+- ``rollout``: batched rollouts on the device, time-major storage with is_first and states;
+- ``ppo``: recurrent PPO; ``impala``: the V-trace learner; ``actors``: IMPALA's actor
+  processes and shared-memory unroll queue.
 """
 
 if __name__ != "rlgate.agents":  # the folder must not be importable as a generic "agents"
@@ -9,3 +11,5 @@ if __name__ != "rlgate.agents":  # the folder must not be importable as a generi
         f"this folder is the package rlgate.agents, imported here as {__name__!r}: "
         "install rlgate from the checkout (pip install -e .) and import rlgate.agents"
     )
+
+AGENTS = ("ppo", "impala")

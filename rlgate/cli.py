@@ -1,18 +1,165 @@
-"""The ``rlgate`` command line. Commands so far: ``cores`` (list the recurrent cores).
+"""The ``rlgate`` command line: ``train``, ``eval`` and ``cores``.
 
-Errors from bad input are one line on stderr with exit code 2, never a traceback.
+Bad input (unknown core, env, agent or flag, an invalid value, a missing or mismatched
+checkpoint) is one line on stderr with exit code 2, never a traceback. Only the CLI configures
+logging.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import logging
+import os
+import re
 import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Annotated
+
+import tyro
 
 from rlgate.cores import CORES
 
+USAGE = "usage: rlgate {train,eval,cores} [--help]"
 
-def _cores(_args: argparse.Namespace) -> int:
-    canonical = {}
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Run a trained agent for some episodes and print its success rate and return."""
+
+    checkpoint: Annotated[str, tyro.conf.Positional]
+    """A run folder or checkpoint file."""
+    episodes: int = 100
+    """Episodes to finish."""
+    num_envs: int = 16
+    """Environments stepped together."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    seed: int = 12345
+    """Seed of the evaluation envs and action sampling."""
+    greedy: bool = False
+    """Take the most likely action instead of sampling."""
+
+    def __post_init__(self):
+        if self.episodes < 1 or self.num_envs < 1:
+            raise ValueError("--episodes and --num-envs must be >= 1")
+
+
+def _one_line(text: str) -> str:
+    """tyro's boxed error message as one line."""
+    text = " ".join(re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+", " ", text).split())
+    for stop in (" Argument helptext", " For full helptext", " Usage:"):
+        text = text.split(stop)[0]
+    if "Error parsing" in text:
+        text = text.split("Error parsing", 1)[1].strip()
+        text = re.sub(r"^[A-Za-z]*Config:\s*", "", text)
+    else:
+        text = re.sub(r"^(Value error|Invalid choice|Parsing error)\s*", "", text)
+    return text[:400] or "invalid arguments"
+
+
+@contextlib.contextmanager
+def _captured_fds():
+    """Send everything written to fds 1 and 2 into a temporary file (rich writes there)."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _parse(cls, args: list[str], prog: str, default=None):
+    """tyro.cli with one-line errors: returns the parsed config or raises UsageError."""
+    if "-h" in args or "--help" in args:
+        return tyro.cli(cls, args=args, prog=prog, default=default)
+    failed, text, out, unknown = False, "", None, []
+    with _captured_fds() as tmp:
+        try:
+            out, unknown = tyro.cli(
+                cls, args=args, prog=prog, default=default, return_unknown_args=True
+            )
+        except SystemExit:
+            failed = True
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    if failed:
+        raise UsageError(_one_line(text))
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see {prog} --help)")
+    return out
+
+
+def _train(args: list[str]) -> int:
+    from rlgate import checkpoint as ckpt
+    from rlgate.config import TrainConfig
+    from rlgate.runtime import tune_cpu_allocator
+    from rlgate.train import Trainer
+
+    default = None
+    if "--resume" in args:  # the saved config is the default; flags given override it
+        i = args.index("--resume")
+        if i + 1 >= len(args):
+            raise UsageError("--resume expects a run folder or checkpoint file")
+        saved = ckpt.load(args[i + 1])["config"]
+        default = TrainConfig.from_dict({**saved, "resume": args[i + 1]})
+    cfg = _parse(TrainConfig, args, "rlgate train", default)
+    tune_cpu_allocator()
+    trainer = Trainer(cfg)
+    print(
+        f"rlgate: training {cfg.agent} with {cfg.core} on {cfg.env} "
+        f"({cfg.num_updates} updates of {cfg.batch_size} steps) -> {trainer.run_dir}"
+    )
+    try:
+        result = trainer.run()
+    except FloatingPointError as err:
+        print(
+            f"rlgate: error: {err}; stopped, the last good checkpoint is kept in {trainer.run_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    last = result.history[-1] if result.history else {}
+    ret = last.get("charts/episodic_return", float("nan"))
+    succ = last.get("charts/success_rate", float("nan"))
+    state = "interrupted, checkpoint saved" if result.interrupted else "done"
+    print(
+        f"rlgate: {state}: {result.global_step} steps, {result.updates} updates, recent "
+        f"return {ret:.3f}, success {succ:.3f}; tensorboard --logdir {result.run_dir.parent}"
+    )
+    return 130 if result.interrupted else 0
+
+
+def _eval(args: list[str]) -> int:
+    from rlgate.evaluate import evaluate
+
+    cfg = _parse(EvalConfig, args, "rlgate eval")
+    out = evaluate(cfg.checkpoint, cfg.episodes, cfg.num_envs, cfg.device, cfg.seed, cfg.greedy)
+    print(
+        f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
+        f"success rate {out['success_rate']:.3f}, mean return {out['mean_return']:.3f}"
+    )
+    return 0
+
+
+def _cores(args: list[str]) -> int:
+    if args:
+        raise UsageError(f"unrecognized arguments: {' '.join(args)}")
+    canonical: dict[str, list[str]] = {}
     for name, preset in CORES.items():
         canonical.setdefault(preset.name, []).append(name)
     width = max(map(len, canonical))
@@ -25,29 +172,34 @@ def _cores(_args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse would print the usage too)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="rlgate", description="Reinforcement learning with gated recurrent memory."
-    )
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
-    p = sub.add_parser("cores", help="list the recurrent cores (--core choices) and options")
-    p.set_defaults(func=_cores)
-    return parser
+COMMANDS = {"train": _train, "eval": _eval, "cores": _cores}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rlgate`` console script and ``python -m rlgate``."""
-    args = build_parser().parse_args(argv)  # argparse exits 2 with a one-line usage error
+    from rlgate.checkpoint import CheckpointError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        print("  train  train an agent (rlgate train --help)")
+        print("  eval   evaluate a checkpoint (rlgate eval --help)")
+        print("  cores  list the recurrent cores and their options")
+        sys.exit(0 if args else 2)
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(
+            f"rlgate: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        code = args.func(args)
-    except ValueError as err:  # bad input from the user: one line, exit 2
-        print(f"rlgate: error: {err}", file=sys.stderr)
+        code = COMMANDS[command](rest)
+    except (UsageError, CheckpointError, ValueError) as err:
+        print(f"rlgate {command}: error: {err}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # output piped into a program that stopped reading (| head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)

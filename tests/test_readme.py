@@ -24,5 +24,4 @@ def test_readme_gives_exactly_two_commands():
 def test_ci_runs_the_readme_test_command():
     main, test = _commands()
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
-    script = re.search(r"python (scripts/\S+\.py)", main).group(1)
-    assert (ROOT / script).is_file()
+    assert main.endswith("&& rlgate train")  # the main job: a short real training run

@@ -1,0 +1,118 @@
+"""The actor-critic: encoder -> recurrent core (rlgate.cores) -> policy and value heads.
+
+Only the core differs between runs. The encoder takes the observation plus the previous action
+and reward (paper.md section 2): a one-hot grid view ("image" with values in {0, 1}, the
+rlgate grid tasks) is flattened as it is; a minigrid view ("image" of (object, colour, state)
+codes) is one-hot encoded per channel; "direction" is one-hot encoded.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlgate.cores import make_core
+
+# minigrid's code ranges: objects 0..10, colours 0..5, states 0..2
+MINIGRID_CODES = (11, 6, 3)
+
+
+def _reward_feature(r: Tensor) -> Tensor:
+    return torch.sign(r) * torch.log1p(r.abs())  # squashes the 10-point match reward
+
+
+class ObsEncoder(nn.Module):
+    """Observation + previous action and reward -> [.., out_size] features.
+
+    Args:
+        space: the env's single observation space (a Dict with "image" and maybe "direction").
+        num_actions: size of the discrete action space.
+        out_size: feature size.
+    """
+
+    def __init__(self, space: gym.spaces.Dict, num_actions: int, out_size: int):
+        super().__init__()
+        image = space["image"]
+        self.binary = bool((image.high == 1).all())
+        if not self.binary and image.shape[-1] != len(MINIGRID_CODES):
+            raise ValueError(f"unsupported image observation {image}")
+        cells = int(image.shape[0] * image.shape[1])
+        per_cell = image.shape[-1] if self.binary else sum(MINIGRID_CODES)
+        self.has_direction = "direction" in space.spaces
+        self.num_actions = num_actions
+        in_size = cells * per_cell + num_actions + 1 + (4 if self.has_direction else 0)
+        self.net = nn.Sequential(nn.Linear(in_size, out_size), nn.ReLU())
+
+    def forward(self, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor) -> Tensor:
+        """obs: [T, B, ...] tensors; prev_action, prev_reward: [T, B] -> [T, B, out_size]."""
+        image = obs["image"]
+        lead = image.shape[:2]
+        if self.binary:
+            x = image.reshape(*lead, -1).float()
+        else:
+            codes = image.long()
+            parts = [F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)]
+            x = torch.cat(parts, dim=-1).reshape(*lead, -1).float()
+        feats = [
+            x,
+            F.one_hot(prev_action, self.num_actions).float(),
+            _reward_feature(prev_reward).unsqueeze(-1),
+        ]
+        if self.has_direction:
+            feats.append(F.one_hot(obs["direction"].long(), 4).float())
+        return self.net(torch.cat(feats, dim=-1))
+
+
+class ActorCritic(nn.Module):
+    """Encoder -> core -> (policy logits, value).
+
+    Args:
+        obs_space: single observation space of the env.
+        num_actions: number of discrete actions.
+        core: a key of rlgate.cores.CORES.
+        hidden_size: core size H.
+        encoder_size: feature size fed to the core.
+        core_options: passed to ``make_core`` (backend, chrono_t_max, ...).
+    """
+
+    def __init__(
+        self,
+        obs_space: gym.spaces.Dict,
+        num_actions: int,
+        core: str,
+        hidden_size: int = 128,
+        encoder_size: int = 128,
+        core_options: dict | None = None,
+    ):
+        super().__init__()
+        self.encoder = ObsEncoder(obs_space, num_actions, encoder_size)
+        self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
+        self.policy = nn.Linear(hidden_size, num_actions)
+        self.value = nn.Linear(hidden_size, 1)
+        nn.init.orthogonal_(self.policy.weight, gain=0.01)
+        nn.init.zeros_(self.policy.bias)
+        nn.init.orthogonal_(self.value.weight, gain=1.0)
+        nn.init.zeros_(self.value.bias)
+
+    def initial_state(self, batch_size: int, device=None):
+        return self.core.initial_state(batch_size, device)
+
+    def forward(self, obs, prev_action, prev_reward, is_first, state):
+        """Run over an unroll.
+
+        Args:
+            obs: dict of [T, B, ...]; prev_action [T, B] long; prev_reward [T, B];
+            is_first [T, B] bool (the core resets there); state: core state before step 0.
+
+        Returns:
+            (logits [T, B, A], values [T, B], final core state).
+        """
+        x = self.encoder(obs, prev_action, prev_reward)
+        y, state = self.core(x, state, is_first)
+        return self.policy(y), self.value(y).squeeze(-1), state
+
+    def core_features(self, obs, prev_action, prev_reward) -> Tensor:
+        """Encoder output for one step, [B, encoder_size] (for gate diagnostics)."""
+        return self.encoder(obs, prev_action, prev_reward)

@@ -1,0 +1,188 @@
+"""IMPALA's actor processes: they step their own envs with a lagged copy of the learner's
+parameters and send unrolls to the learner through shared memory.
+
+The learner owns ``num_actors * queue_size`` unroll slots (dicts of shared-memory tensors) and
+two queues of slot numbers: free and full. An actor takes a free slot, fills it with an unroll
+(acting with the parameters of version v, read from shared memory at the start of the unroll),
+and puts (slot, v, episode statistics) on the full queue; the learner copies the slot, frees it
+and trains. After every update the learner writes its parameters into shared memory and bumps
+the version, so the policy lag of an unroll is (learner updates so far) - v.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+from rlgate.agents.rollout import EpisodeLog, Rollout, RolloutWorker
+
+_POLL_SECONDS = 1.0
+
+
+def _slot_like(r: Rollout) -> dict[str, torch.Tensor]:
+    slot = {f"obs.{k}": torch.empty_like(v) for k, v in r.obs.items()}
+    for name in (
+        "prev_action",
+        "prev_reward",
+        "is_first",
+        "actions",
+        "logp",
+        "values",
+        "rewards",
+        "dones",
+        "bootstrap_value",
+    ):
+        slot[name] = torch.empty_like(getattr(r, name))
+    for i, s in enumerate(r.states[0]):
+        slot[f"state.{i}"] = torch.empty_like(s)
+    return {k: v.share_memory_() for k, v in slot.items()}
+
+
+def _write(slot: dict[str, torch.Tensor], r: Rollout) -> None:
+    for k, v in r.obs.items():
+        slot[f"obs.{k}"].copy_(v)
+    for name in (
+        "prev_action",
+        "prev_reward",
+        "is_first",
+        "actions",
+        "logp",
+        "values",
+        "rewards",
+        "dones",
+        "bootstrap_value",
+    ):
+        slot[name].copy_(getattr(r, name))
+    for i, s in enumerate(r.states[0]):
+        slot[f"state.{i}"].copy_(s)
+
+
+def _read(slot: dict[str, torch.Tensor], version: int, device) -> Rollout:
+    get = {k: v.to(device, copy=True) for k, v in slot.items()}
+    obs = {k[4:]: v for k, v in get.items() if k.startswith("obs.")}
+    states = [tuple(get[k] for k in sorted(get) if k.startswith("state."))]
+    return Rollout(
+        obs,
+        get["prev_action"],
+        get["prev_reward"],
+        get["is_first"],
+        get["actions"],
+        get["logp"],
+        get["values"],
+        get["rewards"],
+        get["dones"],
+        states,
+        get["bootstrap_value"],
+        version,
+    )
+
+
+def _actor_main(
+    actor_id: int, cfg_dict: dict, params: dict, version, slots, free, full, seed: int
+) -> None:
+    from rlgate.config import TrainConfig
+    from rlgate.envs import make_vec
+    from rlgate.train import build_model
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    env = make_vec(cfg.env, cfg.impala.envs_per_actor, device="cpu", seed=seed, **cfg.env_options)
+    model = build_model(cfg, env)
+    worker = RolloutWorker(
+        env, model, cfg.unroll_length, generator=torch.Generator().manual_seed(seed + 1)
+    )
+    while True:
+        v = version.value
+        model.load_state_dict(params)
+        rollout, log = worker.collect(param_version=v)
+        index = free.get()
+        _write(slots[index], rollout)
+        full.put((index, v, log.stats))
+
+
+class ActorPool:
+    """``num_actors`` actor processes feeding a learner (see the module docstring).
+
+    Args:
+        cfg: the run's TrainConfig (its impala section sizes the pool).
+        model: the learner's model; its parameters are published to the actors.
+        example: an unroll of one actor's shape, to size the shared slots.
+        device: where the learner wants its unrolls.
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, example: Rollout, device):
+        ctx = mp.get_context("spawn")
+        self.device = device
+        self.params = {
+            k: v.detach().cpu().clone().share_memory_() for k, v in model.state_dict().items()
+        }
+        self.version = ctx.Value("q", 0)
+        n_slots = cfg.impala.num_actors * cfg.impala.queue_size
+        self.slots = [_slot_like(example) for _ in range(n_slots)]
+        self.free, self.full = ctx.Queue(), ctx.Queue()
+        for i in range(n_slots):
+            self.free.put(i)
+        self.processes = []
+        for a in range(cfg.impala.num_actors):
+            p = ctx.Process(
+                target=_actor_main,
+                args=(
+                    a,
+                    cfg.to_dict(),
+                    self.params,
+                    self.version,
+                    self.slots,
+                    self.free,
+                    self.full,
+                    cfg.seed + 1000 * (a + 1),
+                ),
+                daemon=True,
+            )
+            p.start()
+            self.processes.append(p)
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        """Copy the learner's parameters to the actors and set their version."""
+        for k, v in model.state_dict().items():
+            self.params[k].copy_(v.detach())
+        self.version.value = version
+
+    def get(self, timeout: float = 600.0) -> tuple[Rollout, EpisodeLog]:
+        """The next unroll from any actor; RuntimeError if an actor died or none came."""
+        waited = 0.0
+        while True:
+            try:
+                index, version, stats = self.full.get(timeout=_POLL_SECONDS)
+                break
+            except queue.Empty:
+                waited += _POLL_SECONDS
+                dead = [(i, p.exitcode) for i, p in enumerate(self.processes) if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(
+                        f"IMPALA actor process {dead[0][0]} exited with code {dead[0][1]}; stopping"
+                    ) from None
+                if waited >= timeout:
+                    raise RuntimeError(f"no unroll from the actors in {timeout:.0f}s") from None
+        rollout = _read(self.slots[index], version, self.device)
+        self.free.put(index)
+        return rollout, EpisodeLog(stats)
+
+    def close(self) -> None:
+        for p in self.processes:
+            if p.is_alive():
+                p.terminate()
+        for p in self.processes:
+            p.join(timeout=5)
+
+
+def pool_collector(pool: ActorPool, model: torch.nn.Module) -> Any:
+    """A ``collect(version)`` for Trainer.run: publish the parameters, take the next unroll."""
+
+    def collect(version: int):
+        pool.publish(model, version)
+        return pool.get()
+
+    return collect

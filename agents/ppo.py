@@ -1,0 +1,162 @@
+"""Recurrent PPO (Schulman et al. 2017): GAE, clipped objective, entropy bonus, value loss,
+minibatches of whole sequences, several epochs, truncated BPTT from stored start states,
+gradient clipping; optional recompute of the start states between epochs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.rollout import Rollout
+from rlgate.config import PPOConfig
+from rlgate.returns import gae
+
+
+def ppo_loss(
+    logits: Tensor,
+    values: Tensor,
+    actions: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    clip_coef: float,
+) -> dict[str, Tensor]:
+    """The clipped surrogate, value loss and entropy of one minibatch.
+
+    Args:
+        logits: [T, B, A]; values: [T, B]; actions, old_logp, advantages, returns: [T, B].
+
+    Returns:
+        dict with "policy", "value", "entropy", "approx_kl", "clip_fraction" (scalars).
+    """
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    value = 0.5 * (values - returns).pow(2).mean()
+    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
+    return {
+        "policy": policy,
+        "value": value,
+        "entropy": entropy,
+        "approx_kl": approx_kl,
+        "clip_fraction": clip_fraction,
+    }
+
+
+def _sequences(x: Tensor, chunk: int) -> Tensor:
+    """[T, B, ...] -> [chunk, (T / chunk) * B, ...]: sequence s = c * B + b is chunk c of env b."""
+    t_len, batch = x.shape[:2]
+    x = x.reshape(t_len // chunk, chunk, batch, *x.shape[2:])  # [C, L, B, ...]
+    x = x.transpose(0, 1)  # [L, C, B, ...]
+    return x.reshape(chunk, (t_len // chunk) * batch, *x.shape[3:])
+
+
+class PPO:
+    """The PPO learner.
+
+    Args:
+        model: the actor-critic.
+        config: PPOConfig; gamma, max_grad_norm: shared hyperparameters.
+        optimizer: the optimizer of ``model``'s parameters.
+    """
+
+    def __init__(
+        self,
+        model: ActorCritic,
+        config: PPOConfig,
+        gamma: float,
+        max_grad_norm: float,
+        optimizer: torch.optim.Optimizer,
+    ):
+        self.model, self.cfg = model, config
+        self.gamma, self.max_grad_norm = gamma, max_grad_norm
+        self.optimizer = optimizer
+
+    def _chunk_states(self, r: Rollout, chunk: int) -> list[tuple[Tensor, ...]]:
+        """Start states of every BPTT chunk recomputed with the current parameters."""
+        with torch.no_grad():
+            states, state = [], r.states[0]
+            for c in range(r.length // chunk):
+                states.append(state)
+                sl = slice(c * chunk, (c + 1) * chunk)
+                _, _, state = self.model(
+                    {k: v[sl] for k, v in r.obs.items()},
+                    r.prev_action[sl],
+                    r.prev_reward[sl],
+                    r.is_first[sl],
+                    state,
+                )
+        return states
+
+    def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
+        cfg, t_len = self.cfg, r.length
+        chunk = cfg.bptt or t_len
+        discounts = self.gamma * (~r.dones).float()
+        advantages, returns = gae(r.rewards, r.values, r.bootstrap_value, discounts, cfg.gae_lambda)
+        seq = {
+            "obs": {k: _sequences(v[:t_len], chunk) for k, v in r.obs.items()},
+            "prev_action": _sequences(r.prev_action[:t_len], chunk),
+            "prev_reward": _sequences(r.prev_reward[:t_len], chunk),
+            "is_first": _sequences(r.is_first[:t_len], chunk),
+            "actions": _sequences(r.actions, chunk),
+            "logp": _sequences(r.logp, chunk),
+            "advantages": _sequences(advantages, chunk),
+            "returns": _sequences(returns, chunk),
+        }
+        num_seq = seq["actions"].shape[1]
+        per_mb = num_seq // cfg.num_minibatches
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(cfg.epochs):
+            chunk_states = self._chunk_states(r, chunk) if cfg.recompute_states else r.states
+            # [C] states of [B, H] -> [C * B, H], sequence order c * B + b
+            start = tuple(
+                torch.cat([s[k] for s in chunk_states]) for k in range(len(chunk_states[0]))
+            )
+            perm = torch.randperm(
+                num_seq,
+                generator=generator,
+                device=generator.device if generator is not None else "cpu",
+            ).to(r.actions.device)
+            for m in range(cfg.num_minibatches):
+                idx = perm[m * per_mb : (m + 1) * per_mb]
+                logits, values, _ = self.model(
+                    {k: v[:, idx] for k, v in seq["obs"].items()},
+                    seq["prev_action"][:, idx],
+                    seq["prev_reward"][:, idx],
+                    seq["is_first"][:, idx],
+                    tuple(s[idx] for s in start),
+                )
+                out = ppo_loss(
+                    logits,
+                    values,
+                    seq["actions"][:, idx],
+                    seq["logp"][:, idx],
+                    seq["advantages"][:, idx],
+                    seq["returns"][:, idx],
+                    cfg.clip_coef,
+                )
+                loss = out["policy"] - cfg.ent_coef * out["entropy"] + cfg.vf_coef * out["value"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} in the PPO update")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                self.optimizer.step()
+                out["loss"], out["grad_norm"] = loss, grad_norm
+                for k, v in out.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                count += 1
+        metrics = {k: v / count for k, v in totals.items()}
+        var_y = returns.var()
+        metrics["explained_variance"] = (
+            float(1 - (returns - r.values).var() / var_y) if var_y > 0 else 0.0
+        )
+        return metrics

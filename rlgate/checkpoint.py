@@ -1,0 +1,68 @@
+"""Checkpoints: written atomically (temp file + rename), holding model, optimizer, RNG states,
+step counters and the run's config."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+#: config fields that define the model and data: a checkpoint only resumes with equal ones
+MODEL_FIELDS = ("agent", "core", "env", "hidden_size", "encoder_size", "num_envs", "unroll_length")
+
+
+class CheckpointError(ValueError):
+    """A missing, unreadable or mismatched checkpoint (bad input: exit code 2 in the CLI)."""
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file."""
+    p = Path(path)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: a reader sees the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by ``save``; CheckpointError if missing or unreadable."""
+    p = checkpoint_path(path)
+    if not p.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {str(path)!r} (expected a run folder or a {CHECKPOINT} file)"
+        )
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {str(p)!r}: {err}") from None
+    if not isinstance(data, dict) or "model" not in data or "config" not in data:
+        raise CheckpointError(f"{str(p)!r} is not an rlgate checkpoint")
+    return data
+
+
+def check_compatible(saved: dict[str, Any], requested: dict[str, Any]) -> None:
+    """CheckpointError naming the first model-defining field that differs."""
+    for name in MODEL_FIELDS:
+        if saved.get(name) != requested.get(name):
+            flag = name.replace("_", "-")
+            raise CheckpointError(
+                f"checkpoint was trained with --{flag} {saved.get(name)}, not "
+                f"{requested.get(name)}: start a new run or resume with the same --{flag}"
+            )

@@ -1,0 +1,205 @@
+"""Run configuration: frozen dataclasses, parsed once by tyro, validated on construction.
+
+``rlgate train --help`` is generated from the field docstrings below.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rlgate.cores import BACKENDS, CORES
+
+AGENTS = ("ppo", "impala")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Proximal policy optimisation (Schulman et al. 2017) with recurrent cores."""
+
+    epochs: int = 4
+    """Passes over each rollout."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; each holds whole sequences (split across envs)."""
+    clip_coef: float = 0.2
+    """Clipping range of the probability ratio."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    bptt: int | None = None
+    """Truncated BPTT length (divides unroll_length); default: the whole unroll."""
+    recompute_states: bool = False
+    """Recompute the BPTT chunks' start states with the current parameters before each epoch."""
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.num_minibatches < 1:
+            _fail("ppo.epochs and ppo.num_minibatches must be >= 1")
+        if not 0 < self.clip_coef < 1:
+            _fail(f"ppo.clip_coef must be in (0, 1), got {self.clip_coef}")
+        if not 0 <= self.gae_lambda <= 1:
+            _fail(f"ppo.gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.bptt is not None and self.bptt < 1:
+            _fail(f"ppo.bptt must be >= 1, got {self.bptt}")
+
+
+@dataclass(frozen=True)
+class IMPALAConfig:
+    """IMPALA with V-trace (Espeholt et al. 2018)."""
+
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    baseline_coef: float = 0.5
+    """Value (baseline) loss coefficient."""
+    clip_rho: float = 1.0
+    """V-trace rho-bar (clipping of the importance weights in the targets)."""
+    clip_pg_rho: float = 1.0
+    """rho-bar of the policy-gradient advantages."""
+    clip_c: float = 1.0
+    """V-trace c-bar (trace cutting)."""
+    num_actors: int = 0
+    """Actor processes; 0 runs the actors in the learner's process (synchronous mode)."""
+    envs_per_actor: int = 8
+    """Envs stepped by each actor process."""
+    queue_size: int = 4
+    """Unroll buffers in shared memory per actor (bounds the policy lag)."""
+
+    def __post_init__(self):
+        for name in ("clip_rho", "clip_pg_rho", "clip_c"):
+            if getattr(self, name) <= 0:
+                _fail(f"impala.{name} must be > 0")
+        if self.num_actors < 0 or self.envs_per_actor < 1 or self.queue_size < 2:
+            _fail("impala.num_actors >= 0, envs_per_actor >= 1 and queue_size >= 2 required")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train an actor-critic with a recurrent core on a memory task."""
+
+    agent: Literal["ppo", "impala"] = "ppo"
+    """The learning algorithm."""
+    core: str = "ur-lstm"
+    """The recurrent core: a preset or alias of rlgate.cores.CORES (see `rlgate cores`)."""
+    env: str = "rlgate/TMaze-v0"
+    """Environment id: rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0, rlgate/TMaze-v0,
+    rlgate/MemoryS7-v0 .. S17, or any gymnasium id (e.g. MiniGrid-MemoryS7-v0)."""
+    delay: int | None = None
+    """The Match tasks' distractor length (shorthand for --env-option delay=N)."""
+    env_option: tuple[str, ...] = ()
+    """Other env options as KEY=VALUE (e.g. length=6 num_colours=3)."""
+    num_envs: int = 32
+    """Environments stepped together (per process)."""
+    total_timesteps: int = 300_000
+    """Environment steps to train for."""
+    unroll_length: int = 32
+    """Steps per env per rollout (T)."""
+    hidden_size: int = 64
+    """Core size H (the same for every core in a comparison)."""
+    encoder_size: int = 64
+    """Feature size fed to the core."""
+    backend: str = "auto"
+    """Core backend: auto, reference or fused."""
+    chrono_t_max: float | None = None
+    """T_max of the chrono init (c-lstm); default: the env's episode length when known."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0."""
+    gamma: float = 0.99
+    """Discount."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    seed: int = 1
+    """Seed of the envs, the model and the action sampling."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (cuda when available)."""
+    logdir: str = "runs"
+    """Parent folder of run folders."""
+    run_name: str | None = None
+    """Run folder name; default: {env}__{agent}__{core}__s{seed}__{time}."""
+    resume: str | None = None
+    """A run folder (or its checkpoint file) to continue."""
+    checkpoint_interval: int = 25
+    """Updates between checkpoints (one is also written at the end and on Ctrl-C)."""
+    gate_log_interval: int = 10
+    """Updates between gate histograms in TensorBoard."""
+    progress: bool = True
+    """Show a progress bar."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    impala: IMPALAConfig = field(default_factory=IMPALAConfig)
+
+    def __post_init__(self):
+        if self.agent not in AGENTS:
+            _fail(f"unknown agent {self.agent!r}; valid agents: {', '.join(AGENTS)}")
+        if self.core not in CORES:
+            _fail(f"unknown core {self.core!r}; valid cores: {', '.join(CORES)}")
+        if self.backend not in BACKENDS:
+            _fail(f"unknown backend {self.backend!r}; valid backends: {', '.join(BACKENDS)}")
+        for name in (
+            "num_envs",
+            "total_timesteps",
+            "unroll_length",
+            "hidden_size",
+            "encoder_size",
+            "checkpoint_interval",
+            "gate_log_interval",
+        ):
+            if getattr(self, name) < 1:
+                _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or not 0 < self.gamma <= 1 or self.max_grad_norm <= 0:
+            _fail("learning-rate > 0, 0 < gamma <= 1 and max-grad-norm > 0 are required")
+        _ = self.env_options  # parses, raising on malformed KEY=VALUE
+        if self.agent == "ppo":
+            bptt = self.ppo.bptt or self.unroll_length
+            if self.unroll_length % bptt:
+                _fail(f"ppo.bptt={bptt} must divide unroll-length={self.unroll_length}")
+            sequences = (self.unroll_length // bptt) * self.num_envs
+            if sequences % self.ppo.num_minibatches:
+                _fail(
+                    f"ppo.num-minibatches={self.ppo.num_minibatches} must divide the "
+                    f"{sequences} sequences of a rollout ((unroll-length / bptt) * num-envs)"
+                )
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """The env's options: --env-option KEY=VALUE pairs plus --delay."""
+        options: dict[str, Any] = {}
+        for item in self.env_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                _fail(f"--env-option expects KEY=VALUE, got {item!r}")
+            try:
+                options[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                options[key] = value
+        if self.delay is not None:
+            options["delay"] = self.delay
+        return options
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps per update."""
+        return self.num_envs * self.unroll_length
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["ppo"] = PPOConfig(**data.get("ppo", {}))
+        data["impala"] = IMPALAConfig(**data.get("impala", {}))
+        data["env_option"] = tuple(data.get("env_option", ()))
+        return cls(**data)

@@ -1,0 +1,241 @@
+"""The training loop behind ``rlgate train``: envs, model, learner, logging, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlgate import checkpoint as ckpt
+from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.impala import IMPALA
+from rlgate.agents.ppo import PPO
+from rlgate.agents.rollout import RolloutWorker
+from rlgate.config import TrainConfig
+from rlgate.envs import make_vec
+from rlgate.envs.base import resolve_device
+from rlgate.metrics import Logger
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(name)
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    if cfg.resume is not None:
+        p = ckpt.checkpoint_path(cfg.resume)
+        return p.parent
+    name = cfg.run_name or (
+        f"{cfg.env.replace('/', '-')}__{cfg.agent}__{cfg.core}__s{cfg.seed}__{int(time.time())}"
+    )
+    return Path(cfg.logdir) / name
+
+
+def build_model(cfg: TrainConfig, env) -> ActorCritic:
+    core_options: dict[str, Any] = {"backend": cfg.backend}
+    if cfg.core in ("c-lstm", "chrono", "chrono-lstm"):
+        t_max = cfg.chrono_t_max or getattr(env, "max_episode_steps", None) or 100.0
+        core_options["chrono_t_max"] = max(float(t_max), 3.0)
+    return ActorCritic(
+        env.single_observation_space,
+        env.num_actions,
+        cfg.core,
+        cfg.hidden_size,
+        cfg.encoder_size,
+        core_options,
+    )
+
+
+@dataclass
+class TrainResult:
+    """What a run did: its folder, updates and env steps, and per-update metrics."""
+
+    run_dir: Path
+    updates: int
+    global_step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class Trainer:
+    """Builds everything from a TrainConfig and runs updates; ``run()`` is the whole job."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        resume = ckpt.load(cfg.resume) if cfg.resume is not None else None
+        if resume is not None:
+            ckpt.check_compatible(resume["config"], cfg.to_dict())
+        torch.manual_seed(cfg.seed)
+        self.env = make_vec(
+            cfg.env, cfg.num_envs, device=self.device, seed=cfg.seed, **cfg.env_options
+        )
+        self.model = build_model(cfg, self.env).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        learner_cls = PPO if cfg.agent == "ppo" else IMPALA
+        sub = cfg.ppo if cfg.agent == "ppo" else cfg.impala
+        self.learner = learner_cls(self.model, sub, cfg.gamma, cfg.max_grad_norm, self.optimizer)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.update_index, self.global_step = 0, 0
+        if resume is not None:
+            self._restore(resume)
+        self.run_dir = run_dir_for(cfg)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        chunk = cfg.ppo.bptt if cfg.agent == "ppo" else None
+        self.worker = RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(),
+            "update": self.update_index,
+            "global_step": self.global_step,
+            "learner_version": getattr(self.learner, "version", self.update_index),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "env": self.env.generator.get_state() if hasattr(self.env, "generator") else None,
+                "actions": self.generator.get_state(),
+            },
+        }
+
+    def save(self) -> Path:
+        path = self.run_dir / ckpt.CHECKPOINT
+        ckpt.save(path, self._payload())
+        return path
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ckpt.CheckpointError(f"checkpoint does not fit this model: {err}") from None
+        self.update_index, self.global_step = data["update"], data["global_step"]
+        if hasattr(self.learner, "version"):
+            self.learner.version = data.get("learner_version", self.update_index)
+        rng = data["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["env"] is not None and hasattr(self.env, "generator"):
+            self.env.generator.set_state(rng["env"])
+        self.generator.set_state(rng["actions"])
+
+    # ----------------------------------------------------------------- the loop
+    def _gates(self) -> dict[str, torch.Tensor]:
+        w = self.worker
+        with torch.no_grad():
+            x = self.model.core_features(
+                {k: v.unsqueeze(0) for k, v in w.obs.items()},
+                w.prev_action.unsqueeze(0),
+                w.prev_reward.unsqueeze(0),
+            )
+            return self.model.core.gates(x[0], w.state)
+
+    def _actor_pool(self):
+        """IMPALA's actor processes, sized by an example unroll collected here on CPU."""
+        import copy
+
+        from rlgate.agents.actors import ActorPool
+
+        cfg = self.cfg
+        env = make_vec(
+            cfg.env, cfg.impala.envs_per_actor, device="cpu", seed=cfg.seed, **cfg.env_options
+        )
+        cpu_model = copy.deepcopy(self.model).cpu()
+        example, _ = RolloutWorker(env, cpu_model, cfg.unroll_length).collect()
+        return ActorPool(cfg, self.model, example, self.device)
+
+    def run(self, collect=None) -> TrainResult:
+        """Train until total_timesteps. ``collect`` overrides where unrolls come from."""
+        cfg = self.cfg
+        pool = None
+        if collect is None and cfg.agent == "impala" and cfg.impala.num_actors > 0:
+            from rlgate.agents.actors import pool_collector
+
+            pool = self._actor_pool()
+            collect = pool_collector(pool, self.model)
+        try:
+            return self._run(collect)
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def _run(self, collect) -> TrainResult:
+        cfg = self.cfg
+        (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        logger = Logger(str(self.run_dir), cfg.to_dict(), purge_step=self.global_step or None)
+        result = TrainResult(self.run_dir, self.update_index, self.global_step)
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=cfg.num_updates * cfg.batch_size,
+                initial=self.global_step,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=1.0,
+            )
+        collect = collect or (lambda version: self.worker.collect(version))
+        recent: dict[str, float] = {}
+        t_start, steps_start = time.perf_counter(), self.global_step
+        try:
+            while self.update_index < cfg.num_updates:
+                if cfg.anneal_lr:
+                    frac = 1.0 - self.update_index / cfg.num_updates
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = cfg.learning_rate * frac
+                version = getattr(self.learner, "version", self.update_index)
+                rollout, episodes = collect(version)
+                metrics = self.learner.update(rollout, self.generator)
+                self.update_index += 1
+                steps = rollout.actions.numel()
+                self.global_step += steps
+                sps = (self.global_step - steps_start) / (time.perf_counter() - t_start)
+                scalars = {f"losses/{k}": v for k, v in metrics.items() if k != "policy_lag"}
+                scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+                scalars["perf/sps"] = sps
+                if "policy_lag" in metrics:
+                    scalars["perf/policy_lag"] = metrics["policy_lag"]
+                logger.scalars(scalars, self.global_step)
+                recent.update(logger.episodes(episodes.stats, self.global_step))
+                if self.update_index % cfg.gate_log_interval == 0:
+                    logger.gates(self._gates(), self.global_step)
+                result.history.append({**scalars, **recent})
+                if self.update_index % cfg.checkpoint_interval == 0:
+                    self.save()
+                if bar is not None:
+                    bar.update(steps)
+                    bar.set_postfix(
+                        sps=f"{sps:.0f}",
+                        ret=f"{recent.get('charts/episodic_return', 0):.2f}",
+                        success=f"{recent.get('charts/success_rate', 0):.2f}",
+                    )
+            self.save()
+        except KeyboardInterrupt:
+            self.save()
+            result.interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        result.updates, result.global_step = self.update_index, self.global_step
+        return result
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run a whole training job from a config."""
+    return Trainer(cfg).run()

@@ -1,0 +1,191 @@
+"""Runs as a user sees them: the run folder, TensorBoard events read back, atomic checkpoints,
+resume, Ctrl-C, a non-finite loss, eval, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rlgate import checkpoint as ckpt
+from rlgate.config import TrainConfig
+from rlgate.evaluate import evaluate
+from rlgate.train import Trainer
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        env="rlgate/TMaze-v0",
+        env_option=("length=3",),
+        num_envs=8,
+        unroll_length=16,
+        total_timesteps=6 * 128,
+        progress=False,
+        logdir=str(tmp_path),
+        run_name="run",
+        gate_log_interval=2,
+        checkpoint_interval=2,
+        seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rlgate", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_run_folder_has_config_events_and_checkpoint(tmp_path):
+    result = Trainer(_cfg(tmp_path)).run()
+    run = result.run_dir
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["core"] == "ur-lstm" and saved["env_option"] == ["length=3"]
+    events = EventAccumulator(str(run), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in (
+        "charts/episodic_return",
+        "charts/success_rate",
+        "charts/episodic_length",
+        "losses/policy",
+        "losses/value",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clip_fraction",
+        "losses/grad_norm",
+        "charts/learning_rate",
+        "perf/sps",
+        "gates/saturated_fraction",
+    ):
+        assert tag in tags["scalars"], tag
+    for tag in ("gates/f", "gates/r", "gates/g", "gates/timescale"):
+        assert tag in tags["histograms"], tag
+    assert "config/text_summary" in tags["tensors"]
+    steps = [e.step for e in events.Scalars("perf/sps")]
+    assert steps == [128 * (i + 1) for i in range(6)]
+    data = ckpt.load(run)
+    assert data["update"] == 6 and data["global_step"] == 768
+    assert set(data["rng"]) == {"torch", "cuda", "env", "actions"}
+    assert not list(run.glob(".checkpoint-*"))  # no temp file left behind
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    first = Trainer(_cfg(tmp_path, total_timesteps=4 * 128)).run()
+    assert first.updates == 4
+    resumed = Trainer(_cfg(tmp_path, total_timesteps=8 * 128, resume=str(first.run_dir))).run()
+    assert resumed.updates == 8 and resumed.global_step == 8 * 128
+    assert resumed.run_dir == first.run_dir
+    assert len(resumed.history) == 4  # only the new updates ran
+
+
+def test_resume_refuses_another_core_or_a_missing_checkpoint(tmp_path):
+    run = Trainer(_cfg(tmp_path, total_timesteps=128)).run().run_dir
+    with pytest.raises(ckpt.CheckpointError, match="--core ur-lstm, not lstm"):
+        Trainer(_cfg(tmp_path, core="lstm", resume=str(run)))
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint"):
+        Trainer(_cfg(tmp_path, resume=str(tmp_path / "missing")))
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, checkpoint_interval=100))
+    calls = {"n": 0}
+
+    def collect(version):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return trainer.worker.collect(version)
+
+    result = trainer.run(collect)
+    assert result.interrupted and result.updates == 3
+    assert ckpt.load(result.run_dir)["update"] == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(_cfg(tmp_path, checkpoint_interval=2))
+    calls = {"n": 0}
+
+    def collect(version):
+        calls["n"] += 1
+        rollout, log = trainer.worker.collect(version)
+        if calls["n"] == 4:
+            rollout.rewards[0, 0] = float("nan")
+        return rollout, log
+
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        trainer.run(collect)
+    data = ckpt.load(trainer.run_dir)
+    assert data["update"] == 2
+    assert all(torch.isfinite(v).all() for v in data["model"].values())
+
+
+def test_eval_reports_success_and_return(tmp_path):
+    run = Trainer(_cfg(tmp_path, total_timesteps=2 * 128)).run().run_dir
+    out = evaluate(str(run), episodes=20, num_envs=4, device="cpu")
+    assert out["episodes"] == 20 and 0.0 <= out["success_rate"] <= 1.0
+    proc = _cli("eval", str(run), "--episodes", "10", "--num-envs", "2")
+    assert proc.returncode == 0 and "success rate" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--core", "nope"], "valid cores: lstm"),
+        (["train", "--env", "rlgate/Nope-v0"], "valid envs: rlgate/PassiveMatch-v0"),
+        (["train", "--agent", "dqn"], "Expected one of ('ppo', 'impala')"),
+        (["train", "--num-envs", "8", "--ppo.num-minibatches", "3"], "must divide"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--num-envs", "abc"], "--num-envs"),
+        (["train", "--resume", "/nonexistent/run"], "no checkpoint"),
+        (["train", "--env", "rlgate/PassiveMatch-v0", "--delay", "-1"], "delay must be >= 0"),
+        (["eval", "/nonexistent/run"], "no checkpoint"),
+        (["frobnicate"], "valid commands: train, eval, cores"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, expected):
+    proc = _cli(*args, "--logdir", str(tmp_path)) if args[0] == "train" else _cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_resume_with_another_core_is_refused_and_keeps_the_run(tmp_path):
+    run = Trainer(_cfg(tmp_path, total_timesteps=128)).run().run_dir
+    before = (run / ckpt.CHECKPOINT).read_bytes()
+    proc = _cli("train", "--resume", str(run), "--core", "lstm")
+    assert proc.returncode == 2 and "--core ur-lstm, not lstm" in proc.stderr
+    assert (run / ckpt.CHECKPOINT).read_bytes() == before
+
+
+def test_cli_trains_and_resumes(tmp_path):
+    args = [
+        "train",
+        "--env-option",
+        "length=3",
+        "--num-envs",
+        "8",
+        "--unroll-length",
+        "16",
+        "--total-timesteps",
+        "256",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "r",
+        "--no-progress",
+    ]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 256 steps" in proc.stdout
+    proc = _cli(
+        "train", "--resume", str(tmp_path / "r"), "--total-timesteps", "512", "--no-progress"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ckpt.load(tmp_path / "r")["global_step"] == 512
