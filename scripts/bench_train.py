@@ -1,0 +1,182 @@
+"""End-to-end training benchmark: rlgate's PPO (lstm and ur-lstm) on PassiveMatch (delay 30) and
+MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7-v0.
+
+Usage:
+    pip install -e ".[bench]" && python scripts/bench_train.py
+    python scripts/bench_train.py --steps 600000 --sb3-steps 20000
+
+rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
+tests/test_envs_memory.py). Throughput is end to end: env steps over the wall time of the whole
+run (envs, rollouts, updates, logging). RecurrentPPO (MlpLstmPolicy, 8 envs, n_steps 128,
+hidden 128) is slow (its update steps the LSTM one step at a time whenever a sequence holds an
+episode start), so its budget is ``--sb3-steps``; pass the same number as ``--steps`` for a
+same-budget comparison. Targets: ur-lstm >= 0.9 success on both tasks within the budget, and
+rlgate's throughput >= 50x RecurrentPPO's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+
+import torch
+
+from rlgate.benchmark import format_table
+from rlgate.config import TrainConfig
+from rlgate.runtime import tune_cpu_allocator
+from rlgate.train import Trainer
+
+TASKS = {
+    "PassiveMatch(delay 30)": ("rlgate/PassiveMatch-v0", ("delay=30",)),
+    "MemoryS7": ("rlgate/MemoryS7-v0", ()),
+}
+
+
+def run_rlgate(env_id, options, core, steps, seed, logdir) -> dict:
+    cfg = TrainConfig(
+        agent="ppo",
+        core=core,
+        env=env_id,
+        env_option=options,
+        num_envs=64,
+        unroll_length=64,
+        hidden_size=128,
+        encoder_size=128,
+        total_timesteps=steps,
+        seed=seed,
+        logdir=logdir,
+        progress=False,
+        run_name=f"{env_id.split('/')[-1]}-{core}-s{seed}",
+    )
+    t0 = time.perf_counter()
+    result = Trainer(cfg).run()
+    seconds = time.perf_counter() - t0
+    success = [h["charts/success_rate"] for h in result.history if "charts/success_rate" in h]
+    final = sum(success[-10:]) / max(1, len(success[-10:]))
+    return {
+        "success": final,
+        "sps": result.global_step / seconds,
+        "seconds": seconds,
+        "steps": result.global_step,
+    }
+
+
+def run_sb3(steps: int, seed: int) -> dict:
+    import gymnasium as gym
+    import minigrid  # noqa: F401  (registers the ids)
+    from minigrid.wrappers import ImgObsWrapper
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def wrap(env):
+        return gym.wrappers.FlattenObservation(ImgObsWrapper(env))
+
+    env = make_vec_env("MiniGrid-MemoryS7-v0", n_envs=8, seed=seed, wrapper_class=wrap)
+    model = RecurrentPPO(
+        "MlpLstmPolicy",
+        env,
+        n_steps=128,
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"lstm_hidden_size": 128},
+        verbose=0,
+    )
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    seconds = time.perf_counter() - t0
+    episodes = list(model.ep_info_buffer)[-100:]
+    success = sum(e["r"] > 0 for e in episodes) / max(1, len(episodes))
+    return {
+        "success": success,
+        "sps": model.num_timesteps / seconds,
+        "seconds": seconds,
+        "steps": model.num_timesteps,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600_000, help="rlgate's budget per run")
+    ap.add_argument("--sb3-steps", type=int, default=20_000, help="RecurrentPPO's budget")
+    ap.add_argument("--cores", nargs="+", default=["lstm", "ur-lstm"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-sb3", action="store_true", help="skip the RecurrentPPO baseline")
+    args = ap.parse_args(argv)
+    tune_cpu_allocator()
+    print(
+        f"# bench_train: {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, seed {args.seed}"
+    )
+    rows, base_sps = [], None
+    if not args.no_sb3:
+        out = run_sb3(args.sb3_steps, args.seed)
+        base_sps = out["sps"]
+        rows.append(
+            [
+                "MiniGrid-MemoryS7-v0",
+                "sb3-contrib RecurrentPPO",
+                "lstm",
+                out["steps"],
+                f"{out['success']:.2f}",
+                f"{out['sps']:,.0f}",
+                "1.0x",
+                f"{out['seconds']:.0f}",
+            ]
+        )
+        print(f"  RecurrentPPO: {out}", file=sys.stderr, flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as logdir:
+        for task in args.tasks:
+            env_id, options = TASKS[task]
+            for core in args.cores:
+                out = run_rlgate(env_id, options, core, args.steps, args.seed, logdir)
+                results[(task, core)] = out
+                speed = f"{out['sps'] / base_sps:.0f}x" if base_sps else "-"
+                rows.append(
+                    [
+                        task,
+                        "rlgate PPO",
+                        core,
+                        out["steps"],
+                        f"{out['success']:.2f}",
+                        f"{out['sps']:,.0f}",
+                        speed,
+                        f"{out['seconds']:.0f}",
+                    ]
+                )
+                print(f"  {task} {core}: {out}", file=sys.stderr, flush=True)
+    print(
+        format_table(
+            [
+                "task",
+                "implementation",
+                "core",
+                "env steps",
+                "final success",
+                "steps/s",
+                "vs RecurrentPPO",
+                "seconds",
+            ],
+            rows,
+        )
+    )
+    print("\n# targets: ur-lstm >= 0.9 success on each task; throughput >= 50x RecurrentPPO")
+    for task in args.tasks:
+        if (task, "ur-lstm") in results:
+            s = results[(task, "ur-lstm")]["success"]
+            print(f"{task}: ur-lstm success {s:.2f} ({'met' if s >= 0.9 else 'MISSED'})")
+    if base_sps:
+        worst = min(r["sps"] for r in results.values()) / base_sps
+        print(
+            f"throughput: slowest rlgate run {worst:.0f}x RecurrentPPO "
+            f"({'met' if worst >= 50 else 'MISSED'})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
