@@ -13,6 +13,8 @@ from typing import Any, Literal
 from rlgate.cores import BACKENDS, CORES
 
 AGENTS = ("ppo", "impala")
+#: --core choices, from the cores registry (tyro lists them in --help and in errors)
+CoreName = Literal[tuple(CORES)]  # type: ignore[valid-type]
 
 
 def _fail(message: str) -> None:
@@ -86,8 +88,8 @@ class TrainConfig:
 
     agent: Literal["ppo", "impala"] = "ppo"
     """The learning algorithm."""
-    core: str = "ur-lstm"
-    """The recurrent core: a preset or alias of rlgate.cores.CORES (see `rlgate cores`)."""
+    core: CoreName = "ur-lstm"
+    """The recurrent core (see `rlgate cores` for what each one is)."""
     env: str = "rlgate/TMaze-v0"
     """Environment id: rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0, rlgate/TMaze-v0,
     rlgate/MemoryS7-v0 .. S17, or any gymnasium id (e.g. MiniGrid-MemoryS7-v0)."""

@@ -22,5 +22,5 @@ def test_cores_lists_every_preset_and_alias():
 def test_bad_command_is_one_line_exit_2():
     proc = _run("nope")
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "choose from" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "valid commands: train, eval, cores" in proc.stderr
     assert "Traceback" not in proc.stderr

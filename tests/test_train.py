@@ -136,7 +136,7 @@ def test_eval_reports_success_and_return(tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["train", "--core", "nope"], "valid cores: lstm"),
+        (["train", "--core", "nope"], "Expected one of ('lstm', 'c-lstm'"),
         (["train", "--env", "rlgate/Nope-v0"], "valid envs: rlgate/PassiveMatch-v0"),
         (["train", "--agent", "dqn"], "Expected one of ('ppo', 'impala')"),
         (["train", "--num-envs", "8", "--ppo.num-minibatches", "3"], "must divide"),
