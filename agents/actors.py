@@ -20,21 +20,23 @@ import torch.multiprocessing as mp
 from rlgate.agents.rollout import EpisodeLog, Rollout, RolloutWorker
 
 _POLL_SECONDS = 1.0
+#: Rollout fields copied through a slot as they are (obs and the start state are split up)
+_FIELDS = (
+    "prev_action",
+    "prev_reward",
+    "is_first",
+    "actions",
+    "logp",
+    "values",
+    "rewards",
+    "dones",
+    "bootstrap_value",
+)
 
 
 def _slot_like(r: Rollout) -> dict[str, torch.Tensor]:
     slot = {f"obs.{k}": torch.empty_like(v) for k, v in r.obs.items()}
-    for name in (
-        "prev_action",
-        "prev_reward",
-        "is_first",
-        "actions",
-        "logp",
-        "values",
-        "rewards",
-        "dones",
-        "bootstrap_value",
-    ):
+    for name in _FIELDS:
         slot[name] = torch.empty_like(getattr(r, name))
     for i, s in enumerate(r.states[0]):
         slot[f"state.{i}"] = torch.empty_like(s)
@@ -44,17 +46,7 @@ def _slot_like(r: Rollout) -> dict[str, torch.Tensor]:
 def _write(slot: dict[str, torch.Tensor], r: Rollout) -> None:
     for k, v in r.obs.items():
         slot[f"obs.{k}"].copy_(v)
-    for name in (
-        "prev_action",
-        "prev_reward",
-        "is_first",
-        "actions",
-        "logp",
-        "values",
-        "rewards",
-        "dones",
-        "bootstrap_value",
-    ):
+    for name in _FIELDS:
         slot[name].copy_(getattr(r, name))
     for i, s in enumerate(r.states[0]):
         slot[f"state.{i}"].copy_(s)

@@ -8,9 +8,9 @@ current parameters over T + 1 steps from the unroll's start state and corrects w
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
 from rlgate.config import IMPALAConfig
 from rlgate.returns import vtrace
@@ -56,20 +56,11 @@ def impala_loss(
     }
 
 
-class IMPALA:
-    """The V-trace learner: one gradient step per unroll."""
+class IMPALA(Learner):
+    """The V-trace learner: one gradient step per unroll (constructor: see ``Learner``)."""
 
-    def __init__(
-        self,
-        model: ActorCritic,
-        config: IMPALAConfig,
-        gamma: float,
-        max_grad_norm: float,
-        optimizer: torch.optim.Optimizer,
-    ):
-        self.model, self.cfg = model, config
-        self.gamma, self.max_grad_norm = gamma, max_grad_norm
-        self.optimizer = optimizer
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.version = 0  # learner updates so far (the parameters' version)
 
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
@@ -85,12 +76,7 @@ class IMPALA:
             + self.cfg.baseline_coef * out["value"]
             - self.cfg.ent_coef * out["entropy"]
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} in the IMPALA update")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self.gradient_step(loss)
         lag = self.version - r.param_version
         self.version += 1
         metrics = {k: float(v.detach()) for k, v in out.items()}

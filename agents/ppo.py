@@ -5,11 +5,10 @@ gradient clipping; optional recompute of the start states between epochs."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
-from rlgate.config import PPOConfig
 from rlgate.returns import gae
 
 
@@ -58,26 +57,8 @@ def _sequences(x: Tensor, chunk: int) -> Tensor:
     return x.reshape(chunk, (t_len // chunk) * batch, *x.shape[3:])
 
 
-class PPO:
-    """The PPO learner.
-
-    Args:
-        model: the actor-critic.
-        config: PPOConfig; gamma, max_grad_norm: shared hyperparameters.
-        optimizer: the optimizer of ``model``'s parameters.
-    """
-
-    def __init__(
-        self,
-        model: ActorCritic,
-        config: PPOConfig,
-        gamma: float,
-        max_grad_norm: float,
-        optimizer: torch.optim.Optimizer,
-    ):
-        self.model, self.cfg = model, config
-        self.gamma, self.max_grad_norm = gamma, max_grad_norm
-        self.optimizer = optimizer
+class PPO(Learner):
+    """The PPO learner (constructor: see ``Learner``)."""
 
     def _chunk_states(self, r: Rollout, chunk: int) -> list[tuple[Tensor, ...]]:
         """Start states of every BPTT chunk recomputed with the current parameters."""
@@ -144,13 +125,8 @@ class PPO:
                     cfg.clip_coef,
                 )
                 loss = out["policy"] - cfg.ent_coef * out["entropy"] + cfg.vf_coef * out["value"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} in the PPO update")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-                self.optimizer.step()
-                out["loss"], out["grad_norm"] = loss, grad_norm
+                out["grad_norm"] = torch.tensor(self.gradient_step(loss))
+                out["loss"] = loss
                 for k, v in out.items():
                     totals[k] = totals.get(k, 0.0) + float(v.detach())
                 count += 1
