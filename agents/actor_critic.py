@@ -26,6 +26,11 @@ def _reward_feature(r: Tensor) -> Tensor:
 class ObsEncoder(nn.Module):
     """Observation + previous action and reward -> [.., out_size] features.
 
+    One affine map of [image, one_hot(prev_action), f(prev_reward), one_hot(direction)] and a
+    ReLU. For minigrid code images the image part is the same map applied to the per-channel
+    one-hot of the codes, computed as a sum of embedding rows (``embedding_bag``) rather than by
+    materialising the 980-wide one-hot.
+
     Args:
         space: the env's single observation space (a Dict with "image" and maybe "direction").
         num_actions: size of the discrete action space.
@@ -39,30 +44,39 @@ class ObsEncoder(nn.Module):
         if not self.binary and image.shape[-1] != len(MINIGRID_CODES):
             raise ValueError(f"unsupported image observation {image}")
         cells = int(image.shape[0] * image.shape[1])
-        per_cell = image.shape[-1] if self.binary else sum(MINIGRID_CODES)
         self.has_direction = "direction" in space.spaces
         self.num_actions = num_actions
-        in_size = cells * per_cell + num_actions + 1 + (4 if self.has_direction else 0)
-        self.net = nn.Sequential(nn.Linear(in_size, out_size), nn.ReLU())
+        extra = num_actions + 1 + (4 if self.has_direction else 0)
+        if self.binary:
+            image_size = cells * int(image.shape[-1])
+            self.image = nn.Linear(image_size, out_size, bias=False)
+        else:
+            image_size = cells * sum(MINIGRID_CODES)
+            self.image = nn.EmbeddingBag(image_size, out_size, mode="sum")
+            offsets = torch.tensor([0, MINIGRID_CODES[0], MINIGRID_CODES[0] + MINIGRID_CODES[1]])
+            base = torch.arange(cells)[:, None] * sum(MINIGRID_CODES) + offsets  # [cells, 3]
+            self.register_buffer("_rows", base, persistent=False)
+        self.extra = nn.Linear(extra, out_size)
+        bound = 1.0 / (image_size + extra) ** 0.5  # nn.Linear's init over the whole input
+        for w in (self.image.weight, self.extra.weight, self.extra.bias):
+            nn.init.uniform_(w, -bound, bound)
 
     def forward(self, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor) -> Tensor:
         """obs: [T, B, ...] tensors; prev_action, prev_reward: [T, B] -> [T, B, out_size]."""
         image = obs["image"]
         lead = image.shape[:2]
         if self.binary:
-            x = image.reshape(*lead, -1).float()
+            x = self.image(image.reshape(*lead, -1).float())
         else:
-            codes = image.long()
-            parts = [F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)]
-            x = torch.cat(parts, dim=-1).reshape(*lead, -1).float()
+            rows = self._rows + image.long().reshape(*lead, -1, len(MINIGRID_CODES))
+            x = self.image(rows.reshape(-1, rows[0, 0].numel())).reshape(*lead, -1)
         feats = [
-            x,
             F.one_hot(prev_action, self.num_actions).float(),
             _reward_feature(prev_reward).unsqueeze(-1),
         ]
         if self.has_direction:
             feats.append(F.one_hot(obs["direction"].long(), 4).float())
-        return self.net(torch.cat(feats, dim=-1))
+        return torch.relu(x + self.extra(torch.cat(feats, dim=-1)))
 
 
 class ActorCritic(nn.Module):

@@ -118,3 +118,32 @@ def test_truncated_bptt_with_recomputed_states_runs(tmp_path):
     assert result.updates == 2 and all(
         torch.isfinite(torch.tensor(h["losses/loss"])) for h in result.history
     )
+
+
+def test_minigrid_encoder_equals_a_linear_map_of_the_one_hot_codes():
+    import torch.nn.functional as F
+
+    from rlgate.agents.actor_critic import MINIGRID_CODES, ObsEncoder
+    from rlgate.envs import make_vec
+
+    env = make_vec("rlgate/MemoryS7-v0", 4, seed=0)
+    obs, _ = env.reset()
+    obs = {k: v.unsqueeze(0) for k, v in obs.items()}  # T = 1
+    enc = ObsEncoder(env.single_observation_space, 7, 16)
+    prev_a, prev_r = torch.tensor([[0, 3, 6, 2]]), torch.tensor([[0.0, 1.0, -2.0, 0.5]])
+    codes = obs["image"].long()
+    one_hot = torch.cat([F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)], -1)
+    extra = torch.cat(
+        [
+            F.one_hot(prev_a, 7).float(),
+            (prev_r.sign() * prev_r.abs().log1p()).unsqueeze(-1),
+            F.one_hot(obs["direction"].long(), 4).float(),
+        ],
+        -1,
+    )
+    expected = torch.relu(
+        one_hot.reshape(1, 4, -1).float() @ enc.image.weight
+        + extra @ enc.extra.weight.t()
+        + enc.extra.bias
+    )
+    torch.testing.assert_close(enc(obs, prev_a, prev_r), expected, rtol=1e-5, atol=1e-5)
