@@ -27,9 +27,8 @@ class ObsEncoder(nn.Module):
     """Observation + previous action and reward -> [.., out_size] features.
 
     One affine map of [image, one_hot(prev_action), f(prev_reward), one_hot(direction)] and a
-    ReLU. For minigrid code images the image part is the same map applied to the per-channel
-    one-hot of the codes, computed as a sum of embedding rows (``embedding_bag``) rather than by
-    materialising the 980-wide one-hot.
+    ReLU. A minigrid code image enters as the per-channel one-hot of its codes, written with one
+    ``scatter_`` (a dense matmul beats ``embedding_bag``'s CPU backward here).
 
     Args:
         space: the env's single observation space (a Dict with "image" and maybe "direction").
@@ -49,13 +48,13 @@ class ObsEncoder(nn.Module):
         extra = num_actions + 1 + (4 if self.has_direction else 0)
         if self.binary:
             image_size = cells * int(image.shape[-1])
-            self.image = nn.Linear(image_size, out_size, bias=False)
         else:
             image_size = cells * sum(MINIGRID_CODES)
-            self.image = nn.EmbeddingBag(image_size, out_size, mode="sum")
             offsets = torch.tensor([0, MINIGRID_CODES[0], MINIGRID_CODES[0] + MINIGRID_CODES[1]])
             base = torch.arange(cells)[:, None] * sum(MINIGRID_CODES) + offsets  # [cells, 3]
             self.register_buffer("_rows", base, persistent=False)
+        self.image_size = image_size
+        self.image = nn.Linear(image_size, out_size, bias=False)
         self.extra = nn.Linear(extra, out_size)
         bound = 1.0 / (image_size + extra) ** 0.5  # nn.Linear's init over the whole input
         for w in (self.image.weight, self.extra.weight, self.extra.bias):
@@ -69,7 +68,9 @@ class ObsEncoder(nn.Module):
             x = self.image(image.reshape(*lead, -1).float())
         else:
             rows = self._rows + image.long().reshape(*lead, -1, len(MINIGRID_CODES))
-            x = self.image(rows.reshape(-1, rows[0, 0].numel())).reshape(*lead, -1)
+            one_hot = torch.zeros(*lead, self.image_size, device=image.device)
+            one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
+            x = self.image(one_hot)
         feats = [
             F.one_hot(prev_action, self.num_actions).float(),
             _reward_feature(prev_reward).unsqueeze(-1),

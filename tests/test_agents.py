@@ -142,7 +142,7 @@ def test_minigrid_encoder_equals_a_linear_map_of_the_one_hot_codes():
         -1,
     )
     expected = torch.relu(
-        one_hot.reshape(1, 4, -1).float() @ enc.image.weight
+        one_hot.reshape(1, 4, -1).float() @ enc.image.weight.t()
         + extra @ enc.extra.weight.t()
         + enc.extra.bias
     )
