@@ -9,7 +9,8 @@ Observations are dicts of tensors with a leading [N] axis on ``device``. Episode
 the same step: when copy b ends at a step, the returned obs[b] is the first observation of its
 next episode and ``info["is_first"][b]`` is True (the reset signal of rlgate's cores).
 ``info["done"]`` marks the copies whose episode ended, and ``info["episode"]`` holds that
-episode's statistics ("return", "length", "success", and task extras), valid where done.
+episode's statistics ("return", "length", "success", and task extras), valid where done
+(an empty dict on steps where no episode ended).
 """
 
 from __future__ import annotations
@@ -101,17 +102,17 @@ class TensorEnv:
         st["episode_return"] += reward
         st["episode_length"] += 1
         done = terminated | truncated
-        info: dict[str, Any] = {"done": done}
-        stats = {
-            "return": st["episode_return"].clone(),
-            "length": st["episode_length"].clone(),
-            "success": st["success"].clone(),
-        }
-        for key in self.stat_keys:
-            stats[key] = st[key].clone()
-        info["episode"] = stats
+        any_done = bool(done.any())
+        info: dict[str, Any] = {"done": done, "episode": {}}
+        if any_done:  # statistics only when some episode ended (the common step pays nothing)
+            keys = ("success", *self.stat_keys)
+            info["episode"] = {
+                "return": st["episode_return"].clone(),
+                "length": st["episode_length"].clone(),
+                **{key: st[key].clone() for key in keys},
+            }
         if self.autoreset:
-            if bool(done.any()):
+            if any_done:
                 st["episode_return"].masked_fill_(done, 0.0)
                 st["episode_length"].masked_fill_(done, 0)
                 self._reset(done)
