@@ -59,10 +59,6 @@ def impala_loss(
 class IMPALA(Learner):
     """The V-trace learner: one gradient step per unroll (constructor: see ``Learner``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.version = 0  # learner updates so far (the parameters' version)
-
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
         logits, values, _ = self.model(
             r.obs, r.prev_action, r.prev_reward, r.is_first, r.states[0]
@@ -77,8 +73,6 @@ class IMPALA(Learner):
             - self.cfg.ent_coef * out["entropy"]
         )
         grad_norm = self.gradient_step(loss)
-        lag = self.version - r.param_version
-        self.version += 1
         metrics = {k: float(v.detach()) for k, v in out.items()}
-        metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm), policy_lag=lag)
+        metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm))
         return metrics

@@ -101,11 +101,8 @@ class PPO(Learner):
             start = tuple(
                 torch.cat([s[k] for s in chunk_states]) for k in range(len(chunk_states[0]))
             )
-            perm = torch.randperm(
-                num_seq,
-                generator=generator,
-                device=generator.device if generator is not None else "cpu",
-            ).to(r.actions.device)
+            # the generator lives on the rollout's device (the Trainer makes it so)
+            perm = torch.randperm(num_seq, generator=generator, device=r.actions.device)
             for m in range(cfg.num_minibatches):
                 idx = perm[m * per_mb : (m + 1) * per_mb]
                 logits, values, _ = self.model(

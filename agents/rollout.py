@@ -64,6 +64,7 @@ class RolloutWorker:
         length: unroll length T.
         chunk: store the core state every ``chunk`` steps (divides T).
         generator: RNG for sampling actions.
+        greedy: take the most likely action instead of sampling (evaluation).
     """
 
     def __init__(
@@ -73,9 +74,11 @@ class RolloutWorker:
         length: int,
         chunk: int | None = None,
         generator: torch.Generator | None = None,
+        greedy: bool = False,
     ):
         self.env, self.model, self.length = env, model, length
         self.chunk = chunk or length
+        self.greedy = greedy
         self.generator = generator
         self.device = env.device
         obs, info = env.reset()
@@ -119,7 +122,10 @@ class RolloutWorker:
                 states.append(tuple(s.clone() for s in self.state))
             logits, value, self.state = self.model(*step_in, self.state)
             probs = torch.softmax(logits[0], dim=-1)
-            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            if self.greedy:
+                action = probs.argmax(dim=-1)
+            else:
+                action = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
             actions[t] = action
             logp[t] = torch.log(probs.gather(1, action[:, None]).squeeze(1).clamp_min(1e-12))
             values[t] = value[0]

@@ -50,6 +50,23 @@ def check_options(cls: type, options: dict[str, Any]) -> None:
         )
 
 
+def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:
+    """Validate a batch of discrete actions: an integer tensor [num_envs] in 0..num_actions-1.
+
+    Out-of-range actions are rejected, not clamped. Returns them as long on ``device``.
+    """
+    a = torch.as_tensor(actions, device=device)
+    if a.shape != (num_envs,) or a.dtype.is_floating_point or a.dtype == torch.bool:
+        raise ValueError(
+            f"actions must be an integer tensor of shape [{num_envs}], got "
+            f"{a.dtype} {tuple(a.shape)}"
+        )
+    a = a.long()
+    if bool(((a < 0) | (a >= num_actions)).any()):
+        raise ValueError(f"actions out of range: valid actions are 0..{num_actions - 1}")
+    return a
+
+
 class TensorEnv:
     """Base class of the tensor tasks. All state is a dict of tensors with a leading [N] axis.
 
@@ -96,7 +113,7 @@ class TensorEnv:
 
     def step(self, actions: Tensor):
         """Step every copy with ``actions`` [N] (integers in the action space)."""
-        actions = self._check_actions(actions)
+        actions = check_actions(actions, self.num_envs, self.num_actions, self.device)
         reward, terminated, truncated = self._step(actions)
         st = self.state
         st["episode_return"] += reward
@@ -137,19 +154,6 @@ class TensorEnv:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.generator.manual_seed(int(seed))
-
-    def _check_actions(self, actions) -> Tensor:
-        a = torch.as_tensor(actions, device=self.device)
-        if a.shape != (self.num_envs,) or a.dtype.is_floating_point or a.dtype == torch.bool:
-            raise ValueError(
-                f"actions must be an integer tensor of shape [{self.num_envs}], got "
-                f"{a.dtype} {tuple(a.shape)}"
-            )
-        a = a.long()
-        n = self.num_actions
-        if bool(((a < 0) | (a >= n)).any()):
-            raise ValueError(f"actions out of range: valid actions are 0..{n - 1}")
-        return a
 
     def _rand(self, *shape: int) -> Tensor:
         return torch.rand(shape, generator=self.generator, device=self.device)

@@ -15,7 +15,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
-from rlgate.envs.base import resolve_device
+from rlgate.envs.base import check_actions, resolve_device
 
 VECTORIZATION = ("sync", "async")
 
@@ -85,12 +85,7 @@ class GymVectorEnv:
         return self._tensors(obs), {"is_first": first}
 
     def step(self, actions):
-        a = torch.as_tensor(actions)
-        if a.shape != (self.num_envs,) or a.dtype.is_floating_point:
-            raise ValueError(f"actions must be an integer tensor of shape [{self.num_envs}]")
-        a = a.long().cpu().numpy()
-        if ((a < 0) | (a >= self.num_actions)).any():
-            raise ValueError(f"actions out of range: valid actions are 0..{self.num_actions - 1}")
+        a = check_actions(actions, self.num_envs, self.num_actions, "cpu").numpy()
         obs, reward, terminated, truncated, _ = self.env.step(a)
         self._return += reward
         self._length += 1

@@ -25,11 +25,6 @@ class SingleEnv(gym.Env):
         self.observation_space = self._env.single_observation_space
         self.action_space = self._env.single_action_space
 
-    @property
-    def tensor_env(self) -> TensorEnv:
-        """The underlying one-copy tensor env (for state inspection in tests)."""
-        return self._env
-
     def _numpy(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
         out = {}
         for key, space in self.observation_space.spaces.items():

@@ -37,10 +37,9 @@ def evaluate(
     except RuntimeError as err:
         raise ckpt.CheckpointError(f"checkpoint does not fit its own config: {err}") from None
     model.eval()
-    if greedy:  # a policy whose sampling is the argmax
-        policy = model.policy
-        model.policy = torch.nn.Sequential(policy, _Greedy())
-    worker = RolloutWorker(env, model, 64, generator=torch.Generator(device=dev).manual_seed(seed))
+    worker = RolloutWorker(
+        env, model, 64, generator=torch.Generator(device=dev).manual_seed(seed), greedy=greedy
+    )
     returns, successes = [], []
     while len(returns) < episodes:
         _, log = worker.collect()
@@ -55,9 +54,3 @@ def evaluate(
         "success_rate": sum(successes) / len(successes),
         "mean_return": sum(returns) / len(returns),
     }
-
-
-class _Greedy(torch.nn.Module):
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        best = logits.argmax(-1, keepdim=True)
-        return torch.full_like(logits, -1e9).scatter(-1, best, 0.0)

@@ -101,7 +101,6 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "update": self.update_index,
             "global_step": self.global_step,
-            "learner_version": getattr(self.learner, "version", self.update_index),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -122,8 +121,6 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"checkpoint does not fit this model: {err}") from None
         self.update_index, self.global_step = data["update"], data["global_step"]
-        if hasattr(self.learner, "version"):
-            self.learner.version = data.get("learner_version", self.update_index)
         rng = data["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
@@ -133,15 +130,16 @@ class Trainer:
         self.generator.set_state(rng["actions"])
 
     # ----------------------------------------------------------------- the loop
-    def _gates(self) -> dict[str, torch.Tensor]:
-        w = self.worker
-        with torch.no_grad():
-            x = self.model.core_features(
-                {k: v.unsqueeze(0) for k, v in w.obs.items()},
-                w.prev_action.unsqueeze(0),
-                w.prev_reward.unsqueeze(0),
-            )
-            return self.model.core.gates(x[0], w.state)
+    @torch.no_grad()
+    def _gates(self, r) -> dict[str, torch.Tensor]:
+        """Gates at the first step of the unroll just trained on (every mode has one)."""
+        x = self.model.core_features(
+            {k: v[:1] for k, v in r.obs.items()}, r.prev_action[:1], r.prev_reward[:1]
+        )[0]
+        first = r.is_first[0].unsqueeze(-1)
+        init = self.model.initial_state(first.shape[0], first.device)
+        state = tuple(torch.where(first, s0, s) for s0, s in zip(init, r.states[0]))
+        return self.model.core.gates(x, state)
 
     def _actor_pool(self):
         """IMPALA's actor processes, sized by an example unroll collected here on CPU."""
@@ -198,22 +196,23 @@ class Trainer:
                     frac = 1.0 - self.update_index / cfg.num_updates
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * frac
-                version = getattr(self.learner, "version", self.update_index)
-                rollout, episodes = collect(version)
+                # the parameters' version is the number of learner updates so far
+                rollout, episodes = collect(self.update_index)
                 metrics = self.learner.update(rollout, self.generator)
+                lag = self.update_index - rollout.param_version
                 self.update_index += 1
                 steps = rollout.actions.numel()
                 self.global_step += steps
                 sps = (self.global_step - steps_start) / (time.perf_counter() - t_start)
-                scalars = {f"losses/{k}": v for k, v in metrics.items() if k != "policy_lag"}
+                scalars = {f"losses/{k}": v for k, v in metrics.items()}
                 scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
                 scalars["perf/sps"] = sps
-                if "policy_lag" in metrics:
-                    scalars["perf/policy_lag"] = metrics["policy_lag"]
+                if cfg.agent == "impala":
+                    scalars["perf/policy_lag"] = lag
                 logger.scalars(scalars, self.global_step)
                 recent.update(logger.episodes(episodes.stats, self.global_step))
                 if self.update_index % cfg.gate_log_interval == 0:
-                    logger.gates(self._gates(), self.global_step)
+                    logger.gates(self._gates(rollout), self.global_step)
                 result.history.append({**scalars, **recent})
                 if self.update_index % cfg.checkpoint_interval == 0:
                     self.save()

@@ -129,6 +129,8 @@ def test_eval_reports_success_and_return(tmp_path):
     run = Trainer(_cfg(tmp_path, total_timesteps=2 * 128)).run().run_dir
     out = evaluate(str(run), episodes=20, num_envs=4, device="cpu")
     assert out["episodes"] == 20 and 0.0 <= out["success_rate"] <= 1.0
+    greedy = evaluate(str(run), episodes=8, num_envs=4, device="cpu", greedy=True)
+    assert greedy["episodes"] == 8
     proc = _cli("eval", str(run), "--episodes", "10", "--num-envs", "2")
     assert proc.returncode == 0 and "success rate" in proc.stdout
 
