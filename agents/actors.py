@@ -103,9 +103,12 @@ class ActorPool:
         model: the learner's model; its parameters are published to the actors.
         example: an unroll of one actor's shape, to size the shared slots.
         device: where the learner wants its unrolls.
+        seed: base of the actors' seeds (default: cfg.seed; torchrun ranks pass their own).
     """
 
-    def __init__(self, cfg, model: torch.nn.Module, example: Rollout, device):
+    def __init__(
+        self, cfg, model: torch.nn.Module, example: Rollout, device, seed: int | None = None
+    ):
         ctx = mp.get_context("spawn")
         self.device = device
         self.params = {
@@ -129,7 +132,7 @@ class ActorPool:
                     self.slots,
                     self.free,
                     self.full,
-                    cfg.seed + 1000 * (a + 1),
+                    (cfg.seed if seed is None else seed) + 1000 * (a + 1),
                 ),
                 daemon=True,
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rlgate.distributed import World
+
 
 class Learner:
     """Base of the PPO and IMPALA learners.
@@ -14,6 +16,8 @@ class Learner:
         config: the algorithm's config section.
         gamma: discount; max_grad_norm: gradient clipping norm.
         optimizer: the optimizer of ``model``'s parameters.
+        world: the data-parallel job this learner is part of (default: a single process);
+            gradients are averaged over its ranks before clipping.
     """
 
     def __init__(
@@ -23,23 +27,36 @@ class Learner:
         gamma: float,
         max_grad_norm: float,
         optimizer: torch.optim.Optimizer,
+        world: World | None = None,
     ):
         self.model, self.cfg = model, config
         self.gamma, self.max_grad_norm = gamma, max_grad_norm
         self.optimizer = optimizer
+        self.world = world or World()
+        self.params = [p for p in model.parameters() if p.requires_grad]
 
     def gradient_step(self, loss: Tensor) -> float:
-        """Backpropagate ``loss``, clip the gradient norm, step; returns the norm before clipping.
+        """Backpropagate ``loss``, average the gradients over ranks, clip the gradient norm, step;
+        returns the norm before clipping.
 
         Raises:
-            FloatingPointError: the loss is not finite (nothing is updated).
+            FloatingPointError: the loss is not finite on this or (data-parallel) any rank;
+                nothing is updated.
         """
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not finite and not self.world.distributed:
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} in the {type(self).__name__} update"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        if finite:
+            loss.backward()
+        # one message carries the gradients and whether any rank's loss was not finite
+        if self.world.all_reduce_grads(self.params, flag=not finite):
+            raise FloatingPointError(
+                f"non-finite loss in the {type(self).__name__} update "
+                f"(on rank {self.world.rank}: {loss.item()})"
+            )
+        norm = nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         return float(norm)

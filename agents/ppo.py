@@ -20,11 +20,14 @@ def ppo_loss(
     advantages: Tensor,
     returns: Tensor,
     clip_coef: float,
+    adv_stats: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The clipped surrogate, value loss and entropy of one minibatch.
 
     Args:
         logits: [T, B, A]; values: [T, B]; actions, old_logp, advantages, returns: [T, B].
+        adv_stats: (mean, std) to normalise the advantages with; default: this minibatch's
+            (data-parallel PPO passes those of the minibatch over all ranks).
 
     Returns:
         dict with "policy", "value", "entropy", "approx_kl", "clip_fraction" (scalars).
@@ -33,7 +36,8 @@ def ppo_loss(
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
-    adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    mean, std = adv_stats if adv_stats is not None else (advantages.mean(), advantages.std())
+    adv = (advantages - mean) / (std + 1e-8)
     policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     value = 0.5 * (values - returns).pow(2).mean()
     entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
@@ -75,6 +79,16 @@ class PPO(Learner):
                     state,
                 )
         return states
+
+    def _advantage_stats(self, adv: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Mean and std of the advantages of the minibatch over all ranks (None: one rank)."""
+        if not self.world.distributed:
+            return None
+        moments = torch.stack([adv.sum(), adv.pow(2).sum(), adv.new_tensor(adv.numel())])
+        total, total_sq, n = self.world.sum(moments.double()).unbind()
+        mean = total / n
+        var = (total_sq - n * mean * mean) / (n - 1).clamp(min=1)
+        return mean.to(adv.dtype), var.clamp(min=0).sqrt().to(adv.dtype)
 
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
         cfg, t_len = self.cfg, r.length
@@ -120,6 +134,7 @@ class PPO(Learner):
                     seq["advantages"][:, idx],
                     seq["returns"][:, idx],
                     cfg.clip_coef,
+                    self._advantage_stats(seq["advantages"][:, idx]),
                 )
                 loss = out["policy"] - cfg.ent_coef * out["entropy"] + cfg.vf_coef * out["value"]
                 out["grad_norm"] = torch.tensor(self.gradient_step(loss))

@@ -121,10 +121,13 @@ def _train(args: list[str]) -> int:
     cfg = _parse(TrainConfig, args, "rlgate train", default)
     tune_cpu_allocator()
     trainer = Trainer(cfg)
-    print(
-        f"rlgate: training {cfg.agent} with {cfg.core} on {cfg.env} "
-        f"({cfg.num_updates} updates of {cfg.batch_size} steps) -> {trainer.run_dir}"
-    )
+    main, size = trainer.world.is_main, trainer.world.size
+    job = f" on {size} processes" if size > 1 else ""
+    if main:
+        print(
+            f"rlgate: training {cfg.agent} with {cfg.core} on {cfg.env}{job} "
+            f"({trainer.num_updates} updates of {cfg.batch_size * size} steps) -> {trainer.run_dir}"
+        )
     try:
         result = trainer.run()
     except FloatingPointError as err:
@@ -133,13 +136,16 @@ def _train(args: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    if not main:
+        return 130 if result.interrupted else 0
     last = result.history[-1] if result.history else {}
     ret = last.get("charts/episodic_return", float("nan"))
     succ = last.get("charts/success_rate", float("nan"))
+    sps = last.get("perf/sps", float("nan"))
     state = "interrupted, checkpoint saved" if result.interrupted else "done"
     print(
-        f"rlgate: {state}: {result.global_step} steps, {result.updates} updates, recent "
-        f"return {ret:.3f}, success {succ:.3f}; tensorboard --logdir {result.run_dir.parent}"
+        f"rlgate: {state}: {result.global_step} steps ({sps:.0f}/s), {result.updates} updates, "
+        f"recent return {ret:.3f}, success {succ:.3f}; tensorboard --logdir {result.run_dir.parent}"
     )
     return 130 if result.interrupted else 0
 
@@ -178,6 +184,7 @@ COMMANDS = {"train": _train, "eval": _eval, "cores": _cores}
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``rlgate`` console script and ``python -m rlgate``."""
     from rlgate.checkpoint import CheckpointError
+    from rlgate.distributed import DistributedError
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -199,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     except (UsageError, CheckpointError, ValueError) as err:
         print(f"rlgate {command}: error: {err}", file=sys.stderr)
         code = 2
+    except DistributedError as err:  # a crashed or silent rank: not bad input
+        print(f"rlgate {command}: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # skip tearing down the broken process group (it aborts the process)
     except BrokenPipeError:  # output piped into a program that stopped reading (| head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0

@@ -98,7 +98,7 @@ class TrainConfig:
     env_option: tuple[str, ...] = ()
     """Other env options as KEY=VALUE (e.g. length=6 num_colours=3)."""
     num_envs: int = 32
-    """Environments stepped together (per process)."""
+    """Environments stepped together (per process: torchrun ranks each step this many)."""
     total_timesteps: int = 300_000
     """Environment steps to train for."""
     unroll_length: int = 32
@@ -135,6 +135,9 @@ class TrainConfig:
     """Updates between gate histograms in TensorBoard."""
     progress: bool = True
     """Show a progress bar."""
+    dist_timeout: float = 300.0
+    """Seconds a rank of a torchrun job waits for the others in a collective before the job
+    ends with an error (a crashed rank never hangs the rest)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     impala: IMPALAConfig = field(default_factory=IMPALAConfig)
 
@@ -156,6 +159,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.dist_timeout <= 0:
+            _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if self.learning_rate <= 0 or not 0 < self.gamma <= 1 or self.max_grad_norm <= 0:
             _fail("learning-rate > 0, 0 < gamma <= 1 and max-grad-norm > 0 are required")
         _ = self.env_options  # parses, raising on malformed KEY=VALUE
@@ -188,7 +193,10 @@ class TrainConfig:
 
     @property
     def batch_size(self) -> int:
-        """Env steps per update."""
+        """Env steps per update (per process): IMPALA with actor processes learns from one
+        actor's unroll of envs_per_actor envs at a time."""
+        if self.agent == "impala" and self.impala.num_actors > 0:
+            return self.impala.envs_per_actor * self.unroll_length
         return self.num_envs * self.unroll_length
 
     @property

@@ -28,6 +28,14 @@ def saturated_fraction(g: Tensor, eps: float = 0.01) -> float:
     return float(((g > 1 - eps) | (g < eps)).float().mean())
 
 
+def episode_means(stats: dict[str, Tensor]) -> dict[str, float]:
+    """Mean statistics of finished episodes under their chart tags ({} when none finished)."""
+    if not stats or stats["return"].numel() == 0:
+        return {}
+    names = {"return": "episodic_return", "length": "episodic_length", "success": "success_rate"}
+    return {f"charts/{names.get(k, k)}": float(v.float().mean()) for k, v in stats.items()}
+
+
 class Logger:
     """Writes a run's scalars, histograms and config to TensorBoard (rank 0 only)."""
 
@@ -38,19 +46,6 @@ class Logger:
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-
-    def episodes(self, stats: dict[str, Tensor], step: int) -> dict[str, float]:
-        """Log the mean statistics of finished episodes; returns them."""
-        if not stats or stats["return"].numel() == 0:
-            return {}
-        names = {
-            "return": "episodic_return",
-            "length": "episodic_length",
-            "success": "success_rate",
-        }
-        means = {f"charts/{names.get(k, k)}": float(v.float().mean()) for k, v in stats.items()}
-        self.scalars(means, step)
-        return means
 
     def gates(self, gates: dict[str, Tensor], step: int) -> None:
         summary = gate_summary(gates)

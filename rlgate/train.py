@@ -17,9 +17,10 @@ from rlgate.agents.impala import IMPALA
 from rlgate.agents.ppo import PPO
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
+from rlgate.distributed import World, close_world, join, rank_device, world_from_env
 from rlgate.envs import make_vec
 from rlgate.envs.base import resolve_device
-from rlgate.metrics import Logger
+from rlgate.metrics import Logger, episode_means
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return resolve_device(name)
+
+
+def merge_ranks(gathered: list[tuple[dict[str, float], dict]]) -> tuple[dict[str, float], dict]:
+    """Per-rank (update metrics, finished-episode stats) -> metrics averaged over ranks and the
+    episodes of all ranks together."""
+    metrics = {k: sum(m[k] for m, _ in gathered) / len(gathered) for k in gathered[0][0]}
+    stats: dict[str, torch.Tensor] = {}
+    for key in {k for _, st in gathered for k in st}:
+        stats[key] = torch.cat([st[key] for _, st in gathered if key in st])
+    return metrics, stats
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
@@ -67,31 +78,51 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds everything from a TrainConfig and runs updates; ``run()`` is the whole job."""
+    """Builds everything from a TrainConfig and runs updates; ``run()`` is the whole job.
 
-    def __init__(self, cfg: TrainConfig):
+    Started by torchrun (WORLD_SIZE > 1), it is one rank of a data-parallel job (see
+    ``rlgate.distributed``): ``cfg.num_envs`` envs per rank, seeds offset per rank, gradients
+    averaged, and rank 0 alone writes the run folder.
+    """
+
+    def __init__(self, cfg: TrainConfig, world: World | None = None):
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.world = world or world_from_env(cfg.dist_timeout)
+        self.device = pick_device(rank_device(cfg.device, self.world))
         resume = ckpt.load(cfg.resume) if cfg.resume is not None else None
         if resume is not None:
             ckpt.check_compatible(resume["config"], cfg.to_dict())
-        torch.manual_seed(cfg.seed)
-        self.env = make_vec(
-            cfg.env, cfg.num_envs, device=self.device, seed=cfg.seed, **cfg.env_options
-        )
+        join(self.world, self.device)
+        seed = self.world.seed(cfg.seed)  # rank 0: cfg.seed
+        torch.manual_seed(cfg.seed)  # the same initial parameters on every rank
+        self.env = make_vec(cfg.env, cfg.num_envs, device=self.device, seed=seed, **cfg.env_options)
         self.model = build_model(cfg, self.env).to(self.device)
+        torch.manual_seed(seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
         learner_cls = PPO if cfg.agent == "ppo" else IMPALA
         sub = cfg.ppo if cfg.agent == "ppo" else cfg.impala
-        self.learner = learner_cls(self.model, sub, cfg.gamma, cfg.max_grad_norm, self.optimizer)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.learner = learner_cls(
+            self.model, sub, cfg.gamma, cfg.max_grad_norm, self.optimizer, self.world
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.update_index, self.global_step = 0, 0
         if resume is not None:
             self._restore(resume)
-        self.run_dir = run_dir_for(cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        #: env steps of one update over all ranks; training stops at final_step (at least one
+        #: update), counted in env steps so that a resume with another world size lands there
+        self.steps_per_update = cfg.batch_size * self.world.size
+        self.final_step = max(cfg.total_timesteps, self.steps_per_update)
+        self.world.broadcast_module(self.model)
+        self.run_dir = Path(self.world.broadcast_object(str(run_dir_for(cfg))))
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         chunk = cfg.ppo.bptt if cfg.agent == "ppo" else None
         self.worker = RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
+
+    @property
+    def num_updates(self) -> int:
+        """Updates left to run."""
+        return max(0, (self.final_step - self.global_step) // self.steps_per_update)
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -101,6 +132,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "update": self.update_index,
             "global_step": self.global_step,
+            "world_size": self.world.size,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -110,8 +142,10 @@ class Trainer:
         }
 
     def save(self) -> Path:
+        """Write the checkpoint (rank 0 only; every rank holds the same parameters)."""
         path = self.run_dir / ckpt.CHECKPOINT
-        ckpt.save(path, self._payload())
+        if self.world.is_main:
+            ckpt.save(path, self._payload())
         return path
 
     def _restore(self, data: dict[str, Any]) -> None:
@@ -121,6 +155,14 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"checkpoint does not fit this model: {err}") from None
         self.update_index, self.global_step = data["update"], data["global_step"]
+        if self.world.distributed or data.get("world_size", 1) > 1:
+            # rank r's streams are new ones, drawn from (seed, rank, update): a checkpoint holds
+            # rank 0's alone, and the world size may have changed
+            seed = self.world.seed(self.cfg.seed) + 7919 * self.update_index
+            if hasattr(self.env, "generator"):
+                self.env.generator.manual_seed(seed)
+            self.generator.manual_seed(seed + 1)
+            return
         rng = data["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
@@ -153,7 +195,7 @@ class Trainer:
         )
         cpu_model = copy.deepcopy(self.model).cpu()
         example, _ = RolloutWorker(env, cpu_model, cfg.unroll_length).collect()
-        return ActorPool(cfg, self.model, example, self.device)
+        return ActorPool(cfg, self.model, example, self.device, self.world.seed(cfg.seed))
 
     def run(self, collect=None) -> TrainResult:
         """Train until total_timesteps. ``collect`` overrides where unrolls come from."""
@@ -165,22 +207,26 @@ class Trainer:
             pool = self._actor_pool()
             collect = pool_collector(pool, self.model)
         try:
-            return self._run(collect)
+            result = self._run(collect)
         finally:
             if pool is not None:
                 pool.close()
+        close_world(self.world)  # not after a failure: a broken group can't be torn down
+        return result
 
     def _run(self, collect) -> TrainResult:
-        cfg = self.cfg
-        (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        logger = Logger(str(self.run_dir), cfg.to_dict(), purge_step=self.global_step or None)
+        cfg, world, main = self.cfg, self.world, self.world.is_main
+        logger = None
+        if main:
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            logger = Logger(str(self.run_dir), cfg.to_dict(), purge_step=self.global_step or None)
         result = TrainResult(self.run_dir, self.update_index, self.global_step)
         bar = None
-        if cfg.progress:
+        if cfg.progress and main:
             from tqdm import tqdm
 
             bar = tqdm(
-                total=cfg.num_updates * cfg.batch_size,
+                total=self.final_step,
                 initial=self.global_step,
                 unit="step",
                 unit_scale=True,
@@ -191,29 +237,33 @@ class Trainer:
         recent: dict[str, float] = {}
         t_start, steps_start = time.perf_counter(), self.global_step
         try:
-            while self.update_index < cfg.num_updates:
+            while self.global_step + self.steps_per_update <= self.final_step:
                 if cfg.anneal_lr:
-                    frac = 1.0 - self.update_index / cfg.num_updates
+                    frac = max(0.0, 1.0 - self.global_step / self.final_step)
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * frac
                 # the parameters' version is the number of learner updates so far
                 rollout, episodes = collect(self.update_index)
                 metrics = self.learner.update(rollout, self.generator)
-                lag = self.update_index - rollout.param_version
+                if cfg.agent == "impala":
+                    metrics["policy_lag"] = float(self.update_index - rollout.param_version)
+                metrics, stats = merge_ranks(world.gather_objects((metrics, episodes.stats)))
                 self.update_index += 1
-                steps = rollout.actions.numel()
+                steps = self.steps_per_update
                 self.global_step += steps
                 sps = (self.global_step - steps_start) / (time.perf_counter() - t_start)
-                scalars = {f"losses/{k}": v for k, v in metrics.items()}
+                scalars = {f"losses/{k}": v for k, v in metrics.items() if k != "policy_lag"}
                 scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
                 scalars["perf/sps"] = sps
-                if cfg.agent == "impala":
-                    scalars["perf/policy_lag"] = lag
-                logger.scalars(scalars, self.global_step)
-                recent.update(logger.episodes(episodes.stats, self.global_step))
-                if self.update_index % cfg.gate_log_interval == 0:
-                    logger.gates(self._gates(rollout), self.global_step)
+                if "policy_lag" in metrics:
+                    scalars["perf/policy_lag"] = metrics["policy_lag"]
+                recent.update(episode_means(stats))
                 result.history.append({**scalars, **recent})
+                if logger is not None:
+                    logger.scalars(scalars, self.global_step)
+                    logger.scalars(episode_means(stats), self.global_step)
+                    if self.update_index % cfg.gate_log_interval == 0:
+                        logger.gates(self._gates(rollout), self.global_step)
                 if self.update_index % cfg.checkpoint_interval == 0:
                     self.save()
                 if bar is not None:
@@ -230,7 +280,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
         result.updates, result.global_step = self.update_index, self.global_step
         return result
 
