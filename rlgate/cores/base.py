@@ -17,11 +17,19 @@ from rlgate.cores.presets import Preset
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "fused")
+BACKENDS = ("auto", "reference", "fused", "triton")
 
-# dtypes and device types the fused backend handles; anything else must ask for "reference".
+# dtypes and device types of the PyTorch fused path; anything else must ask for "reference".
 FUSED_DTYPES = (torch.float32, torch.float64)
 FUSED_DEVICE_TYPES = ("cpu", "cuda")
+# dtypes of the Triton kernels (fp32 state and accumulation either way)
+TRITON_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def triton_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 class LSTMState(NamedTuple):
@@ -90,8 +98,16 @@ class RecurrentCore(nn.Module):
         if is_first.shape != x.shape[:2]:
             raise ValueError(f"is_first must be [T, B] = {tuple(x.shape[:2])}")
         state = self.State(*state)
-        if self.resolve_backend(x) == "fused":
+        path = self.resolve_backend(x)
+        if path == "fused":
             y, final = self._fused(x, state, is_first.to(torch.bool))
+            return y, self.State(*final)
+        if path == "triton":
+            from rlgate.cores import triton_fused
+
+            y, final = triton_fused.run(
+                self.triton_mode(), x, is_first.to(torch.bool), *self._weights(), tuple(state)
+            )
             return y, self.State(*final)
         return self._reference(x, state, is_first)
 
@@ -113,30 +129,80 @@ class RecurrentCore(nn.Module):
 
     # ----------------------------------------------------------------- backends
     def resolve_backend(self, x: Tensor) -> str:
-        """Which backend runs for input x: "reference" or "fused". Never falls back silently."""
-        fused_ok, why = self.fused_available(x)
+        """Which path runs for input x: "reference", "fused" (PyTorch fused) or "triton".
+
+        ``backend="fused"`` means the fastest fused path for x: the Triton kernels on CUDA for
+        the sigmoid-gated cores (fp32, bf16), the PyTorch fused path on CPU, for fp64 and for
+        the cumax cores. ``"triton"`` asks for the Triton kernels only (CUDA, or CPU under
+        TRITON_INTERPRET=1). A path that can't run raises; ``auto`` logs what it picked and why.
+        Nothing falls back silently.
+        """
         if self.backend == "reference":
             return "reference"
-        if self.backend == "fused":
-            if not fused_ok:
-                raise RuntimeError(f"backend='fused' is unavailable here: {why}")
-            return "fused"
-        choice = "fused" if fused_ok else "reference"
-        key = (str(x.device), choice)
+        if self.backend == "triton":
+            ok, why = self.triton_available(x)
+            if not ok:
+                raise RuntimeError(f"backend='triton' is unavailable here: {why}")
+            return "triton"
+        choice, why = self._fused_choice(x)
+        if choice is None and self.backend == "fused":
+            raise RuntimeError(f"backend='fused' is unavailable here: {why}")
+        choice = choice or "reference"
+        key = (str(x.device), x.dtype, choice)
         if key not in self._announced:
             self._announced.add(key)
-            reason = "" if fused_ok else f" ({why})"
-            log.info(
-                "%s: backend='auto' picked %s on %s%s", self.preset.name, choice, x.device, reason
+            level = (
+                logging.WARNING if (choice == "fused" and x.device.type == "cuda") else logging.INFO
+            )
+            log.log(
+                level,
+                "%s: backend=%r picked %s (the %s path) on %s (%s)%s",
+                self.preset.name,
+                self.backend,
+                choice,
+                {"fused": "PyTorch fused", "triton": "Triton"}.get(choice, "reference"),
+                x.device,
+                str(x.dtype).replace("torch.", ""),
+                f": {why}" if why else "",
             )
         return choice
 
-    def fused_available(self, x: Tensor) -> tuple[bool, str]:
-        """Whether the fused backend can run for input x, and if not, why."""
+    def _fused_choice(self, x: Tensor) -> tuple[str | None, str]:
+        """The fused path for x ("triton", "fused" or None) and a note on why."""
+        if x.device.type == "cuda" and x.dtype in TRITON_DTYPES:
+            ok, why = self.triton_available(x)
+            if ok:
+                return "triton", ""
+            if self.triton_mode() is not None and self.backend == "fused":
+                return None, why  # the GPU fused path of this core is Triton
         if x.device.type not in FUSED_DEVICE_TYPES:
-            return False, f"no fused kernel for device type {x.device.type!r}"
+            return None, f"no fused kernel for device type {x.device.type!r}"
         if x.dtype not in FUSED_DTYPES:
-            return False, f"fused supports {FUSED_DTYPES}, got {x.dtype}"
+            return None, f"the PyTorch fused path supports {FUSED_DTYPES}, got {x.dtype}"
+        if x.device.type == "cuda":
+            ok, why = self.triton_available(x)
+            return "fused", why
+        return "fused", ""
+
+    def triton_mode(self) -> int | None:
+        """The Triton kernels' mode for this core, or None where they don't cover it."""
+        return None
+
+    def triton_available(self, x: Tensor) -> tuple[bool, str]:
+        """Whether the Triton kernels can run this core for input x, and if not, why."""
+        if self.triton_mode() is None:
+            return False, f"no Triton kernel for {self.preset.name} (cumax gates)"
+        if x.dtype not in TRITON_DTYPES:
+            return False, f"the Triton kernels take {TRITON_DTYPES}, got {x.dtype}"
+        if not triton_installed():
+            return False, "triton is not installed (pip install triton)"
+        if x.device.type == "cpu":
+            from os import environ
+
+            if environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+                return False, "Triton runs on CUDA, or on CPU under TRITON_INTERPRET=1"
+        elif x.device.type != "cuda":
+            return False, f"no Triton kernel for device type {x.device.type!r}"
         return True, ""
 
     def _reference(self, x: Tensor, state, is_first: Tensor):
@@ -172,4 +238,8 @@ class RecurrentCore(nn.Module):
         raise NotImplementedError
 
     def _fused(self, x: Tensor, state, is_first: Tensor):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:  # pragma: no cover
+        """(W_ih, W_hh, b_ih, b_hh or None) for the Triton kernels."""
         raise NotImplementedError

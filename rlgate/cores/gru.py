@@ -87,6 +87,14 @@ class GRUCore(RecurrentCore):
         h_new = g * h + (1.0 - g) * n
         return GRUState(h_new), gates
 
+    def triton_mode(self) -> int:
+        from rlgate.cores.triton_modes import GRU, URGRU
+
+        return URGRU if self.preset.refine else GRU
+
+    def _weights(self):
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
     def _fused(self, x: Tensor, state: GRUState, is_first: Tensor):
         kernel = fused.GRUKernel(self.preset, self.hidden_size)
         return fused.run(

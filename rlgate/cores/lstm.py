@@ -133,7 +133,18 @@ class LSTMCore(RecurrentCore):
         h_new = o * torch.tanh(c_new)
         return LSTMState(h_new, c_new), gates
 
-    # ----------------------------------------------------------------- fast path
+    # ----------------------------------------------------------------- fast paths
+    def triton_mode(self) -> int | None:
+        from rlgate.cores.triton_modes import LSTM, REFINE, TIED
+
+        p = self.preset
+        if p.forget_act != "sigmoid" or p.master:
+            return None
+        return (REFINE if p.refine else TIED) if p.tied else LSTM
+
+    def _weights(self):
+        return self.weight_ih, self.weight_hh, self.bias, None
+
     def _fused(self, x: Tensor, state: LSTMState, is_first: Tensor):
         kernel = fused.LSTMKernel(self.preset, self.blocks, self.chunk_size)
         return fused.run(

@@ -1,0 +1,412 @@
+"""The paper's comparison as a resumable sweep: cores x tasks x delays x seeds, then tables and
+figures (driven by scripts/reproduce.py).
+
+Every run trains the same agent (PPO), hidden size, budget and unroll; only the core, task,
+delay and seed change. A run's result (its success curve, final success, steps to 0.9 success
+and a histogram of its effective gates g after training) is written atomically to
+``{out}/results/{run}.json`` when it ends: a finished run is skipped when the sweep runs again,
+and an unfinished one (killed sweep) starts over. TensorBoard runs go to
+``{out}/tb/{task}-d{delay}/{core}-s{seed}``, so that one ``tensorboard --logdir {out}/tb`` shows
+the cores side by side for each task and delay.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: task name -> (env id, the env option that sets the delay)
+TASKS = {
+    "PassiveMatch": ("rlgate/PassiveMatch-v0", "delay"),
+    "ActiveMatch": ("rlgate/ActiveMatch-v0", "delay"),
+    "TMaze": ("rlgate/TMaze-v0", "length"),
+}
+PAPER_CORES = ("lstm", "c-lstm", "om-lstm", "u-lstm", "r-lstm", "ur-lstm", "gru", "ur-gru")
+SUCCESS_TARGET = 0.9
+GATE_BINS = 50
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a sweep runs: every (task, delay) x core x seed, with one shared agent config."""
+
+    cores: tuple[str, ...]
+    delays: dict[str, tuple[int, ...]]  # task -> delays (easy to hard)
+    seeds: tuple[int, ...]
+    total_timesteps: int
+    num_envs: int = 32
+    unroll_length: int = 64
+    hidden_size: int = 64
+    device: str = "cpu"
+
+    def runs(self) -> list[Run]:
+        return [
+            Run(task, delay, core, seed)
+            for task, delays in self.delays.items()
+            for delay in delays
+            for core in self.cores
+            for seed in self.seeds
+        ]
+
+
+PRESETS = {
+    # minutes on a 2-core laptop: two cores, the T-maze, two lengths, two seeds
+    "small": Grid(
+        cores=("lstm", "ur-lstm"),
+        delays={"TMaze": (4, 8)},
+        seeds=(1, 2),
+        total_timesteps=60_000,
+        unroll_length=32,
+    ),
+    # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds
+    "full": Grid(
+        cores=PAPER_CORES,
+        delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
+        seeds=(1, 2, 3),
+        total_timesteps=100_000,
+        num_envs=16,
+        unroll_length=32,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    delay: int
+    core: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-d{self.delay}__{self.core}__s{self.seed}"
+
+
+def train_config(grid: Grid, run: Run, out: Path):
+    from rlgate.config import TrainConfig
+
+    env_id, option = TASKS[run.task]
+    return TrainConfig(
+        agent="ppo",
+        core=run.core,
+        env=env_id,
+        env_option=(f"{option}={run.delay}",),
+        num_envs=grid.num_envs,
+        unroll_length=grid.unroll_length,
+        hidden_size=grid.hidden_size,
+        encoder_size=grid.hidden_size,
+        total_timesteps=grid.total_timesteps,
+        seed=run.seed,
+        device=grid.device,
+        logdir=str(out / "tb" / f"{run.task}-d{run.delay}"),
+        run_name=f"{run.core}-s{run.seed}",
+        progress=False,
+        checkpoint_interval=10**9,
+    )
+
+
+@torch.no_grad()
+def gate_histogram(trainer) -> list[int]:
+    """Counts of the effective gate g over GATE_BINS bins of [0, 1], from every step of one
+    fresh unroll of the trained agent (the paper's saturation diagnostic)."""
+    model = trainer.model
+    r, _ = trainer.worker.collect(trainer.update_index)
+    t_len = r.length
+    feats = model.encoder(
+        {k: v[:t_len] for k, v in r.obs.items()}, r.prev_action[:t_len], r.prev_reward[:t_len]
+    )
+    state = r.states[0]
+    init = model.initial_state(feats.shape[1], feats.device)
+    values = []
+    for t in range(t_len):
+        first = r.is_first[t].unsqueeze(-1)
+        state = tuple(torch.where(first, s0, s) for s0, s in zip(init, state))
+        values.append(model.core.gates(feats[t], state)["g"].flatten().float().cpu())
+        _, state = model.core.step(feats[t], state)
+    g = torch.cat(values)
+    return torch.histc(g, bins=GATE_BINS, min=0.0, max=1.0).long().tolist()
+
+
+def steps_to(curve: list[tuple[int, float]], target: float) -> int | None:
+    """First env step at which the success rate reached ``target`` (None: never)."""
+    for step, success in curve:
+        if success >= target:
+            return step
+    return None
+
+
+def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
+    """Train one run and write its result file; returns the result."""
+    from rlgate.train import Trainer
+
+    torch.set_num_threads(max(1, int(os.environ.get("RLGATE_SWEEP_THREADS", "1"))))
+    cfg = train_config(grid, run, out)
+    run_dir = Path(cfg.logdir) / cfg.run_name
+    if run_dir.exists():  # left by a killed sweep: start it over
+        shutil.rmtree(run_dir)
+    trainer = Trainer(cfg)
+    result = trainer.run()
+    curve = [
+        (int(i * trainer.steps_per_update + trainer.steps_per_update), h["charts/success_rate"])
+        for i, h in enumerate(result.history)
+        if "charts/success_rate" in h
+    ]
+    tail = [s for _, s in curve[-max(1, len(curve) // 10) :]]
+    record = {
+        **asdict(run),
+        "steps": result.global_step,
+        "final_success": sum(tail) / len(tail) if tail else float("nan"),
+        "steps_to_target": steps_to(curve, SUCCESS_TARGET),
+        "curve": curve,
+        "gate_hist": gate_histogram(trainer),
+        "config": cfg.to_dict(),
+    }
+    path = out / "results" / f"{run.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return record
+
+
+def pending(grid: Grid, out: Path) -> list[Run]:
+    """Runs without a result file."""
+    return [r for r in grid.runs() if not (out / "results" / f"{r.name}.json").exists()]
+
+
+def run_sweep(grid: Grid, out: Path, jobs: int = 1, progress: bool = True) -> int:
+    """Run every pending run, ``jobs`` processes at a time; returns how many ran."""
+    out = Path(out)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    (out / "grid.json").write_text(json.dumps(asdict(grid), indent=2))
+    todo = pending(grid, out)
+    total = len(grid.runs())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=total - len(todo), unit="run", dynamic_ncols=True)
+    try:
+        if jobs <= 1:
+            for run in todo:
+                _done(bar, run, run_one(grid, run, out))
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(run_one, grid, run, out): run for run in todo}
+                for future in as_completed(futures):
+                    _done(bar, futures[future], future.result())
+    finally:
+        if bar is not None:
+            bar.close()
+    return len(todo)
+
+
+def _done(bar, run: Run, record: dict) -> None:
+    if bar is not None:
+        bar.set_postfix_str(f"{run.name}: success {record['final_success']:.2f}")
+        bar.update(1)
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(out, "results").glob("*.json"))]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, delay, core): final success mean and std over seeds, and steps to
+    SUCCESS_TARGET (mean over the seeds that reached it, and how many did)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["delay"], r["core"]), []).append(r)
+    order = {c: i for i, c in enumerate(PAPER_CORES)}
+    rows = []
+    for (task, delay, core), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 99), kv[0][2])
+    ):
+        mean, std = _mean_std([r["final_success"] for r in rs])
+        reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
+        rows.append(
+            {
+                "task": task,
+                "delay": delay,
+                "core": core,
+                "seeds": len(rs),
+                "final_success_mean": round(mean, 4),
+                "final_success_std": round(std, 4),
+                "steps_to_0.9_mean": round(statistics.fmean(reached)) if reached else None,
+                "seeds_reaching_0.9": len(reached),
+            }
+        )
+    return rows
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """results.csv and results.md under ``out``."""
+    out = Path(out)
+    csv_path, md_path = out / "results.csv", out / "results.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "| task | delay | core | final success (mean ± std) | steps to 0.9 (mean) | seeds at 0.9 |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        steps = r["steps_to_0.9_mean"]
+        lines.append(
+            f"| {r['task']} | {r['delay']} | {r['core']} | {r['final_success_mean']:.3f} ± "
+            f"{r['final_success_std']:.3f} | {'-' if steps is None else f'{steps:,}'} | "
+            f"{r['seeds_reaching_0.9']}/{r['seeds']} |"
+        )
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def _curve_band(records: list[dict], points: int = 50):
+    """Success curves of some seeds on a common step grid: (steps, mean, std)."""
+    end = min(r["curve"][-1][0] for r in records)
+    xs = [end * (i + 1) / points for i in range(points)]
+    ys = []
+    for r in records:
+        steps = [s for s, _ in r["curve"]]
+        vals = [v for _, v in r["curve"]]
+        ys.append([_interp(x, steps, vals) for x in xs])
+    mean = [statistics.fmean(col) for col in zip(*ys)]
+    std = [statistics.pstdev(col) if len(col) > 1 else 0.0 for col in zip(*ys)]
+    return xs, mean, std
+
+
+def _interp(x: float, xs: list[int], ys: list[float]) -> float:
+    if x <= xs[0]:
+        return ys[0]
+    for i in range(1, len(xs)):
+        if x <= xs[i]:
+            w = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+            return ys[i - 1] * (1 - w) + ys[i] * w
+    return ys[-1]
+
+
+def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """PNG figures under ``out``: curves_{task}.png (success vs env steps per core, seed bands,
+    one panel per delay), success_vs_delay.png and gates.png (g histograms, lstm vs ur-lstm)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    paths = []
+    cores = sorted({r["core"] for r in records}, key=lambda c: (c not in PAPER_CORES, c))
+    cores.sort(key=lambda c: PAPER_CORES.index(c) if c in PAPER_CORES else 99)
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cores)}
+    tasks = sorted({r["task"] for r in records})
+    for task in tasks:
+        delays = sorted({r["delay"] for r in records if r["task"] == task})
+        fig, axes = plt.subplots(1, len(delays), figsize=(4.5 * len(delays), 3.6), squeeze=False)
+        for ax, delay in zip(axes[0], delays):
+            for core in cores:
+                rs = [
+                    r
+                    for r in records
+                    if (r["task"], r["delay"], r["core"]) == (task, delay, core) and r["curve"]
+                ]
+                if not rs:
+                    continue
+                xs, mean, std = _curve_band(rs)
+                ax.plot(xs, mean, label=core, color=colours[core])
+                lo = [m - s for m, s in zip(mean, std)]
+                hi = [m + s for m, s in zip(mean, std)]
+                ax.fill_between(xs, lo, hi, color=colours[core], alpha=0.15)
+            ax.set_title(f"{task}, delay {delay}")
+            ax.set_xlabel("env steps")
+            ax.set_ylim(-0.02, 1.02)
+        axes[0][0].set_ylabel("success rate")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / f"curves_{task}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    rows = summarize(records)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for core in cores:
+            rs = [r for r in rows if r["task"] == task and r["core"] == core]
+            if rs:
+                ax.errorbar(
+                    [r["delay"] for r in rs],
+                    [r["final_success_mean"] for r in rs],
+                    yerr=[r["final_success_std"] for r in rs],
+                    label=core,
+                    color=colours[core],
+                    marker="o",
+                    capsize=3,
+                )
+        ax.set_title(task)
+        ax.set_xlabel("delay (Match) / corridor length (TMaze)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("final success rate")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "success_vs_delay.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    shown = [c for c in ("lstm", "ur-lstm") if c in cores] or cores[:2]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.4), squeeze=False)
+    edges = [i / GATE_BINS for i in range(GATE_BINS + 1)]
+    for ax, core in zip(axes[0], shown):
+        counts = [0] * GATE_BINS
+        for r in records:
+            if r["core"] == core:
+                counts = [a + b for a, b in zip(counts, r["gate_hist"])]
+        total = max(1, sum(counts))
+        ax.bar(edges[:-1], [c / total for c in counts], width=1 / GATE_BINS, align="edge")
+        ax.set_title(f"{core}: effective gate g after training")
+        ax.set_xlabel("g")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("fraction of units x steps")
+    fig.tight_layout()
+    paths.append(out / "gates.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def saturation(records: list[dict[str, Any]], core: str, eps_bins: int = 1) -> float:
+    """Share of g values in the outermost ``eps_bins`` bins at each end (g < 0.02 or > 0.98)."""
+    counts = [0] * GATE_BINS
+    for r in records:
+        if r["core"] == core:
+            counts = [a + b for a, b in zip(counts, r["gate_hist"])]
+    total = sum(counts)
+    if not total:
+        return math.nan
+    return (sum(counts[:eps_bins]) + sum(counts[-eps_bins:])) / total
+
+
+def with_budget(grid: Grid, total_timesteps: int | None, seeds: int | None) -> Grid:
+    """The grid with another budget or number of seeds (1..n)."""
+    if total_timesteps is not None:
+        grid = replace(grid, total_timesteps=total_timesteps)
+    if seeds is not None:
+        grid = replace(grid, seeds=tuple(range(1, seeds + 1)))
+    return grid
