@@ -80,6 +80,19 @@ class ObsEncoder(nn.Module):
         return torch.relu(x + self.extra(torch.cat(feats, dim=-1)))
 
 
+def _head(hidden: int, features: int, width: int, out: int, gain: float) -> nn.Module:
+    """A linear head over the core output (width 0), or an MLP over [core output, features]."""
+    last = nn.Linear(width or hidden, out)
+    nn.init.orthogonal_(last.weight, gain=gain)
+    nn.init.zeros_(last.bias)
+    if not width:
+        return last
+    first = nn.Linear(hidden + features, width)
+    nn.init.orthogonal_(first.weight, gain=2**0.5)
+    nn.init.zeros_(first.bias)
+    return nn.Sequential(first, nn.Tanh(), last)
+
+
 class ActorCritic(nn.Module):
     """Encoder -> core -> (policy logits, value).
 
@@ -90,6 +103,10 @@ class ActorCritic(nn.Module):
         hidden_size: core size H.
         encoder_size: feature size fed to the core.
         core_options: passed to ``make_core`` (backend, chrono_t_max, ...).
+        head_size: 0 for linear policy and value heads over the core output; N > 0 for heads
+            with one tanh layer of N units over [core output, encoder features], which can
+            combine what the core remembers with what the agent sees now (the Match tasks'
+            choice is such a conjunction).
     """
 
     def __init__(
@@ -100,16 +117,14 @@ class ActorCritic(nn.Module):
         hidden_size: int = 128,
         encoder_size: int = 128,
         core_options: dict | None = None,
+        head_size: int = 0,
     ):
         super().__init__()
         self.encoder = ObsEncoder(obs_space, num_actions, encoder_size)
         self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
-        self.policy = nn.Linear(hidden_size, num_actions)
-        self.value = nn.Linear(hidden_size, 1)
-        nn.init.orthogonal_(self.policy.weight, gain=0.01)
-        nn.init.zeros_(self.policy.bias)
-        nn.init.orthogonal_(self.value.weight, gain=1.0)
-        nn.init.zeros_(self.value.bias)
+        self.head_size = head_size
+        self.policy = _head(hidden_size, encoder_size, head_size, num_actions, gain=0.01)
+        self.value = _head(hidden_size, encoder_size, head_size, 1, gain=1.0)
 
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
@@ -126,6 +141,8 @@ class ActorCritic(nn.Module):
         """
         x = self.encoder(obs, prev_action, prev_reward)
         y, state = self.core(x, state, is_first)
+        if self.head_size:
+            y = torch.cat([y, x], dim=-1)
         return self.policy(y), self.value(y).squeeze(-1), state
 
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:

@@ -13,7 +13,18 @@ import torch
 CHECKPOINT = "checkpoint.pt"
 
 #: config fields that define the model and data: a checkpoint only resumes with equal ones
-MODEL_FIELDS = ("agent", "core", "env", "hidden_size", "encoder_size", "num_envs", "unroll_length")
+MODEL_FIELDS = (
+    "agent",
+    "core",
+    "env",
+    "hidden_size",
+    "encoder_size",
+    "head_size",
+    "num_envs",
+    "unroll_length",
+)
+#: the value of a field that checkpoints written before it existed had
+FIELD_DEFAULTS = {"head_size": 0}
 
 
 class CheckpointError(ValueError):
@@ -60,9 +71,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 def check_compatible(saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """CheckpointError naming the first model-defining field that differs."""
     for name in MODEL_FIELDS:
-        if saved.get(name) != requested.get(name):
+        old = saved.get(name, FIELD_DEFAULTS.get(name))
+        if old != requested.get(name, FIELD_DEFAULTS.get(name)):
             flag = name.replace("_", "-")
             raise CheckpointError(
-                f"checkpoint was trained with --{flag} {saved.get(name)}, not "
+                f"checkpoint was trained with --{flag} {old}, not "
                 f"{requested.get(name)}: start a new run or resume with the same --{flag}"
             )

@@ -107,6 +107,9 @@ class TrainConfig:
     """Core size H (the same for every core in a comparison)."""
     encoder_size: int = 64
     """Feature size fed to the core."""
+    head_size: int = 0
+    """Policy/value heads: 0 = linear over the core output; N = one tanh layer of N units over
+    [core output, encoder features]."""
     backend: str = "auto"
     """Core backend: auto, reference or fused."""
     chrono_t_max: float | None = None
@@ -159,6 +162,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.head_size < 0:
+            _fail(f"head-size must be >= 0, got {self.head_size}")
         if self.dist_timeout <= 0:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if self.learning_rate <= 0 or not 0 < self.gamma <= 1 or self.max_grad_norm <= 0:

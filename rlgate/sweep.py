@@ -137,11 +137,14 @@ def gate_histogram(trainer) -> list[int]:
     return torch.histc(g, bins=GATE_BINS, min=0.0, max=1.0).long().tolist()
 
 
-def steps_to(curve: list[tuple[int, float]], target: float) -> int | None:
-    """First env step at which the success rate reached ``target`` (None: never)."""
-    for step, success in curve:
-        if success >= target:
-            return step
+def steps_to(curve: list[tuple[int, float]], target: float, window: int = 10) -> int | None:
+    """First env step at which the success rate, averaged over the last ``window`` points of
+    the curve (updates), reached ``target`` (None: never). The average keeps one lucky early
+    episode from counting."""
+    for i in range(window - 1, len(curve)):
+        recent = [s for _, s in curve[i - window + 1 : i + 1]]
+        if sum(recent) / window >= target:
+            return curve[i][0]
     return None
 
 
@@ -241,7 +244,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 99), kv[0][2])
     ):
         mean, std = _mean_std([r["final_success"] for r in rs])
-        reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
+        reached = [steps_to(r["curve"], SUCCESS_TARGET) for r in rs if "curve" in r]
+        reached = [s for s in reached if s is not None]
         rows.append(
             {
                 "task": task,

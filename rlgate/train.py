@@ -63,6 +63,7 @@ def build_model(cfg: TrainConfig, env) -> ActorCritic:
         cfg.hidden_size,
         cfg.encoder_size,
         core_options,
+        cfg.head_size,
     )
 
 

@@ -4,6 +4,8 @@ MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7
 Usage:
     pip install -e ".[bench]" && python scripts/bench_train.py
     python scripts/bench_train.py --steps 600000 --sb3-steps 20000
+    python scripts/bench_train.py --head-size 64 --unroll-length 128 --num-envs 32 \
+        --hidden-size 64 --steps 3000000 --no-sb3    # the MLP heads (see --head-size)
 
 rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
 tests/test_envs_memory.py). Throughput is end to end: env steps over the wall time of the whole
@@ -35,16 +37,17 @@ TASKS = {
 }
 
 
-def run_rlgate(env_id, options, core, steps, seed, logdir) -> dict:
+def run_rlgate(env_id, options, core, steps, seed, logdir, model: dict) -> dict:
     cfg = TrainConfig(
         agent="ppo",
         core=core,
         env=env_id,
         env_option=options,
-        num_envs=64,
-        unroll_length=64,
-        hidden_size=128,
-        encoder_size=128,
+        num_envs=model["num_envs"],
+        unroll_length=model["unroll_length"],
+        hidden_size=model["hidden_size"],
+        encoder_size=model["hidden_size"],
+        head_size=model["head_size"],
         total_timesteps=steps,
         seed=seed,
         logdir=logdir,
@@ -105,11 +108,18 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-sb3", action="store_true", help="skip the RecurrentPPO baseline")
+    ap.add_argument("--num-envs", type=int, default=64)
+    ap.add_argument("--unroll-length", type=int, default=64)
+    ap.add_argument("--hidden-size", type=int, default=128, help="core and encoder size")
+    ap.add_argument(
+        "--head-size", type=int, default=0, help="MLP heads over [core, features] (0: linear)"
+    )
     args = ap.parse_args(argv)
     tune_cpu_allocator()
     print(
         f"# bench_train: {platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, seed {args.seed}"
+        f"torch {torch.__version__}, seed {args.seed}, {args.num_envs} envs x "
+        f"{args.unroll_length} steps, hidden {args.hidden_size}, head {args.head_size}"
     )
     rows, base_sps = [], None
     if not args.no_sb3:
@@ -133,7 +143,11 @@ def main(argv=None) -> int:
         for task in args.tasks:
             env_id, options = TASKS[task]
             for core in args.cores:
-                out = run_rlgate(env_id, options, core, args.steps, args.seed, logdir)
+                model = {
+                    k: getattr(args, k)
+                    for k in ("num_envs", "unroll_length", "hidden_size", "head_size")
+                }
+                out = run_rlgate(env_id, options, core, args.steps, args.seed, logdir, model)
                 results[(task, core)] = out
                 speed = f"{out['sps'] / base_sps:.0f}x" if base_sps else "-"
                 rows.append(

@@ -147,3 +147,21 @@ def test_minigrid_encoder_equals_a_linear_map_of_the_one_hot_codes():
         + enc.extra.bias
     )
     torch.testing.assert_close(enc(obs, prev_a, prev_r), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ppo_with_mlp_heads_learns_a_short_tmaze(tmp_path):
+    cfg = _cfg(tmp_path, core="ur-lstm", head_size=32, total_timesteps=60_000)
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.model.policy, torch.nn.Sequential)
+    # the heads see [core output, encoder features]
+    assert trainer.model.policy[0].in_features == cfg.hidden_size + cfg.encoder_size
+    assert _final_success(trainer.run()) >= 0.9
+
+
+def test_checkpoints_from_before_head_size_resume_with_linear_heads():
+    from rlgate import checkpoint as ckpt
+
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "head_size"}
+    ckpt.check_compatible(old, TrainConfig().to_dict())
+    with pytest.raises(ckpt.CheckpointError, match="--head-size 0, not 32"):
+        ckpt.check_compatible(old, TrainConfig(head_size=32).to_dict())

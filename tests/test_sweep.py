@@ -1,0 +1,117 @@
+"""The reproduction sweep on a tiny grid: resumability, tables and figures."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from rlgate import sweep
+
+pytest.importorskip("matplotlib")
+
+TINY = sweep.Grid(
+    cores=("lstm", "ur-lstm"),
+    delays={"TMaze": (3,)},
+    seeds=(1,),
+    total_timesteps=256,
+    num_envs=4,
+    unroll_length=8,
+    hidden_size=8,
+)
+
+
+def _reproduce_main():
+    path = Path(__file__).parents[1] / "scripts" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_steps_to_target():
+    curve = [(100, 0.2), (200, 0.95), (300, 0.5), (400, 1.0)]
+    assert sweep.steps_to(curve, 0.9, window=1) == 200
+    assert sweep.steps_to(curve, 1.0, window=1) == 400
+    assert sweep.steps_to(curve[:1], 0.9, window=1) is None
+    # averaged over a window: one lucky point early on does not count
+    assert sweep.steps_to(curve, 0.75, window=2) == 400  # (0.5 + 1.0) / 2
+    assert sweep.steps_to(curve, 0.5, window=2) == 200  # (0.2 + 0.95) / 2
+
+
+def test_the_full_preset_is_the_papers_grid():
+    full = sweep.PRESETS["full"]
+    assert set(full.cores) == set(sweep.PAPER_CORES) and len(full.cores) == 8
+    assert set(full.delays) == {"PassiveMatch", "ActiveMatch", "TMaze"}
+    assert all(len(d) >= 3 and list(d) == sorted(d) for d in full.delays.values())
+    assert len(full.seeds) >= 3
+    assert len(full.runs()) == 8 * 9 * len(full.seeds)
+
+
+def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
+    assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 2
+    results = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert results == ["TMaze-d3__lstm__s1.json", "TMaze-d3__ur-lstm__s1.json"]
+    record = json.loads((tmp_path / "results" / results[1]).read_text())
+    assert record["steps"] == 256 and record["core"] == "ur-lstm"
+    # g of every unit at every step of one unroll: 8 steps x 4 envs x 8 units
+    assert sum(record["gate_hist"]) == 8 * 4 * 8
+    # tensorboard: one folder per task and delay, one run per core and seed
+    assert sorted(p.name for p in (tmp_path / "tb" / "TMaze-d3").iterdir()) == [
+        "lstm-s1",
+        "ur-lstm-s1",
+    ]
+
+    # nothing left to do; a lost result (a killed run) is redone, from scratch
+    assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 0
+    (tmp_path / "results" / results[0]).unlink()
+    stale = tmp_path / "tb" / "TMaze-d3" / "lstm-s1" / "stale.txt"
+    stale.write_text("from the killed run")
+    assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 1
+    assert not stale.exists()
+
+    rows = sweep.summarize(sweep.load_results(tmp_path))
+    assert [(r["task"], r["delay"], r["core"]) for r in rows] == [
+        ("TMaze", 3, "lstm"),
+        ("TMaze", 3, "ur-lstm"),
+    ]
+    csv_path, md_path = sweep.write_tables(rows, tmp_path)
+    with csv_path.open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and float(table[1]["final_success_mean"]) == pytest.approx(
+        rows[1]["final_success_mean"]
+    )
+    assert md_path.read_text().count("| TMaze | 3 |") == 2
+    for png in sweep.write_plots(sweep.load_results(tmp_path), tmp_path):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "curves_TMaze.png",
+        "success_vs_delay.png",
+        "gates.png",
+    }
+
+
+def test_summary_statistics_over_seeds():
+    def rec(seed, final, reached):
+        curve = [(s * 10, 1.0 if reached is not None and s * 10 >= reached else 0.0)
+                 for s in range(1, 50)]  # fmt: skip
+        return {"task": "T", "delay": 1, "core": "lstm", "seed": seed, "final_success": final,
+                "curve": curve}  # fmt: skip
+
+    rows = sweep.summarize([rec(1, 1.0, 100), rec(2, 0.5, None), rec(3, 0.0, 300)])
+    assert rows[0]["final_success_mean"] == 0.5
+    assert rows[0]["final_success_std"] == pytest.approx(0.4082, abs=1e-4)
+    # a 10-update average first reaches 0.9 when nine of its ten points are 1.0: 180 and 380
+    assert rows[0]["steps_to_0.9_mean"] == 280 and rows[0]["seeds_reaching_0.9"] == 2
+
+
+def test_parallel_sweep_and_the_script(tmp_path, capsys):
+    grid = sweep.Grid(**{**TINY.__dict__, "seeds": (1, 2), "cores": ("gru",)})
+    assert sweep.run_sweep(grid, tmp_path, jobs=2, progress=False) == 2
+    main = _reproduce_main()
+    assert main(["--out", str(tmp_path), "--report-only"]) == 0
+    assert "| TMaze | 3 | gru |" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path / "empty"), "--report-only"]) == 2
