@@ -6,6 +6,7 @@ Usage:
     python scripts/bench_cores.py --device cuda    # the GPU grid (Triton kernels vs cuDNN):
         # B in {64, 256, 1024}, T in {64, 256}, H in {128, 256, 512}, without and with resets
     python scripts/bench_cores.py --device cuda --dtype bf16
+    python scripts/bench_cores.py --device cuda --tf32    # fp32 on TF32 tensor cores, as cuDNN
 
 Prints a Markdown table of median milliseconds over interleaved rounds and the ratio to
 torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU) measured in the same rounds, plus the first-call
@@ -147,6 +148,12 @@ def main(argv=None) -> int:
         "--resets", choices=["no", "yes", "both"], default=None, help="CPU no; CUDA both"
     )
     ap.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA fp32: TF32 tensor cores for matmuls and the Triton kernels' dots (cuDNN's "
+        "RNNs use TF32 by default through torch.backends.cudnn.allow_tf32)",
+    )
     ap.add_argument("--inputs", type=int, default=64)
     ap.add_argument("--cores", nargs="+", default=PRESETS, choices=PRESETS)
     ap.add_argument(
@@ -162,6 +169,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     args.batch = args.batch or ([64, 256, 1024] if cuda else [64, 256])
     args.hidden = args.hidden or ([128, 256, 512] if cuda else [128, 256])
     args.seq = args.seq or ([64, 256] if cuda else [64])
@@ -177,7 +185,8 @@ def main(argv=None) -> int:
     print(
         f"# bench_cores: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}, "
-        f"{torch.cuda.get_device_name(args.device) if cuda else ''} {args.dtype}, "
+        f"{torch.cuda.get_device_name(args.device) if cuda else ''} {args.dtype}"
+        f"{' tf32' if args.tf32 else ''}, cudnn tf32={torch.backends.cudnn.allow_tf32}, "
         f"I={args.inputs}, allocator tuned={tuned}, median of {args.rounds}"
     )
     header = [

@@ -124,7 +124,9 @@ import json, sys, torch
 from rlgate.cores.triton_fused import compile_for
 out = []
 for cap, mode, hidden, dtype in json.loads(sys.argv[1]):
-    shared = compile_for(cap, mode, hidden, getattr(torch, dtype))
+    tf32 = dtype == "tf32"
+    dt = torch.float32 if tf32 else getattr(torch, dtype)
+    shared = compile_for(cap, mode, hidden, dt, tf32=tf32)
     out.append([cap, mode, hidden, dtype, max(shared.values())])
 print(json.dumps(out))
 """
@@ -150,8 +152,8 @@ _SHARED_LIMIT = 163 * 1024
 
 def test_kernels_compile_for_h100_and_fit_shared_memory():
     """Without a GPU: compile for sm_90 (H100) the shapes of the issue's target, ur-lstm and
-    ur-gru at H=256 in fp32 and bf16, and check they fit on chip."""
-    cases = [[90, mode, 256, dt] for mode in (2, 4) for dt in ("float32", "bfloat16")]
+    ur-gru at H=256 in fp32 (IEEE and TF32 dots) and bf16, and check they fit on chip."""
+    cases = [[90, mode, 256, dt] for mode in (2, 4) for dt in ("float32", "bfloat16", "tf32")]
     for cap, mode, hidden, dtype, shared in _compile(cases):
         assert 0 < shared <= _SHARED_LIMIT, (cap, mode, hidden, dtype, shared)
 
@@ -163,7 +165,7 @@ def test_every_mode_compiles_for_a100_and_h100_at_every_benchmark_size():
         for cap in (80, 90)
         for mode in range(5)
         for hidden in (16, 128, 256, 512)
-        for dt in ("float32", "bfloat16")
+        for dt in ("float32", "bfloat16", "tf32")
     ]
     for cap, mode, hidden, dtype, shared in _compile(cases):
         assert 0 < shared <= _SHARED_LIMIT, (cap, mode, hidden, dtype, shared)

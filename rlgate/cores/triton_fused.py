@@ -486,7 +486,11 @@ def run(
 
 
 def compile_for(
-    capability: int, mode: int, hidden: int, dtype: torch.dtype = torch.float32
+    capability: int,
+    mode: int,
+    hidden: int,
+    dtype: torch.dtype = torch.float32,
+    tf32: bool = False,
 ) -> dict[str, int]:
     """Compile both kernels ahead of time for an NVIDIA GPU of compute ``capability`` (90: H100,
     80: A100); needs no GPU (Triton bundles ptxas). Returns each kernel's shared memory bytes.
@@ -499,6 +503,8 @@ def compile_for(
 
     g = (3 if mode in (TIED, GRU) else 4) * hidden
     meta = _meta(hidden, g, mode, dtype)
+    if tf32 and dtype == torch.float32:
+        meta["PRECISION"] = "tf32"
     options = {"num_warps": meta.pop("num_warps"), "num_stages": meta.pop("num_stages")}
     shared = {}
     for kernel in (_forward_kernel, _backward_kernel):
