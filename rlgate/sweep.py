@@ -47,6 +47,7 @@ class Grid:
     num_envs: int = 32
     unroll_length: int = 64
     hidden_size: int = 64
+    head_size: int = 0
     device: str = "cpu"
 
     def runs(self) -> list[Run]:
@@ -105,6 +106,7 @@ def train_config(grid: Grid, run: Run, out: Path):
         unroll_length=grid.unroll_length,
         hidden_size=grid.hidden_size,
         encoder_size=grid.hidden_size,
+        head_size=grid.head_size,
         total_timesteps=grid.total_timesteps,
         seed=run.seed,
         device=grid.device,
@@ -291,11 +293,20 @@ def _curve_band(records: list[dict], points: int = 50):
     ys = []
     for r in records:
         steps = [s for s, _ in r["curve"]]
-        vals = [v for _, v in r["curve"]]
+        vals = _smooth([v for _, v in r["curve"]])
         ys.append([_interp(x, steps, vals) for x in xs])
     mean = [statistics.fmean(col) for col in zip(*ys)]
     std = [statistics.pstdev(col) if len(col) > 1 else 0.0 for col in zip(*ys)]
     return xs, mean, std
+
+
+def _smooth(values: list[float], window: int = 5) -> list[float]:
+    """Trailing moving average (per-update success rates are noisy)."""
+    out = []
+    for i in range(len(values)):
+        recent = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(recent) / len(recent))
+    return out
 
 
 def _interp(x: float, xs: list[int], ys: list[float]) -> float:
@@ -339,7 +350,8 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
                 lo = [m - s for m, s in zip(mean, std)]
                 hi = [m + s for m, s in zip(mean, std)]
                 ax.fill_between(xs, lo, hi, color=colours[core], alpha=0.15)
-            ax.set_title(f"{task}, delay {delay}")
+            what = TASKS[task][1] if task in TASKS else "delay"
+            ax.set_title(f"{task}, {what} {delay} (5-update average)")
             ax.set_xlabel("env steps")
             ax.set_ylim(-0.02, 1.02)
         axes[0][0].set_ylabel("success rate")

@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--num-envs", type=int, default=None, help="envs per run (raise on a GPU)")
     ap.add_argument("--total-timesteps", type=int, default=None, help="env steps per run")
     ap.add_argument("--seeds", type=int, default=None, help="seeds 1..N")
+    ap.add_argument(
+        "--head-size", type=int, default=None, help="MLP heads for every core (0: linear)"
+    )
     ap.add_argument("--report-only", action="store_true", help="only write tables and plots")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -40,6 +43,8 @@ def main(argv=None) -> int:
     grid = replace(grid, device=args.device)
     if args.num_envs is not None:
         grid = replace(grid, num_envs=args.num_envs)
+    if args.head_size is not None:
+        grid = replace(grid, head_size=args.head_size)
     out = Path(args.out or f"sweeps/{args.preset}")
     cuda = args.device.startswith("cuda")
     jobs = args.jobs or (1 if cuda else (os.cpu_count() or 1))
