@@ -80,17 +80,20 @@ class ObsEncoder(nn.Module):
         return torch.relu(x + self.extra(torch.cat(feats, dim=-1)))
 
 
-def _head(hidden: int, features: int, width: int, out: int, gain: float) -> nn.Module:
+def _head(hidden: int, features: int, width: int, out: int) -> nn.Module:
     """A linear head over the core output (width 0), or an MLP over [core output, features]."""
-    last = nn.Linear(width or hidden, out)
-    nn.init.orthogonal_(last.weight, gain=gain)
-    nn.init.zeros_(last.bias)
     if not width:
-        return last
+        return nn.Linear(hidden, out)
     first = nn.Linear(hidden + features, width)
     nn.init.orthogonal_(first.weight, gain=2**0.5)
     nn.init.zeros_(first.bias)
-    return nn.Sequential(first, nn.Tanh(), last)
+    return nn.Sequential(first, nn.Tanh(), nn.Linear(width, out))
+
+
+def _init_last(head: nn.Module, gain: float) -> None:
+    last = head if isinstance(head, nn.Linear) else head[-1]
+    nn.init.orthogonal_(last.weight, gain=gain)
+    nn.init.zeros_(last.bias)
 
 
 class ActorCritic(nn.Module):
@@ -123,8 +126,12 @@ class ActorCritic(nn.Module):
         self.encoder = ObsEncoder(obs_space, num_actions, encoder_size)
         self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
         self.head_size = head_size
-        self.policy = _head(hidden_size, encoder_size, head_size, num_actions, gain=0.01)
-        self.value = _head(hidden_size, encoder_size, head_size, 1, gain=1.0)
+        self.policy = _head(hidden_size, encoder_size, head_size, num_actions)
+        self.value = _head(hidden_size, encoder_size, head_size, 1)
+        # after both heads exist: the same random draws, in the same order, as before heads
+        # could be MLPs (same seed, same initial parameters)
+        _init_last(self.policy, gain=0.01)
+        _init_last(self.value, gain=1.0)
 
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
