@@ -6,6 +6,7 @@ episode, so the state of column b is reset to the initial state before step t.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import NamedTuple
@@ -26,6 +27,7 @@ FUSED_DEVICE_TYPES = ("cpu", "cuda")
 TRITON_DTYPES = (torch.float32, torch.bfloat16)
 
 
+@functools.cache
 def triton_installed() -> bool:
     import importlib.util
 
@@ -169,20 +171,19 @@ class RecurrentCore(nn.Module):
 
     def _fused_choice(self, x: Tensor) -> tuple[str | None, str]:
         """The fused path for x ("triton", "fused" or None) and a note on why."""
-        if x.device.type == "cuda" and x.dtype in TRITON_DTYPES:
-            ok, why = self.triton_available(x)
+        why_not_triton = ""
+        if x.device.type == "cuda":
+            ok, why_not_triton = self.triton_available(x)
             if ok:
                 return "triton", ""
-            if self.triton_mode() is not None and self.backend == "fused":
-                return None, why  # the GPU fused path of this core is Triton
+            covered = self.triton_mode() is not None and x.dtype in TRITON_DTYPES
+            if covered and self.backend == "fused":
+                return None, why_not_triton  # the GPU fused path of this core is Triton
         if x.device.type not in FUSED_DEVICE_TYPES:
             return None, f"no fused kernel for device type {x.device.type!r}"
         if x.dtype not in FUSED_DTYPES:
             return None, f"the PyTorch fused path supports {FUSED_DTYPES}, got {x.dtype}"
-        if x.device.type == "cuda":
-            ok, why = self.triton_available(x)
-            return "fused", why
-        return "fused", ""
+        return "fused", why_not_triton
 
     def triton_mode(self) -> int | None:
         """The Triton kernels' mode for this core, or None where they don't cover it."""
