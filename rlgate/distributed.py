@@ -157,8 +157,11 @@ def join(world: World, device: torch.device) -> None:
 
 
 def close_world(world: World) -> None:
-    """Leave the process group (if this process joined one)."""
+    """Leave the process group (if this process joined one), after every rank got here: a rank
+    that tears down while another still talks to it can abort the process."""
     if world.distributed and torch.distributed.is_initialized():
+        with world._collective("final barrier"):
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
