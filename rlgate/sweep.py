@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 #: task name -> (env id, the env option that sets the delay)
@@ -171,7 +172,6 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
         **asdict(run),
         "steps": result.global_step,
         "final_success": sum(tail) / len(tail) if tail else float("nan"),
-        "steps_to_target": steps_to(curve, SUCCESS_TARGET),
         "curve": curve,
         "gate_hist": gate_histogram(trainer),
         "config": cfg.to_dict(),
@@ -234,16 +234,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def _core_key(core: str) -> tuple[int, str]:
+    """Sort cores in the paper's order, others after them by name."""
+    order = PAPER_CORES.index(core) if core in PAPER_CORES else len(PAPER_CORES)
+    return order, core
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, delay, core): final success mean and std over seeds, and steps to
     SUCCESS_TARGET (mean over the seeds that reached it, and how many did)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["delay"], r["core"]), []).append(r)
-    order = {c: i for i, c in enumerate(PAPER_CORES)}
     rows = []
     for (task, delay, core), rs in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 99), kv[0][2])
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], *_core_key(kv[0][2]))
     ):
         mean, std = _mean_std([r["final_success"] for r in rs])
         reached = [steps_to(r["curve"], SUCCESS_TARGET) for r in rs if "curve" in r]
@@ -287,36 +292,19 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
 
 
 def _curve_band(records: list[dict], points: int = 50):
-    """Success curves of some seeds on a common step grid: (steps, mean, std)."""
+    """Success curves of some seeds on a common step grid, each smoothed by a trailing 5-update
+    average (per-update success rates are noisy): (steps, mean, std) arrays."""
     end = min(r["curve"][-1][0] for r in records)
-    xs = [end * (i + 1) / points for i in range(points)]
+    xs = np.linspace(end / points, end, points)
     ys = []
     for r in records:
-        steps = [s for s, _ in r["curve"]]
-        vals = _smooth([v for _, v in r["curve"]])
-        ys.append([_interp(x, steps, vals) for x in xs])
-    mean = [statistics.fmean(col) for col in zip(*ys)]
-    std = [statistics.pstdev(col) if len(col) > 1 else 0.0 for col in zip(*ys)]
-    return xs, mean, std
-
-
-def _smooth(values: list[float], window: int = 5) -> list[float]:
-    """Trailing moving average (per-update success rates are noisy)."""
-    out = []
-    for i in range(len(values)):
-        recent = values[max(0, i - window + 1) : i + 1]
-        out.append(sum(recent) / len(recent))
-    return out
-
-
-def _interp(x: float, xs: list[int], ys: list[float]) -> float:
-    if x <= xs[0]:
-        return ys[0]
-    for i in range(1, len(xs)):
-        if x <= xs[i]:
-            w = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
-            return ys[i - 1] * (1 - w) + ys[i] * w
-    return ys[-1]
+        steps, vals = np.asarray(r["curve"], dtype=float).T
+        cumsum = np.concatenate([[0.0], np.cumsum(vals)])
+        idx = np.arange(1, len(vals) + 1)
+        smooth = (cumsum[idx] - cumsum[np.maximum(0, idx - 5)]) / np.minimum(idx, 5)
+        ys.append(np.interp(xs, steps, smooth))
+    ys = np.stack(ys)
+    return xs, ys.mean(0), ys.std(0)
 
 
 def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -329,8 +317,7 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
 
     out = Path(out)
     paths = []
-    cores = sorted({r["core"] for r in records}, key=lambda c: (c not in PAPER_CORES, c))
-    cores.sort(key=lambda c: PAPER_CORES.index(c) if c in PAPER_CORES else 99)
+    cores = sorted({r["core"] for r in records}, key=_core_key)
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(cores)}
     tasks = sorted({r["task"] for r in records})
     for task in tasks:
@@ -347,9 +334,7 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
                     continue
                 xs, mean, std = _curve_band(rs)
                 ax.plot(xs, mean, label=core, color=colours[core])
-                lo = [m - s for m, s in zip(mean, std)]
-                hi = [m + s for m, s in zip(mean, std)]
-                ax.fill_between(xs, lo, hi, color=colours[core], alpha=0.15)
+                ax.fill_between(xs, mean - std, mean + std, color=colours[core], alpha=0.15)
             what = TASKS[task][1] if task in TASKS else "delay"
             ax.set_title(f"{task}, {what} {delay} (5-update average)")
             ax.set_xlabel("env steps")
