@@ -258,11 +258,11 @@ class Trainer:
                 scalars["perf/sps"] = sps
                 if "policy_lag" in metrics:
                     scalars["perf/policy_lag"] = metrics["policy_lag"]
-                recent.update(episode_means(stats))
+                means = episode_means(stats)
+                recent.update(means)
                 result.history.append({**scalars, **recent})
                 if logger is not None:
-                    logger.scalars(scalars, self.global_step)
-                    logger.scalars(episode_means(stats), self.global_step)
+                    logger.scalars({**scalars, **means}, self.global_step)
                     if self.update_index % cfg.gate_log_interval == 0:
                         logger.gates(self._gates(rollout), self.global_step)
                 if self.update_index % cfg.checkpoint_interval == 0:

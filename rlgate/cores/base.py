@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rlgate.cores.presets import Preset
+from rlgate.cores.triton_modes import interpreted
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,9 @@ class RecurrentCore(nn.Module):
             return False, f"the Triton kernels take {TRITON_DTYPES}, got {x.dtype}"
         if not triton_installed():
             return False, "triton is not installed (pip install triton)"
-        if x.device.type == "cpu":
-            from os import environ
-
-            if environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-                return False, "Triton runs on CUDA, or on CPU under TRITON_INTERPRET=1"
-        elif x.device.type != "cuda":
+        if x.device.type == "cpu" and not interpreted():
+            return False, "Triton runs on CUDA, or on CPU under TRITON_INTERPRET=1"
+        if x.device.type not in ("cpu", "cuda"):
             return False, f"no Triton kernel for device type {x.device.type!r}"
         return True, ""
 

@@ -20,26 +20,19 @@ this module is imported), which is how CI tests them against the reference cells
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rlgate.cores.triton_modes import GRU, LSTM, REFINE, TIED, URGRU
+from rlgate.cores.triton_modes import GRU, LSTM, REFINE, TIED, URGRU, interpreted
 
 # the modes as compile-time constants inside the kernels
 _LSTM, _TIED, _REFINE, _URGRU = (tl.constexpr(m) for m in (LSTM, TIED, REFINE, URGRU))
 
 #: batch rows per program (tl.dot needs >= 16)
 BLOCK_B = 16
-
-
-def interpreted() -> bool:
-    """Whether Triton runs its interpreter (kernels on CPU tensors)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit
