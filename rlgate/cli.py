@@ -213,4 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # output piped into a program that stopped reading (| head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        # a torchrun rank: everything is written and the process group is closed. Leave without
+        # the interpreter's teardown, where gloo's worker threads can still drop tensors and
+        # abort the process ("terminate called without an active exception", pytorch#179291),
+        # which torchrun would report as a failed job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)

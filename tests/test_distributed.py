@@ -32,7 +32,11 @@ def _launch(tmp_path, body: str, n: int = 2) -> list[subprocess.CompletedProcess
         "import os, sys, torch\n"
         "torch.set_num_threads(1)\n"
         "rank = int(os.environ['RANK'])\n"
-        f"out = {str(tmp_path)!r}\n" + textwrap.dedent(body)
+        f"out = {str(tmp_path)!r}\n"
+        + textwrap.dedent(body)
+        # as the CLI does for torchrun ranks: skip the interpreter's teardown, where gloo can
+        # abort the process after all work is done (pytorch#179291)
+        + "\nsys.stdout.flush()\nos._exit(0)\n"
     )
     port = _free_port()
     procs = []
