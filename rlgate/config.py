@@ -111,7 +111,7 @@ class TrainConfig:
     """Policy/value heads: 0 = linear over the core output; N = one tanh layer of N units over
     [core output, encoder features]."""
     backend: str = "auto"
-    """Core backend: auto, reference or fused."""
+    """Core backend: auto, reference, fused (fastest fused path), native, triton or pytorch."""
     chrono_t_max: float | None = None
     """T_max of the chrono init (c-lstm); default: the env's episode length when known."""
     learning_rate: float = 1e-3

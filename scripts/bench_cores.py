@@ -22,13 +22,16 @@ column resets, and the state of those columns is zeroed between the pieces.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
+import tempfile
+import time
 
 import torch
 
 from rlgate.benchmark import format_table, time_interleaved
-from rlgate.cores import CORES, make_core
+from rlgate.cores import CORES, make_core, native
 from rlgate.runtime import tune_cpu_allocator
 
 PRESETS = sorted({p.name for p in CORES.values()}, key=list(CORES).index)
@@ -78,6 +81,27 @@ def _peak_mb(fn, device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def native_build_note() -> str:
+    """The native kernels' one-time cost: compile them afresh into a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.environ.get("RLGATE_CACHE_DIR")
+        os.environ["RLGATE_CACHE_DIR"] = tmp
+        native._load.cache_clear()
+        t0 = time.perf_counter()
+        ok, why = native.available()
+        seconds = time.perf_counter() - t0
+        if old is None:
+            del os.environ["RLGATE_CACHE_DIR"]
+        else:
+            os.environ["RLGATE_CACHE_DIR"] = old
+    if not ok:
+        return f"# native kernels unavailable: {why}"
+    return (
+        f"# native kernels: compiled from scratch in {seconds:.2f}s with {native.compiler()!r} "
+        f"(once per machine; cached in {native.cache_dir()})"
+    )
+
+
 def bench_shape(batch, hidden, seq, inputs, cores, backends, rounds, device, resets, dtype):
     torch.manual_seed(0)
     x = torch.randn(seq, batch, inputs, device=device, dtype=dtype, requires_grad=True)
@@ -89,17 +113,21 @@ def bench_shape(batch, hidden, seq, inputs, cores, backends, rounds, device, res
     cases = {"nn.LSTM": _fwd_bwd(lstm, x)}
     if resets:
         cases["nn.LSTM split"] = lstm_split_at_resets(lstm, x, is_first)
+    paths = {}
     for name in cores:
         for backend in backends:
             core = make_core(name, inputs, hidden, backend=backend).to(device, dtype)
             state = core.initial_state(batch)
             cases[f"{name}/{backend}"] = _fwd_bwd(core, x, state, is_first)
+            paths[f"{name}/{backend}"] = core.resolve_backend(x)
     ms, first = time_interleaved(cases, rounds=rounds, device=device)
     peak = {k: _peak_mb(fn, device) for k, fn in cases.items()}
     base = ms["nn.LSTM"]
     rows = []
     for key in cases:
         name, _, backend = key.partition("/")
+        if backend and paths[key] != backend:
+            backend = f"{backend}: {paths[key]}"  # the path "fused" resolved to
         rows.append(
             [
                 name,
@@ -157,7 +185,12 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", type=int, default=64)
     ap.add_argument("--cores", nargs="+", default=PRESETS, choices=PRESETS)
     ap.add_argument(
-        "--backends", nargs="+", default=["fused", "reference"], choices=["fused", "reference"]
+        "--backends",
+        nargs="+",
+        default=["fused", "reference"],
+        choices=["fused", "reference", "native", "pytorch"],
+        help="fused: the fastest fused path (native on CPU, Triton on CUDA; the table says "
+        "which); native / pytorch: that path alone (pytorch: the fused path in PyTorch ops)",
     )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu")
@@ -182,6 +215,8 @@ def main(argv=None) -> int:
             3,
         )
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()
+    if not cuda:
+        print(native_build_note())
     print(
         f"# bench_cores: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}, "

@@ -336,7 +336,7 @@ def test_backend_choice_is_never_silent(caplog):
     x = torch.randn(2, 1, 3)
     with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
         core(x, core.initial_state(1))
-    assert "picked fused" in caplog.text
+    assert "picked native" in caplog.text
     half = make_core("ur-lstm", 3, 4, backend="fused").half()
     with pytest.raises(RuntimeError, match="unavailable"):
         half(x.half(), half.initial_state(1))

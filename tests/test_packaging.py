@@ -95,12 +95,15 @@ def test_built_wheel_imports_every_module(wheel, tmp_path):
         zf.extractall(tmp_path)
         names = set(zf.namelist())
     assert not any(n.startswith(("envs/", "agents/")) for n in names)
+    assert "rlgate/cores/native.c" in names  # the native kernels' source ships with the wheel
     code = (
         "import importlib, sys\n"
         f"root = {str(tmp_path)!r}\n"
         f"for name in {_modules_on_disk()!r}:\n"
         "    m = importlib.import_module(name)\n"
         "    assert m.__file__.startswith(root), (name, m.__file__)\n"
+        "from rlgate.cores import native\n"
+        "assert native.SOURCE.is_file() and str(native.SOURCE).startswith(root)\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

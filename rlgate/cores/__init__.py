@@ -36,8 +36,8 @@ def make_core(name: str, input_size: int, hidden_size: int, **options) -> Recurr
         name: preset or alias, e.g. "ur-lstm", "lstm", "chrono".
         input_size: I.
         hidden_size: H.
-        **options: preset-specific options (``Preset.options``): ``backend`` ("auto",
-            "reference", "fused"), ``forget_bias``, ``chrono_t_max``, ``chunk_size``,
+        **options: preset-specific options (``Preset.options``): ``backend`` (one of
+            ``rlgate.cores.base.BACKENDS``), ``forget_bias``, ``chrono_t_max``, ``chunk_size``,
             ``tie_refine_bias``.
 
     Raises:

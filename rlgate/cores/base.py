@@ -19,13 +19,22 @@ from rlgate.cores.triton_modes import interpreted
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "fused", "triton")
+BACKENDS = ("auto", "reference", "fused", "native", "triton", "pytorch")
+# what each path resolve_backend picks is called in logs
+PATH_NAMES = {
+    "reference": "reference",
+    "native": "native CPU kernel",
+    "triton": "Triton",
+    "pytorch": "PyTorch fused",
+}
 
 # dtypes and device types of the PyTorch fused path; anything else must ask for "reference".
 FUSED_DTYPES = (torch.float32, torch.float64)
 FUSED_DEVICE_TYPES = ("cpu", "cuda")
 # dtypes of the Triton kernels (fp32 state and accumulation either way)
 TRITON_DTYPES = (torch.float32, torch.bfloat16)
+# dtypes of the native CPU kernels (native.c)
+NATIVE_DTYPES = (torch.float32,)
 
 
 @functools.cache
@@ -102,8 +111,8 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"is_first must be [T, B] = {tuple(x.shape[:2])}")
         state = self.State(*state)
         path = self.resolve_backend(x)
-        if path == "fused":
-            y, final = self._fused(x, state, is_first.to(torch.bool))
+        if path in ("pytorch", "native"):
+            y, final = self._fused(x, state, is_first.to(torch.bool), native=path == "native")
             return y, self.State(*final)
         if path == "triton":
             from rlgate.cores import triton_fused
@@ -132,63 +141,101 @@ class RecurrentCore(nn.Module):
 
     # ----------------------------------------------------------------- backends
     def resolve_backend(self, x: Tensor) -> str:
-        """Which path runs for input x: "reference", "fused" (PyTorch fused) or "triton".
+        """Which path runs for input x: "reference", "native", "triton" or "pytorch".
 
-        ``backend="fused"`` means the fastest fused path for x: the Triton kernels on CUDA for
-        the sigmoid-gated cores (fp32, bf16), the PyTorch fused path on CPU, for fp64 and for
-        the cumax cores. ``"triton"`` asks for the Triton kernels only (CUDA, or CPU under
-        TRITON_INTERPRET=1). A path that can't run raises; ``auto`` logs what it picked and why.
-        Nothing falls back silently.
+        The fused paths: "native" (CPU, float32, the sigmoid-gated cores: PyTorch's matmuls
+        with each step's gate math in one call into native.c), "triton" (the Triton kernels:
+        CUDA, or CPU under TRITON_INTERPRET=1) and "pytorch" (the fused path in PyTorch ops:
+        any core, float32/float64, CPU or CUDA).
+
+        ``backend="fused"`` (and ``"auto"``) means the fastest fused path for x: Triton on CUDA
+        and native on CPU where they cover the core and dtype, else the PyTorch fused path.
+        Where a covering kernel can't run, ``fused`` raises on CUDA, and on CPU (no C compiler)
+        takes the PyTorch fused path with a WARNING; ``auto`` uses the reference where no fused
+        path exists. ``"native"``, ``"triton"`` and ``"pytorch"`` ask for that path alone and
+        raise with the reason where it can't run. Every pick is logged once per device and
+        dtype; nothing falls back silently.
         """
         if self.backend == "reference":
             return "reference"
-        if self.backend == "triton":
-            ok, why = self.triton_available(x)
+        if self.backend in ("triton", "native", "pytorch"):
+            ok, why = self.path_available(self.backend, x)
             if not ok:
-                raise RuntimeError(f"backend='triton' is unavailable here: {why}")
-            return "triton"
-        choice, why = self._fused_choice(x)
+                raise RuntimeError(f"backend={self.backend!r} is unavailable here: {why}")
+            return self.backend
+        choice, why, degraded = self._fused_choice(x)
         if choice is None and self.backend == "fused":
             raise RuntimeError(f"backend='fused' is unavailable here: {why}")
         choice = choice or "reference"
         key = (str(x.device), x.dtype, choice)
         if key not in self._announced:
             self._announced.add(key)
-            level = (
-                logging.WARNING if (choice == "fused" and x.device.type == "cuda") else logging.INFO
-            )
             log.log(
-                level,
+                logging.WARNING if degraded else logging.INFO,
                 "%s: backend=%r picked %s (the %s path) on %s (%s)%s",
                 self.preset.name,
                 self.backend,
                 choice,
-                {"fused": "PyTorch fused", "triton": "Triton"}.get(choice, "reference"),
+                PATH_NAMES[choice],
                 x.device,
                 str(x.dtype).replace("torch.", ""),
                 f": {why}" if why else "",
             )
         return choice
 
-    def _fused_choice(self, x: Tensor) -> tuple[str | None, str]:
-        """The fused path for x ("triton", "fused" or None) and a note on why."""
-        why_not_triton = ""
-        if x.device.type == "cuda":
-            ok, why_not_triton = self.triton_available(x)
+    def _fused_choice(self, x: Tensor) -> tuple[str | None, str, bool]:
+        """The fused path for x ("triton", "native", "pytorch" or None), a note on why, and
+        whether a faster kernel covers this case but can't run here (logged as a WARNING)."""
+        device = x.device.type
+        kernel = {"cuda": "triton", "cpu": "native"}.get(device)
+        why_not = ""
+        if kernel is not None:
+            ok, why_not = self.path_available(kernel, x)
             if ok:
-                return "triton", ""
-            covered = self.triton_mode() is not None and x.dtype in TRITON_DTYPES
-            if covered and self.backend == "fused":
-                return None, why_not_triton  # the GPU fused path of this core is Triton
+                return kernel, "", False
+        covered = kernel is not None and self._kernel_covers(kernel, x)
+        if covered and device == "cuda" and self.backend == "fused":
+            return None, why_not, False  # the GPU fused path of these cores is Triton
+        ok, why = self.path_available("pytorch", x)
+        if not ok:
+            return None, why, False
+        # On CUDA the PyTorch fused path is always the slow choice (a WARNING); on CPU only
+        # where the native kernels cover the core but can't run.
+        return "pytorch", why_not, device == "cuda" or covered
+
+    def _kernel_covers(self, kernel: str, x: Tensor) -> bool:
+        if kernel == "triton":
+            return self.triton_mode() is not None and x.dtype in TRITON_DTYPES
+        return self.native_mode() is not None and x.dtype in NATIVE_DTYPES
+
+    def path_available(self, path: str, x: Tensor) -> tuple[bool, str]:
+        """Whether a fused path ("triton", "native", "pytorch") can run input x, and if not, why."""
+        if path == "triton":
+            return self.triton_available(x)
+        if path == "native":
+            if self.native_mode() is None:
+                return False, f"no native kernel for {self.preset.name} (cumax forget gate)"
+            if x.device.type != "cpu":
+                return False, f"the native kernels run on CPU, got {x.device.type}"
+            if x.dtype not in NATIVE_DTYPES:
+                return False, f"the native kernels take {NATIVE_DTYPES}, got {x.dtype}"
+            from rlgate.cores import native
+
+            return native.available()
         if x.device.type not in FUSED_DEVICE_TYPES:
-            return None, f"no fused kernel for device type {x.device.type!r}"
+            return False, f"no fused kernel for device type {x.device.type!r}"
         if x.dtype not in FUSED_DTYPES:
-            return None, f"the PyTorch fused path supports {FUSED_DTYPES}, got {x.dtype}"
-        return "fused", why_not_triton
+            return False, f"the PyTorch fused path supports {FUSED_DTYPES}, got {x.dtype}"
+        return True, ""
 
     def triton_mode(self) -> int | None:
         """The Triton kernels' mode for this core, or None where they don't cover it."""
         return None
+
+    def native_mode(self) -> int | None:
+        """The native CPU kernels' mode (numbered as triton_modes), or None where they don't
+        cover this core."""
+        return self.triton_mode()
 
     def triton_available(self, x: Tensor) -> tuple[bool, str]:
         """Whether the Triton kernels can run this core for input x, and if not, why."""
@@ -236,7 +283,7 @@ class RecurrentCore(nn.Module):
     def _cell(self, x_t: Tensor, state):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _fused(self, x: Tensor, state, is_first: Tensor):  # pragma: no cover - abstract
+    def _fused(self, x: Tensor, state, is_first: Tensor, native: bool):  # pragma: no cover
         raise NotImplementedError
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:  # pragma: no cover

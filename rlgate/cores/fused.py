@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rlgate.cores import native
 from rlgate.cores.presets import Preset
 
 
@@ -38,6 +39,9 @@ def cumax_backward(dy: Tensor, s: Tensor) -> Tensor:
 
 # Elements ([steps x B x H]) per backward chunk: 512 KiB of fp32 per H-wide factor.
 _CHUNK_ELEMENTS = 1 << 17
+# The native kernels precompute nothing per chunk: larger chunks make the weight-gradient
+# matmuls larger (more efficient) at the cost of a larger dL/dz buffer.
+_NATIVE_CHUNK_ELEMENTS = 1 << 20
 
 
 def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
@@ -45,7 +49,21 @@ def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
     return torch.addcmul(one, v, v, value=-1.0)
 
 
-class LSTMKernel:
+class _Matmuls:
+    """The matmuls of the fused loop that kernels may do their own way (the native kernels)."""
+
+    @staticmethod
+    def project(x2: Tensor, w_ih: Tensor, b_ih: Tensor) -> Tensor:
+        """The input projection of all steps: [T B, I] -> [T B, G]."""
+        return torch.addmm(b_ih, x2, w_ih.t())
+
+    @staticmethod
+    def recurrent_grad(dzh_t: Tensor, w_hh: Tensor, dh_direct: Tensor | None) -> Tensor:
+        """dL/dh_{t-1} = dh_direct + dzh_t W_hh."""
+        return torch.mm(dzh_t, w_hh) if dh_direct is None else torch.addmm(dh_direct, dzh_t, w_hh)
+
+
+class LSTMKernel(_Matmuls):
     """Gate math of the LSTM family with its hand-derived backward (blocks: see LSTMCore).
 
     Every block order puts the blocks whose gradient is dc times a per-unit factor first
@@ -53,6 +71,8 @@ class LSTMKernel:
     """
 
     same_dz = True
+    native = False
+    chunk_elements = _CHUNK_ELEMENTS
 
     def __init__(self, preset: Preset, blocks: dict[str, slice], chunk_size: int):
         self.p = preset
@@ -220,8 +240,10 @@ class LSTMKernel:
                 torch.mul(du, i, out=kc[:, :, 2])
         return (k1, ko, kc, g, *extra)
 
-    def backward_step(self, t, j, co, dh, dz, _dzh):
+    def backward_step(self, t, j, co, dh, dy_t, dz, _dzh):
         """Step t (index j in its coefficient chunk); dz is [B, G]."""
+        if dy_t is not None:
+            dh = dh + dy_t
         k1, ko, kc, kg = co[:4]
         b, batch, hid = self.b, dh.shape[0], dh.shape[1]
         dc = dh * k1[j] if self.dc is None else torch.addcmul(self.dc, dh, k1[j])
@@ -248,10 +270,12 @@ class LSTMKernel:
         return (torch.zeros_like(like) if self.dc is None else self.dc,)
 
 
-class GRUKernel:
+class GRUKernel(_Matmuls):
     """Gate math of the GRU family (blocks r, z, n[, rho]) with its hand-derived backward."""
 
     same_dz = False
+    native = False
+    chunk_elements = _CHUNK_ELEMENTS
 
     def __init__(self, preset: Preset, hidden_size: int):
         d = hidden_size
@@ -314,7 +338,9 @@ class GRUKernel:
         kh[:, :, 2].mul_(r)
         return (kx, kh, g)
 
-    def backward_step(self, t, j, co, dh, dzx, dzh):
+    def backward_step(self, t, j, co, dh, dy_t, dzx, dzh):
+        if dy_t is not None:
+            dh = dh + dy_t
         kx, kh, g = co
         batch, hid = dh.shape
         d = dh.unsqueeze(1)
@@ -332,12 +358,138 @@ class GRUKernel:
         return ()
 
 
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class _NativeMatmuls:
+    """The per-step matmuls through oneDNN where torch has it (see ``native.linear``)."""
+
+    w_hh_t: Tensor | None = None
+
+    @staticmethod
+    def project(x2: Tensor, w_ih: Tensor, b_ih: Tensor) -> Tensor:
+        return native.linear(x2, w_ih, b_ih)
+
+    def recurrent_grad(self, dzh_t: Tensor, w_hh: Tensor, dh_direct: Tensor | None) -> Tensor:
+        if self.w_hh_t is None:
+            self.w_hh_t = w_hh.t().contiguous()  # [H, G]: dzh_t W_hh = linear(dzh_t, W_hh^T)
+        dh = native.linear(dzh_t, self.w_hh_t)
+        return dh if dh_direct is None else dh.add_(dh_direct)
+
+
+class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
+    """LSTMKernel whose per-step gate math, forward and backward, is one call into native.c.
+
+    float32 on CPU; ``mode`` is native.c's block layout (triton_modes LSTM, TIED, REFINE or
+    MASTER, numbered alike). The loop is the shared ``_Recurrence``'s.
+    """
+
+    native = True
+    chunk_elements = _NATIVE_CHUNK_ELEMENTS
+
+    def __init__(self, preset: Preset, blocks: dict[str, slice], mode: int, chunk_size: int, lib):
+        super().__init__(preset, blocks, chunk_size)
+        self.mode, self.lib = mode, lib
+        self.master = preset.master
+
+    def allocate(self, t_len, batch, rest0, like, g) -> None:
+        (c0,) = rest0
+        hid = c0.shape[-1]
+        self.batch, self.hid = batch, hid
+        self.A = c0.new_empty(t_len, batch, g)  # activations; u's block holds tanh(z_u)
+        self.C = c0.new_empty(t_len + 1, batch, hid)  # C[t] = c_{t-1} after reset
+        self.C[0].copy_(c0)
+        self.TC = c0.new_empty(t_len, batch, hid)  # tanh(c_t)
+        self.dc = None
+        self.views = {"A": self.A.unbind(0), "C": self.C.unbind(0), "TC": self.TC.unbind(0)}
+        self.scratch = c0.new_empty(4 * hid) if self.master else None  # om-lstm's per-row work
+
+    def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
+        v = self.views
+        hw = native.linear(h, w_hh_t.t())
+        if self.master:
+            self.lib.master_forward(
+                self.batch, self.hid, self.chunk, _ptr(xw_t), _ptr(hw), _ptr(v["A"][t]),
+                _ptr(v["C"][t]), _ptr(v["C"][t + 1]), _ptr(v["TC"][t]), _ptr(y_t),
+                _ptr(self.scratch),
+            )  # fmt: skip
+            return
+        self.lib.lstm_forward(
+            self.mode, self.batch, self.hid, _ptr(xw_t), _ptr(hw), _ptr(v["A"][t]),
+            _ptr(v["C"][t]), _ptr(v["C"][t + 1]), _ptr(v["TC"][t]), _ptr(y_t),
+        )  # fmt: skip
+
+    def coefficients(self, t0, t1, h_prev):
+        return None  # native.c works from the stored activations directly
+
+    def backward_step(self, t, j, co, dh, dy_t, dz, _dzh):
+        v = self.views
+        if self.master:
+            self.lib.master_backward(
+                self.batch, self.hid, self.chunk, _ptr(v["A"][t]), _ptr(v["C"][t]),
+                _ptr(v["TC"][t]), _ptr(dh), None if dy_t is None else _ptr(dy_t),
+                _ptr(self.dc), _ptr(dz), _ptr(self.scratch),
+            )  # fmt: skip
+            return None
+        self.lib.lstm_backward(
+            self.mode, self.batch, self.hid, _ptr(v["A"][t]), _ptr(v["C"][t]), _ptr(v["TC"][t]),
+            _ptr(dh), None if dy_t is None else _ptr(dy_t), _ptr(self.dc), _ptr(dz),
+        )  # fmt: skip
+        return None
+
+    def init_grad(self, drest) -> None:
+        (dc,) = drest
+        shape = (self.batch, self.hid)
+        self.dc = self.C.new_zeros(shape) if dc is None else dc.contiguous().clone()
+
+
+class NativeGRUKernel(_NativeMatmuls, GRUKernel):
+    """GRUKernel whose per-step gate math, forward and backward, is one call into native.c."""
+
+    native = True
+    chunk_elements = _NATIVE_CHUNK_ELEMENTS
+
+    def __init__(self, preset: Preset, hidden_size: int, lib):
+        super().__init__(preset, hidden_size)
+        self.lib = lib
+
+    def allocate(self, t_len, batch, rest0, like, g) -> None:
+        self.batch, self.hid = batch, like.shape[-1]
+        self.A = like.new_empty(t_len, batch, g)  # activations; n's block holds n
+        self.GH = like.new_empty(t_len, batch, g)  # W_hh h + b_hh
+        self.views = {"A": self.A.unbind(0), "GH": self.GH.unbind(0)}
+
+    def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
+        gh = native.linear(h, w_hh_t.t(), b_hh)
+        self.views["GH"][t].copy_(gh)  # kept for the backward (r's gradient)
+        self.lib.gru_forward(
+            int(self.refine), self.batch, self.hid, _ptr(xw_t), _ptr(gh), _ptr(h),
+            _ptr(self.views["A"][t]), _ptr(y_t),
+        )  # fmt: skip
+
+    def coefficients(self, t0, t1, h_prev):
+        return h_prev  # [n, B, H]: the states the chunk's steps started from
+
+    def backward_step(self, t, j, co, dh, dy_t, dzx, dzh):
+        v = self.views
+        self.lib.gru_backward(
+            int(self.refine), self.batch, self.hid, _ptr(v["A"][t]), _ptr(v["GH"][t]),
+            _ptr(co[j]), _ptr(dh), None if dy_t is None else _ptr(dy_t), _ptr(dzx), _ptr(dzh),
+            _ptr(self.dprev),
+        )  # fmt: skip
+        return self.dprev
+
+    def init_grad(self, drest) -> None:
+        self.dprev = self.A.new_empty(self.batch, self.hid)  # g_t dL/dh_t, rewritten per step
+
+
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
         t_len, batch, in_size = x.shape
         g, hid = w_hh.shape
-        xw = torch.addmm(b_ih, x.reshape(t_len * batch, in_size), w_ih.t()).view(t_len, batch, g)
+        xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
         keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
         resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
         kernel.allocate(t_len, batch, rest0, h0, g)
@@ -366,7 +518,7 @@ class _Recurrence(torch.autograd.Function):
         # all its steps at once (few large ops instead of many small ones), the step recursion,
         # then the chunk's share of the weight gradients as accumulating matmuls. The chunk
         # buffers are small and reused, so they stay in cache and need no large allocation.
-        chunk = min(t_len, max(1, _CHUNK_ELEMENTS // (batch * hid)))
+        chunk = min(t_len, max(1, kernel.chunk_elements // (batch * hid)))
         dzx_buf = x.new_empty(chunk, batch, g)
         dzh_buf = dzx_buf if kernel.same_dz else x.new_empty(chunk, batch, g)
         dw_ih, dw_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
@@ -374,7 +526,9 @@ class _Recurrence(torch.autograd.Function):
         db_hh = w_ih.new_zeros(g) if ctx.has_b_hh else None
         dx = torch.empty_like(x) if ctx.needs_input_grad[1] else None
         kernel.init_grad(drest_t)
-        dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t
+        dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t.contiguous()
+        if dy is not None and kernel.native:
+            dy = dy.contiguous()  # native.c reads rows; the gradient of a sum comes expanded
         for t1 in range(t_len, 0, -chunk):
             t0 = max(0, t1 - chunk)
             n = t1 - t0
@@ -384,13 +538,9 @@ class _Recurrence(torch.autograd.Function):
             dzx, dzh = dzx_buf[:n], dzh_buf[:n]
             for j in reversed(range(n)):
                 t = t0 + j
-                if dy is not None:
-                    dh = dh + dy[t]
-                dh_direct = kernel.backward_step(t, j, co, dh, dzx[j], dzh[j])
-                if dh_direct is None:
-                    dh = torch.mm(dzh[j], w_hh)
-                else:
-                    dh = torch.addmm(dh_direct, dzh[j], w_hh)
+                dy_t = None if dy is None else dy[t]
+                dh_direct = kernel.backward_step(t, j, co, dh, dy_t, dzx[j], dzh[j])
+                dh = kernel.recurrent_grad(dzh[j], w_hh, dh_direct)
                 if resets[t]:
                     dh.mul_(keep[t])
                     kernel.reset_grad(keep[t])

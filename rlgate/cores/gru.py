@@ -25,7 +25,7 @@ class GRUCore(RecurrentCore):
         preset: "gru" or "ur-gru" preset.
         input_size: I.
         hidden_size: H.
-        backend: "auto", "reference" or "fused".
+        backend: one of ``rlgate.cores.base.BACKENDS`` (see ``resolve_backend``).
         forget_bias: constant bias of the retention gate z for standard init (default 0.0,
             as torch.nn.GRU's expectation).
         tie_refine_bias: initialise the refine bias to -b_z (True) or to 0.
@@ -95,8 +95,13 @@ class GRUCore(RecurrentCore):
     def _weights(self):
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
-    def _fused(self, x: Tensor, state: GRUState, is_first: Tensor):
-        kernel = fused.GRUKernel(self.preset, self.hidden_size)
+    def _fused(self, x: Tensor, state: GRUState, is_first: Tensor, native: bool):
+        if native:
+            from rlgate.cores import native as lib
+
+            kernel = fused.NativeGRUKernel(self.preset, self.hidden_size, lib.library())
+        else:
+            kernel = fused.GRUKernel(self.preset, self.hidden_size)
         return fused.run(
             kernel,
             x,

@@ -28,7 +28,7 @@ class LSTMCore(RecurrentCore):
         preset: the preset.
         input_size: I.
         hidden_size: H (d in the paper).
-        backend: "auto", "reference" or "fused".
+        backend: one of ``rlgate.cores.base.BACKENDS`` (see ``resolve_backend``).
         forget_bias: constant forget bias for standard init (default 1.0).
         chrono_t_max: T_max of chrono init (c-lstm); the longest dependency expected.
         chunk_size: ON-LSTM chunk size (om-lstm); must divide H.
@@ -142,11 +142,26 @@ class LSTMCore(RecurrentCore):
             return None
         return (REFINE if p.refine else TIED) if p.tied else LSTM
 
+    def native_mode(self) -> int | None:
+        from rlgate.cores.triton_modes import MASTER
+
+        p = self.preset
+        if p.master and p.forget_act == "sigmoid":
+            return MASTER
+        return self.triton_mode()
+
     def _weights(self):
         return self.weight_ih, self.weight_hh, self.bias, None
 
-    def _fused(self, x: Tensor, state: LSTMState, is_first: Tensor):
-        kernel = fused.LSTMKernel(self.preset, self.blocks, self.chunk_size)
+    def _fused(self, x: Tensor, state: LSTMState, is_first: Tensor, native: bool):
+        if native:
+            from rlgate.cores import native as lib
+
+            kernel = fused.NativeLSTMKernel(
+                self.preset, self.blocks, self.native_mode(), self.chunk_size, lib.library()
+            )
+        else:
+            kernel = fused.LSTMKernel(self.preset, self.blocks, self.chunk_size)
         return fused.run(
             kernel, x, is_first, self.weight_ih, self.weight_hh, self.bias, None, tuple(state)
         )

@@ -1,0 +1,404 @@
+/* The CPU gate kernels of the fused path: one call per time step does all of a step's gate math
+ * in a single pass over the batch, instead of a dozen PyTorch ops that each read and write
+ * [B, H] tensors. The matmuls stay in PyTorch (MKL); see rlgate/cores/native.py for how this
+ * file is compiled and loaded, and rlgate/cores/fused.py (NativeLSTMKernel, NativeGRUKernel)
+ * for the loop that calls it. float32, row-major, every row contiguous.
+ *
+ * Gate blocks (each H wide, in this order inside a row of G = k H pre-activations):
+ *   LSTM_UNTIED [i, f, u, o]   c = f c_prev + i u
+ *   LSTM_TIED   [f, u, o]      c = f c_prev + (1 - f) u
+ *   LSTM_REFINE [r, f, u, o]   c = g c_prev + (1 - g) u,  g = f^2 + 2 r f (1 - f)
+ *   GRU         [r, z, n]      h = z h_prev + (1 - z) n,  n = tanh(x_n + r (W_hn h + b_hn))
+ *   URGRU       [r, z, n, rho] h = g h_prev + (1 - g) n,  g = z^2 + 2 rho z (1 - z)
+ *   LSTM_MASTER [i, f, u, o, f~, i~] (ON-LSTM; f~, i~ are n = H / chunk wide):
+ *               c = g c_prev + i^ u, w = F I, g = f w + (F - w), i^ = i w + (I - w),
+ *               F = cumax(z_f~), I = 1 - cumax(z_i~), broadcast over chunks of units
+ * and h = o tanh(c) for the LSTMs. u = tanh(z_u), every other gate a sigmoid.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { LSTM_UNTIED = 0, LSTM_TIED = 1, LSTM_REFINE = 2, LSTM_MASTER = 5 };
+
+/* exp(x) for float32, vectorisable (no libm call): Cody-Waite reduction x = n ln2 + r and the
+ * Cephes degree-6 polynomial for exp(r), then 2^n through the exponent bits. Relative error
+ * about 2e-7 (1-2 ulp). The clamps keep 2^n finite and pass NaN through (a comparison with NaN
+ * is false), so a non-finite input stays non-finite. */
+static inline float exp_f(float x) {
+  x = x > 88.3f ? 88.3f : x;
+  x = x < -87.3f ? -87.3f : x;
+  float n = __builtin_rintf(x * 1.44269504088896341f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+/* tanh(x) = 2 sigmoid(2x) - 1: absolute error about 1e-7. */
+static inline float tanh_f(float x) { return 2.0f / (1.0f + exp_f(-2.0f * x)) - 1.0f; }
+
+static inline __attribute__((always_inline)) void add_rows(const int n, const float *restrict x,
+                                                            const float *restrict y,
+                                                            float *restrict out) {
+#pragma omp simd
+  for (int j = 0; j < n; ++j) out[j] = x[j] + y[j];
+}
+
+/* One LSTM step. xw, hw: [B, G] the two parts of the pre-activations (W_ih x + b and W_hh h);
+ * cp: [B, H] the cell state the step starts from (after any reset). Writes a: [B, G]
+ * activations (u's block holds tanh(z_u)), c: [B, H] the new cell, tc: [B, H] tanh(c) and
+ * h: [B, H] the output. */
+void lstm_forward(int mode, int batch, int hidden, const float *xw, const float *hw, float *a,
+                  const float *cp, float *c, float *tc, float *h) {
+  const int H = hidden;
+  const int G = (mode == LSTM_TIED ? 3 : 4) * H;
+  for (int b = 0; b < batch; ++b) {
+    float *ab = a + (size_t)b * G;
+    add_rows(G, xw + (size_t)b * G, hw + (size_t)b * G, ab); /* z, then activations in place */
+    const float *zb = ab;
+    const float *cpb = cp + (size_t)b * H;
+    float *cb = c + (size_t)b * H, *tcb = tc + (size_t)b * H, *hb = h + (size_t)b * H;
+    if (mode == LSTM_TIED) {
+#pragma omp simd
+      for (int j = 0; j < H; ++j) {
+        float f = sigmoid_f(zb[j]), u = tanh_f(zb[H + j]), o = sigmoid_f(zb[2 * H + j]);
+        ab[j] = f, ab[H + j] = u, ab[2 * H + j] = o;
+        float cn = u + f * (cpb[j] - u);
+        float t = tanh_f(cn);
+        cb[j] = cn, tcb[j] = t, hb[j] = o * t;
+      }
+    } else if (mode == LSTM_REFINE) {
+#pragma omp simd
+      for (int j = 0; j < H; ++j) {
+        float r = sigmoid_f(zb[j]), f = sigmoid_f(zb[H + j]);
+        float u = tanh_f(zb[2 * H + j]), o = sigmoid_f(zb[3 * H + j]);
+        ab[j] = r, ab[H + j] = f, ab[2 * H + j] = u, ab[3 * H + j] = o;
+        float g = f * f + 2.0f * r * f * (1.0f - f);
+        float cn = u + g * (cpb[j] - u);
+        float t = tanh_f(cn);
+        cb[j] = cn, tcb[j] = t, hb[j] = o * t;
+      }
+    } else {
+#pragma omp simd
+      for (int j = 0; j < H; ++j) {
+        float i = sigmoid_f(zb[j]), f = sigmoid_f(zb[H + j]);
+        float u = tanh_f(zb[2 * H + j]), o = sigmoid_f(zb[3 * H + j]);
+        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = u, ab[3 * H + j] = o;
+        float cn = f * cpb[j] + i * u;
+        float t = tanh_f(cn);
+        cb[j] = cn, tcb[j] = t, hb[j] = o * t;
+      }
+    }
+  }
+}
+
+/* Backward of one LSTM row: the loops below are specialised per mode and per whether dy is
+ * given (constant arguments of an always-inlined function), so that each one vectorises. */
+static inline __attribute__((always_inline)) void lstm_backward_row(
+    const int mode, const int have_dy, const int H, const float *restrict ab,
+    const float *restrict cpb, const float *restrict tcb, const float *restrict dhb,
+    const float *restrict dyb, float *restrict dcb, float *restrict dzb) {
+  const int k = mode == LSTM_TIED ? 2 : 3; /* blocks before o */
+  const float *a0 = ab, *a1 = ab + H, *a2 = ab + 2 * H, *ao = ab + k * H;
+  float *d0 = dzb, *d1 = dzb + H, *d2 = dzb + 2 * H, *dout = dzb + k * H;
+#pragma omp simd
+  for (int j = 0; j < H; ++j) {
+    float dht = have_dy ? dhb[j] + dyb[j] : dhb[j];
+    float o = ao[j], t = tcb[j];
+    float dct = dcb[j] + dht * o * (1.0f - t * t);
+    dout[j] = dht * t * o * (1.0f - o);
+    float cprev = cpb[j];
+    if (mode == LSTM_TIED) {
+      float f = a0[j], u = a1[j];
+      d0[j] = dct * (cprev - u) * f * (1.0f - f);
+      d1[j] = dct * (1.0f - f) * (1.0f - u * u);
+      dcb[j] = dct * f;
+    } else if (mode == LSTM_REFINE) {
+      float r = a0[j], f = a1[j], u = a2[j];
+      float df = f * (1.0f - f);
+      float g = f * f + 2.0f * r * df;
+      float dg = 2.0f * dct * (cprev - u);
+      d0[j] = dg * df * r * (1.0f - r);
+      d1[j] = dg * (f + r - 2.0f * r * f) * df;
+      d2[j] = dct * (1.0f - g) * (1.0f - u * u);
+      dcb[j] = dct * g;
+    } else {
+      float i = a0[j], f = a1[j], u = a2[j];
+      d0[j] = dct * u * i * (1.0f - i);
+      d1[j] = dct * cprev * f * (1.0f - f);
+      d2[j] = dct * i * (1.0f - u * u);
+      dcb[j] = dct * f;
+    }
+  }
+}
+
+/* Backward of one LSTM step. dh: [B, H] dL/dh_t through the recurrence, dy: [B, H] dL/dh_t from
+ * the output (or NULL); dc: [B, H] on entry dL/dc_t through c_{t+1} (g_{t+1} already applied),
+ * on exit the same for step t-1 (dL/dc_t g_t). Writes dz: [B, G] dL/d(pre-activations). */
+void lstm_backward(int mode, int batch, int hidden, const float *a, const float *cp,
+                   const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
+  const int H = hidden;
+  const size_t G = (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
+  for (int b = 0; b < batch; ++b) {
+    const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
+    const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
+    float *dcb = dc + (size_t)b * H, *dzb = dz + b * G;
+#define LSTM_BWD(M)                                                         \
+  if (dy)                                                                   \
+    lstm_backward_row(M, 1, H, ab, cpb, tcb, dhb, dyb, dcb, dzb);          \
+  else                                                                      \
+    lstm_backward_row(M, 0, H, ab, cpb, tcb, dhb, dyb, dcb, dzb);
+    if (mode == LSTM_TIED) {
+      LSTM_BWD(LSTM_TIED)
+    } else if (mode == LSTM_REFINE) {
+      LSTM_BWD(LSTM_REFINE)
+    } else {
+      LSTM_BWD(LSTM_UNTIED)
+    }
+#undef LSTM_BWD
+  }
+}
+
+static inline __attribute__((always_inline)) void gru_forward_row(
+    const int refine, const int H, const float *restrict xb, const float *restrict gb,
+    const float *restrict hpb, float *restrict ab, float *restrict hb) {
+#pragma omp simd
+  for (int j = 0; j < H; ++j) {
+    float r = sigmoid_f(xb[j] + gb[j]);
+    float z = sigmoid_f(xb[H + j] + gb[H + j]);
+    float n = tanh_f(xb[2 * H + j] + r * gb[2 * H + j]);
+    float g = z;
+    if (refine) {
+      float rho = sigmoid_f(xb[3 * H + j] + gb[3 * H + j]);
+      ab[3 * H + j] = rho;
+      g = z * z + 2.0f * rho * z * (1.0f - z);
+    }
+    ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n;
+    hb[j] = n + g * (hpb[j] - n);
+  }
+}
+
+/* One GRU step. xw: [B, G] W_ih x + b_ih; gh: [B, G] W_hh h + b_hh; hp: [B, H] the state the
+ * step starts from. Writes a: [B, G] activations (n's block holds n) and h: [B, H]. */
+void gru_forward(int refine, int batch, int hidden, const float *xw, const float *gh,
+                 const float *hp, float *a, float *h) {
+  const int H = hidden;
+  const size_t G = (size_t)(refine ? 4 : 3) * H;
+  for (int b = 0; b < batch; ++b) {
+    const float *xb = xw + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
+    float *ab = a + b * G, *hb = h + (size_t)b * H;
+    if (refine)
+      gru_forward_row(1, H, xb, gb, hpb, ab, hb);
+    else
+      gru_forward_row(0, H, xb, gb, hpb, ab, hb);
+  }
+}
+
+static inline __attribute__((always_inline)) void gru_backward_row(
+    const int refine, const int have_dy, const int H, const float *restrict ab,
+    const float *restrict gb, const float *restrict hpb, const float *restrict dhb,
+    const float *restrict dyb, float *restrict dxb, float *restrict dhh, float *restrict dpb) {
+#pragma omp simd
+  for (int j = 0; j < H; ++j) {
+    float dht = have_dy ? dhb[j] + dyb[j] : dhb[j];
+    float r = ab[j], z = ab[H + j], n = ab[2 * H + j];
+    float dz_dzz = z * (1.0f - z);
+    float g = z, dgz, drho = 0.0f;
+    float dgh = dht * (hpb[j] - n); /* dL/dg */
+    if (refine) {
+      float rho = ab[3 * H + j];
+      g = z * z + 2.0f * rho * dz_dzz;
+      dgz = 2.0f * dgh * (z + rho - 2.0f * rho * z) * dz_dzz;
+      drho = 2.0f * dgh * dz_dzz * rho * (1.0f - rho);
+    } else {
+      dgz = dgh * dz_dzz;
+    }
+    float dn = dht * (1.0f - g) * (1.0f - n * n);
+    float dr = dn * gb[2 * H + j] * r * (1.0f - r);
+    dxb[j] = dr, dhh[j] = dr;
+    dxb[H + j] = dgz, dhh[H + j] = dgz;
+    dxb[2 * H + j] = dn, dhh[2 * H + j] = dn * r;
+    if (refine) dxb[3 * H + j] = drho, dhh[3 * H + j] = drho;
+    dpb[j] = dht * g;
+  }
+}
+
+/* Backward of one GRU step. dh: [B, H] dL/dh_t through the recurrence (both paths), dy as
+ * lstm_backward. Writes dzx: [B, G] dL/d(W_ih x + b_ih), dzh: [B, G] dL/d(W_hh h + b_hh) and
+ * dprev: [B, H] dL/dh_{t-1} directly (g_t dL/dh_t), to which the caller adds dzh W_hh. */
+void gru_backward(int refine, int batch, int hidden, const float *a, const float *gh,
+                  const float *hp, const float *dh, const float *dy, float *dzx, float *dzh,
+                  float *dprev) {
+  const int H = hidden;
+  const size_t G = (size_t)(refine ? 4 : 3) * H;
+  for (int b = 0; b < batch; ++b) {
+    const float *ab = a + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
+    const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
+    float *dxb = dzx + b * G, *dhh = dzh + b * G, *dpb = dprev + (size_t)b * H;
+    if (refine && dy)
+      gru_backward_row(1, 1, H, ab, gb, hpb, dhb, dyb, dxb, dhh, dpb);
+    else if (refine)
+      gru_backward_row(1, 0, H, ab, gb, hpb, dhb, dyb, dxb, dhh, dpb);
+    else if (dy)
+      gru_backward_row(0, 1, H, ab, gb, hpb, dhb, dyb, dxb, dhh, dpb);
+    else
+      gru_backward_row(0, 0, H, ab, gb, hpb, dhb, dyb, dxb, dhh, dpb);
+  }
+}
+
+/* Softmax of z[0..n) into s (max-shifted), with the library-free exp. s may be z. */
+static void softmax_row(const int n, const float *z, float *s) {
+  float m = z[0];
+#pragma omp simd reduction(max : m)
+  for (int k = 0; k < n; ++k) m = z[k] > m ? z[k] : m;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int k = 0; k < n; ++k) {
+    float e = exp_f(z[k] - m);
+    s[k] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int k = 0; k < n; ++k) s[k] *= inv;
+}
+
+/* Inclusive prefix sum y_k = x_0 + ... + x_k, k < n, for two rows at once (x0 -> y0, x1 -> y1;
+ * y may be x). A plain running sum is one long chain of dependent additions; this splits each
+ * row into SEG segments summed side by side (independent chains), then adds each segment's
+ * offset in a vectorised pass. */
+#define SEG 8
+static void prefix_sum2(const int n, const float *x0, const float *x1, float *y0, float *y1) {
+  const int len = (n + SEG - 1) / SEG;
+  float a0[SEG] = {0}, a1[SEG] = {0};
+  for (int q = 0; q < len; ++q) {
+    for (int s = 0; s < SEG; ++s) {
+      const int k = s * len + q;
+      if (k < n) {
+        a0[s] += x0[k], a1[s] += x1[k];
+        y0[k] = a0[s], y1[k] = a1[s];
+      }
+    }
+  }
+  float o0 = 0.0f, o1 = 0.0f;
+  for (int s = 1; s < SEG; ++s) {
+    o0 += a0[s - 1], o1 += a1[s - 1];
+    const int k1 = (s + 1) * len < n ? (s + 1) * len : n;
+#pragma omp simd
+    for (int k = s * len; k < k1; ++k) y0[k] += o0, y1[k] += o1;
+  }
+}
+
+/* The master gates of one row at unit level: F[j] = cumsum(sf)[j / chunk] and
+ * I[j] = 1 - cumsum(si)[j / chunk], j < H = n chunk. */
+static void master_units(const int n, const int chunk, const float *sf, const float *si,
+                         float *F, float *I) {
+  prefix_sum2(n, sf, si, F, I); /* at master level in F[0..n), I[0..n) */
+#pragma omp simd
+  for (int k = 0; k < n; ++k) I[k] = 1.0f - I[k];
+  for (int k = n - 1; k > 0 && chunk > 1; --k) { /* broadcast over chunks, from the end */
+    for (int q = chunk - 1; q >= 0; --q) F[k * chunk + q] = F[k], I[k * chunk + q] = I[k];
+  }
+  for (int q = 1; q < chunk; ++q) F[q] = F[0], I[q] = I[0];
+}
+
+/* One ON-LSTM step (LSTM_MASTER). As lstm_forward, plus n and chunk (H = n chunk) and
+ * scratch: [2 H] floats. The master blocks of a hold the softmaxes of z_f~ and z_i~. */
+void master_forward(int batch, int hidden, int chunk, const float *xw, const float *hw,
+                    float *a, const float *cp, float *c, float *tc, float *h, float *scratch) {
+  const int H = hidden, n = hidden / chunk;
+  const size_t G = (size_t)4 * H + 2 * n;
+  float *F = scratch, *I = scratch + H;
+  for (int b = 0; b < batch; ++b) {
+    float *ab = a + b * G;
+    add_rows((int)G, xw + b * G, hw + b * G, ab);
+    softmax_row(n, ab + 4 * H, ab + 4 * H);
+    softmax_row(n, ab + 4 * H + n, ab + 4 * H + n);
+    master_units(n, chunk, ab + 4 * H, ab + 4 * H + n, F, I);
+    const float *cpb = cp + (size_t)b * H;
+    float *cb = c + (size_t)b * H, *tcb = tc + (size_t)b * H, *hb = h + (size_t)b * H;
+#pragma omp simd
+    for (int j = 0; j < H; ++j) {
+      float i = sigmoid_f(ab[j]), f = sigmoid_f(ab[H + j]);
+      float u = tanh_f(ab[2 * H + j]), o = sigmoid_f(ab[3 * H + j]);
+      ab[j] = i, ab[H + j] = f, ab[2 * H + j] = u, ab[3 * H + j] = o;
+      float w = F[j] * I[j];
+      float g = f * w + (F[j] - w), ih = i * w + (I[j] - w);
+      float cn = g * cpb[j] + ih * u;
+      float t = tanh_f(cn);
+      cb[j] = cn, tcb[j] = t, hb[j] = o * t;
+    }
+  }
+}
+
+/* Backward of the two cumaxes of a row through their softmaxes sf, si: dz = s (ds - <ds, s>),
+ * ds_k = sum_{j >= k} dy_j = total - (prefix sum)_k + dy_k. dy and dz are [2 n] (f~ then
+ * i~); ps: [2 n] scratch. */
+static void cumax_backward_pair(const int n, const float *dy, const float *sf, const float *si,
+                                float *ps, float *dz) {
+  prefix_sum2(n, dy, dy + n, ps, ps + n);
+  const float tf = ps[n - 1], ti = ps[2 * n - 1];
+  float df = 0.0f, di = 0.0f;
+#pragma omp simd reduction(+ : df, di)
+  for (int k = 0; k < n; ++k) {
+    float gf = tf - ps[k] + dy[k], gi = ti - ps[n + k] + dy[n + k];
+    dz[k] = gf, dz[n + k] = gi;
+    df += gf * sf[k], di += gi * si[k];
+  }
+#pragma omp simd
+  for (int k = 0; k < n; ++k) dz[k] = sf[k] * (dz[k] - df), dz[n + k] = si[k] * (dz[n + k] - di);
+}
+
+/* Backward of one ON-LSTM step: as lstm_backward, plus chunk and scratch: [4 H] floats
+ * (F, I, then dL/dF and dL/dI per unit, summed per chunk in place; F and I are reused as the
+ * cumax backward's scratch). */
+void master_backward(int batch, int hidden, int chunk, const float *a, const float *cp,
+                     const float *tc, const float *dh, const float *dy, float *dc, float *dz,
+                     float *scratch) {
+  const int H = hidden, n = hidden / chunk;
+  const size_t G = (size_t)4 * H + 2 * n;
+  float *F = scratch, *I = scratch + H, *dF = scratch + 2 * H, *dI = scratch + 3 * H;
+  for (int b = 0; b < batch; ++b) {
+    const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
+    const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
+    float *dcb = dc + (size_t)b * H, *dzb = dz + b * G;
+    master_units(n, chunk, ab + 4 * H, ab + 4 * H + n, F, I);
+#pragma omp simd
+    for (int j = 0; j < H; ++j) {
+      float dht = dyb ? dhb[j] + dyb[j] : dhb[j];
+      float i = ab[j], f = ab[H + j], u = ab[2 * H + j], o = ab[3 * H + j], t = tcb[j];
+      float dct = dcb[j] + dht * o * (1.0f - t * t);
+      float w = F[j] * I[j], cprev = cpb[j];
+      float g = f * w + (F[j] - w), ih = i * w + (I[j] - w);
+      dzb[j] = dct * u * w * i * (1.0f - i);
+      dzb[H + j] = dct * cprev * w * f * (1.0f - f);
+      dzb[2 * H + j] = dct * ih * (1.0f - u * u);
+      dzb[3 * H + j] = dht * t * o * (1.0f - o);
+      float dw = dct * ((f - 1.0f) * cprev + (i - 1.0f) * u); /* dL/dw */
+      dF[j] = dct * cprev + dw * I[j];                       /* dL/dF, this unit's share */
+      dI[j] = -(dct * u + dw * F[j]);                        /* dL/d cumax(z_i~) */
+      dcb[j] = dct * g;
+    }
+    if (chunk > 1) {
+      for (int k = 0; k < n; ++k) { /* sum each chunk's units into its master gate */
+        float sf = 0.0f, si = 0.0f;
+        for (int q = 0; q < chunk; ++q) sf += dF[k * chunk + q], si += dI[k * chunk + q];
+        dF[k] = sf, dI[k] = si;
+      }
+      memcpy(dF + n, dI, n * sizeof(float)); /* [dF | dI], 2 n contiguous */
+    } /* else dF and dI are already adjacent: dI = dF + H = dF + n */
+    cumax_backward_pair(n, dF, ab + 4 * H, ab + 4 * H + n, F, dzb + 4 * H);
+  }
+}

@@ -1,0 +1,172 @@
+"""The native CPU kernels (rlgate/cores/native.c) against the reference loop, and how they are
+built, cached, chosen and refused."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from rlgate.cores import CORES, make_core, native
+
+# every preset the native kernels cover, with the options that exercise their layouts
+COVERED = [
+    ("lstm", {}),
+    ("c-lstm", {}),
+    ("u-lstm", {}),
+    ("r-lstm", {}),
+    ("ur-lstm", {}),
+    ("om-lstm", {}),
+    ("om-lstm", {"chunk_size": 3}),
+    ("gru", {}),
+    ("ur-gru", {}),
+]
+NOT_COVERED = ["o-lstm", "or-lstm"]  # cumax forget gates: the PyTorch fused path
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """native's loader with an empty cache folder; restored afterwards."""
+    monkeypatch.setenv("RLGATE_CACHE_DIR", str(tmp_path))
+    native._load.cache_clear()
+    yield tmp_path
+    native._load.cache_clear()
+
+
+def _resets(t_len, batch, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    is_first = torch.rand(t_len, batch, generator=g) < 0.15
+    is_first[0, 0] = True
+    is_first[t_len - 1, batch - 1] = True
+    return is_first
+
+
+def _run(core, x, state, is_first, w_y, w_s):
+    y, final = core(x, state, is_first)
+    loss = (y * w_y).sum() + sum((s * w).sum() for s, w in zip(final, w_s))
+    grads = torch.autograd.grad(loss, [x, *state, *core.parameters()])
+    return y, final, grads
+
+
+@pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
+def test_native_matches_reference(name, options):
+    """float32 native vs the float64 reference loop on the same weights: outputs, final state
+    and every gradient, resets at scattered (t, b), odd H = 33, two batch sizes."""
+    for batch in (5, 19):
+        torch.manual_seed(batch)
+        core = make_core(name, 6, 33, backend="native", **options)
+        ref = make_core(name, 6, 33, backend="reference", **options).double()
+        ref.load_state_dict(core.state_dict())
+        t_len = 11
+        x = torch.randn(t_len, batch, 6)
+        state = [torch.randn(batch, 33) * 0.5 for _ in core.initial_state(1)]
+        is_first = _resets(t_len, batch)
+        w_y = torch.randn(t_len, batch, 33)
+        w_s = [torch.randn(batch, 33) for _ in state]
+        got = _run(
+            core, x.requires_grad_(), [s.requires_grad_() for s in state], is_first, w_y, w_s
+        )
+        want = _run(
+            ref,
+            x.detach().double().requires_grad_(),
+            [s.detach().double().requires_grad_() for s in state],
+            is_first,
+            w_y.double(),
+            [w.double() for w in w_s],
+        )
+        assert core.resolve_backend(x) == "native"
+        tol = {"rtol": 1e-4, "atol": 2e-5}
+        torch.testing.assert_close(got[0].double(), want[0], **tol)
+        for a, b in zip(got[1], want[1]):
+            torch.testing.assert_close(a.double(), b, **tol)
+        names = ["x"] + [f"state.{f}" for f in type(core.initial_state(1))._fields]
+        names += [n for n, _ in core.named_parameters()]
+        for n, a, b in zip(names, got[2], want[2]):
+            torch.testing.assert_close(a.double(), b, **tol, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", ["ur-lstm", "om-lstm", "ur-gru"])
+def test_native_lets_nan_through(name):
+    """A non-finite pre-activation must not be clamped into a finite output (the training loop
+    stops on a non-finite loss)."""
+    core = make_core(name, 4, 8, backend="native")
+    with torch.no_grad():
+        core.weight_ih[0, 0] = float("nan")
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    y, _ = core(x, core.initial_state(2))
+    assert torch.isnan(y).any()
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    assert torch.isnan(gx).any()
+
+
+def test_auto_and_fused_pick_native_and_say_so(caplog):
+    for name, options in COVERED:
+        core = make_core(name, 3, 6, **options)
+        with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+            caplog.clear()
+            core(torch.randn(2, 1, 3), core.initial_state(1))
+        assert "picked native" in caplog.text, name
+    # float64 and the cumax-forget cores take the PyTorch fused path, without a warning
+    for name in NOT_COVERED:
+        assert CORES[name].forget_act == "cumax"
+        core = make_core(name, 3, 6, backend="fused")
+        assert core.resolve_backend(torch.randn(2, 1, 3)) == "pytorch"
+        with pytest.raises(RuntimeError, match="cumax forget gate"):
+            make_core(name, 3, 6, backend="native")(torch.randn(2, 1, 3), core.initial_state(1))
+    core = make_core("ur-lstm", 3, 6, backend="fused").double()
+    assert core.resolve_backend(torch.randn(2, 1, 3, dtype=torch.float64)) == "pytorch"
+    with pytest.raises(RuntimeError, match="native kernels take"):
+        core = make_core("ur-lstm", 3, 6, backend="native").double()
+        core(torch.randn(2, 1, 3, dtype=torch.float64), core.initial_state(1))
+
+
+def test_without_a_compiler_fused_warns_and_native_refuses(fresh_native, monkeypatch, caplog):
+    monkeypatch.setenv("CC", str(fresh_native / "no-such-cc"))
+    ok, why = native.available()
+    assert not ok and "no-such-cc" in why
+    core = make_core("ur-lstm", 3, 6, backend="fused")
+    x = torch.randn(2, 1, 3)
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+        y, _ = core(x, core.initial_state(1))
+    assert core.resolve_backend(x) == "pytorch"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and "picked pytorch" in warnings[0].getMessage()
+    assert "no-such-cc" in warnings[0].getMessage()
+    with pytest.raises(RuntimeError, match=r"backend='native' is unavailable here: .*no-such-cc"):
+        make_core("ur-lstm", 3, 6, backend="native")(x, core.initial_state(1))
+    # and the answer is the same as the kernels would give
+    ref = make_core("ur-lstm", 3, 6, backend="reference")
+    ref.load_state_dict(core.state_dict())
+    torch.testing.assert_close(y, ref(x, ref.initial_state(1))[0])
+
+
+def test_a_broken_compiler_is_reported(fresh_native, monkeypatch):
+    fake = fresh_native / "fakecc"
+    fake.write_text("#!/bin/sh\necho 'fakecc: internal error' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    ok, why = native.available()
+    assert not ok and "fakecc: internal error" in why
+
+
+def test_kernels_are_compiled_once_and_cached(fresh_native, caplog):
+    if native.compiler() is None:
+        pytest.skip("no C compiler here")
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.native"):
+        assert native.available() == (True, "")
+    built = list(fresh_native.glob("native-*.so"))
+    assert len(built) == 1 and "compiled the native gate kernels" in caplog.text
+    assert not list(fresh_native.glob("*.tmp"))  # the temp file was renamed, not left behind
+    mtime = built[0].stat().st_mtime_ns
+    native._load.cache_clear()  # a new process: loads from the cache, compiles nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.native"):
+        assert native.available() == (True, "")
+    assert "compiled" not in caplog.text and built[0].stat().st_mtime_ns == mtime
+
+
+def test_linear_matches_a_plain_matmul():
+    x, w, b = torch.randn(7, 5), torch.randn(3, 5), torch.randn(3)
+    torch.testing.assert_close(native.linear(x, w, b), x @ w.t() + b)
+    torch.testing.assert_close(native.linear(x, w), x @ w.t())
