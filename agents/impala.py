@@ -65,7 +65,14 @@ class IMPALA(Learner):
         )  # T + 1 steps
         discounts = self.gamma * (~r.dones).float()
         out = impala_loss(
-            logits[:-1], values[:-1], values[-1], r.actions, r.logp, r.rewards, discounts, self.cfg
+            logits[:-1],
+            values[:-1],
+            values[-1],
+            r.actions,
+            r.logp,
+            r.rewards * self.reward_scale,
+            discounts,
+            self.cfg,
         )
         loss = (
             out["policy"]

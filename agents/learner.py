@@ -18,6 +18,7 @@ class Learner:
         optimizer: the optimizer of ``model``'s parameters.
         world: the data-parallel job this learner is part of (default: a single process);
             gradients are averaged over its ranks before clipping.
+        reward_scale: rewards are multiplied by this before returns and advantages.
     """
 
     def __init__(
@@ -28,9 +29,11 @@ class Learner:
         max_grad_norm: float,
         optimizer: torch.optim.Optimizer,
         world: World | None = None,
+        reward_scale: float = 1.0,
     ):
         self.model, self.cfg = model, config
         self.gamma, self.max_grad_norm = gamma, max_grad_norm
+        self.reward_scale = reward_scale
         self.optimizer = optimizer
         self.world = world or World()
         self.params = [p for p in model.parameters() if p.requires_grad]

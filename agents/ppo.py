@@ -94,7 +94,8 @@ class PPO(Learner):
         cfg, t_len = self.cfg, r.length
         chunk = cfg.bptt or t_len
         discounts = self.gamma * (~r.dones).float()
-        advantages, returns = gae(r.rewards, r.values, r.bootstrap_value, discounts, cfg.gae_lambda)
+        rewards = r.rewards * self.reward_scale
+        advantages, returns = gae(rewards, r.values, r.bootstrap_value, discounts, cfg.gae_lambda)
         seq = {
             "obs": {k: _sequences(v[:t_len], chunk) for k, v in r.obs.items()},
             "prev_action": _sequences(r.prev_action[:t_len], chunk),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -120,6 +121,9 @@ class TrainConfig:
     """Anneal the learning rate linearly to 0."""
     gamma: float = 0.99
     """Discount."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this for learning (values, returns, advantages); logged returns
+    and the policy's previous-reward input stay unscaled."""
     max_grad_norm: float = 0.5
     """Gradient clipping norm."""
     seed: int = 1
@@ -166,6 +170,8 @@ class TrainConfig:
             _fail(f"head-size must be >= 0, got {self.head_size}")
         if self.dist_timeout <= 0:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
+        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            _fail(f"reward-scale must be finite and > 0, got {self.reward_scale}")
         if self.learning_rate <= 0 or not 0 < self.gamma <= 1 or self.max_grad_norm <= 0:
             _fail("learning-rate > 0, 0 < gamma <= 1 and max-grad-norm > 0 are required")
         _ = self.env_options  # parses, raising on malformed KEY=VALUE

@@ -103,7 +103,13 @@ class Trainer:
         learner_cls = PPO if cfg.agent == "ppo" else IMPALA
         sub = cfg.ppo if cfg.agent == "ppo" else cfg.impala
         self.learner = learner_cls(
-            self.model, sub, cfg.gamma, cfg.max_grad_norm, self.optimizer, self.world
+            self.model,
+            sub,
+            cfg.gamma,
+            cfg.max_grad_norm,
+            self.optimizer,
+            self.world,
+            reward_scale=cfg.reward_scale,
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.update_index, self.global_step = 0, 0

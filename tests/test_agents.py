@@ -165,3 +165,44 @@ def test_checkpoints_from_before_head_size_resume_with_linear_heads():
     ckpt.check_compatible(old, TrainConfig().to_dict())
     with pytest.raises(ckpt.CheckpointError, match="--head-size 0, not 32"):
         ckpt.check_compatible(old, TrainConfig(head_size=32).to_dict())
+
+
+@pytest.mark.parametrize("agent", ["ppo", "impala"])
+def test_reward_scale_equals_scaled_rewards(agent):
+    """--reward-scale s trains exactly as if the env paid s times its rewards (one update from
+    the same rollout and parameters), and s = 1 changes nothing."""
+    import dataclasses
+
+    from rlgate.agents.impala import IMPALA
+    from rlgate.agents.ppo import PPO
+    from rlgate.agents.rollout import RolloutWorker
+    from rlgate.envs import make_vec
+    from rlgate.train import build_model
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(
+        env="rlgate/PassiveMatch-v0", num_envs=8, unroll_length=20, hidden_size=8, encoder_size=8
+    )
+    env = make_vec(cfg.env, cfg.num_envs, seed=3, delay=3)
+    model = build_model(cfg, env)
+    worker = RolloutWorker(
+        env, model, cfg.unroll_length, generator=torch.Generator().manual_seed(5)
+    )
+    rollout, _ = worker.collect()
+    assert rollout.rewards.abs().sum() > 0  # apples were eaten: the scale has work to do
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def update(scale, rewards):
+        model.load_state_dict(start)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if agent == "ppo":
+            learner = PPO(model, PPOConfig(epochs=1, num_minibatches=1), 0.9, 1e9, opt, None, scale)
+        else:
+            learner = IMPALA(model, IMPALAConfig(), 0.9, 1e9, opt, None, scale)
+        learner.update(dataclasses.replace(rollout, rewards=rewards), torch.Generator())
+        return [p.detach().clone() for p in model.parameters()]
+
+    scaled = update(2.5, rollout.rewards)
+    for a, b in zip(scaled, update(1.0, rollout.rewards * 2.5)):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(scaled, update(1.0, rollout.rewards)))
