@@ -39,8 +39,6 @@ def cumax_backward(dy: Tensor, s: Tensor) -> Tensor:
 
 # Elements ([steps x B x H]) per backward chunk: 512 KiB of fp32 per H-wide factor.
 _CHUNK_ELEMENTS = 1 << 17
-# Elements of the input projection computed at once in the forward (2 MiB of fp32).
-_PROJECT_ELEMENTS = 1 << 19
 # The native kernels precompute nothing per chunk: larger chunks make the weight-gradient
 # matmuls larger (more efficient) at the cost of a larger dL/dz buffer.
 _NATIVE_CHUNK_ELEMENTS = 1 << 20
@@ -491,22 +489,14 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
         t_len, batch, in_size = x.shape
         g, hid = w_hh.shape
+        xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
         keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
         resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
         kernel.allocate(t_len, batch, rest0, h0, g)
         ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
         ys[0].copy_(h0)
         w_hh_t = w_hh.t()
-        # The input projection, one matmul per chunk of steps: the chunk's xw is still in
-        # cache when its steps read it (all T steps at once would go through main memory).
-        chunk = min(t_len, max(1, _PROJECT_ELEMENTS // (batch * g)))
-        xw_steps = []
-        for t in range(t_len):
-            if t % chunk == 0:
-                x_c = x[t : t + chunk]
-                xw = kernel.project(x_c.reshape(-1, in_size), w_ih, b_ih)
-                xw_steps = xw.view(x_c.shape[0], batch, g).unbind(0)
-            xw_t = xw_steps[t % chunk]
+        for t, xw_t in enumerate(xw.unbind(0)):
             h = ys[t]
             if resets[t]:
                 h = h * keep[t]
