@@ -2,10 +2,12 @@
 MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7-v0.
 
 Usage:
-    pip install -e ".[bench]" && python scripts/bench_train.py
+    pip install -e ".[bench]" && python scripts/bench_train.py    # ~30 min on 2 cores
     python scripts/bench_train.py --steps 600000 --sb3-steps 20000
-    python scripts/bench_train.py --head-size 64 --unroll-length 128 --num-envs 32 \
-        --hidden-size 64 --steps 3000000 --no-sb3    # the MLP heads (see --head-size)
+    python scripts/bench_train.py --tasks MemoryS7 --cores ur-lstm --no-sb3
+
+Every task has its settings (``TASKS``: envs, unroll, sizes, reward scale, a 3M-step budget),
+the same for both cores; the flags override them.
 
 rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
 tests/test_envs_memory.py). Throughput is end to end: env steps over the wall time of the whole
@@ -31,13 +33,22 @@ from rlgate.config import TrainConfig
 from rlgate.runtime import tune_cpu_allocator
 from rlgate.train import Trainer
 
+# Each task's settings, the same for every core: the agent (MLP heads over [core output,
+# features], an unroll spanning the episode) and the reward scale that keeps the value loss from
+# drowning the policy gradient (PassiveMatch pays 10 per match plus apples: returns near 20).
+RECIPE = {"num_envs": 32, "unroll_length": 128, "hidden_size": 64, "head_size": 64}
 TASKS = {
-    "PassiveMatch(delay 30)": ("rlgate/PassiveMatch-v0", ("delay=30",)),
-    "MemoryS7": ("rlgate/MemoryS7-v0", ()),
+    "PassiveMatch(delay 30)": (
+        "rlgate/PassiveMatch-v0",
+        ("delay=30",),
+        {**RECIPE, "reward_scale": 0.1, "steps": 3_000_000},
+    ),
+    "MemoryS7": ("rlgate/MemoryS7-v0", (), {**RECIPE, "reward_scale": 1.0, "steps": 3_000_000}),
 }
+SETTINGS = ("num_envs", "unroll_length", "hidden_size", "head_size", "reward_scale", "steps")
 
 
-def run_rlgate(env_id, options, core, steps, seed, logdir, model: dict) -> dict:
+def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
     cfg = TrainConfig(
         agent="ppo",
         core=core,
@@ -48,7 +59,8 @@ def run_rlgate(env_id, options, core, steps, seed, logdir, model: dict) -> dict:
         hidden_size=model["hidden_size"],
         encoder_size=model["hidden_size"],
         head_size=model["head_size"],
-        total_timesteps=steps,
+        reward_scale=model["reward_scale"],
+        total_timesteps=model["steps"],
         seed=seed,
         logdir=logdir,
         progress=False,
@@ -102,25 +114,29 @@ def run_sb3(steps: int, seed: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600_000, help="rlgate's budget per run")
+    ap.add_argument("--steps", type=int, default=None, help="rlgate's budget per run (3M)")
     ap.add_argument("--sb3-steps", type=int, default=20_000, help="RecurrentPPO's budget")
     ap.add_argument("--cores", nargs="+", default=["lstm", "ur-lstm"])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-sb3", action="store_true", help="skip the RecurrentPPO baseline")
-    ap.add_argument("--num-envs", type=int, default=64)
-    ap.add_argument("--unroll-length", type=int, default=64)
-    ap.add_argument("--hidden-size", type=int, default=128, help="core and encoder size")
+    ap.add_argument("--num-envs", type=int, default=None, help="default 32")
+    ap.add_argument("--unroll-length", type=int, default=None, help="default 128")
+    ap.add_argument("--hidden-size", type=int, default=None, help="core and encoder size (64)")
+    ap.add_argument("--head-size", type=int, default=None, help="MLP heads (64; 0: linear)")
     ap.add_argument(
-        "--head-size", type=int, default=0, help="MLP heads over [core, features] (0: linear)"
+        "--reward-scale", type=float, default=None, help="default: the task's (see TASKS)"
     )
     args = ap.parse_args(argv)
     tune_cpu_allocator()
+    override = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
     print(
         f"# bench_train: {platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, seed {args.seed}, {args.num_envs} envs x "
-        f"{args.unroll_length} steps, hidden {args.hidden_size}, head {args.head_size}"
+        f"torch {torch.__version__}, seed {args.seed}"
     )
+    for task in args.tasks:
+        recipe = {**TASKS[task][2], **override}
+        print(f"# {task}: " + ", ".join(f"{k} {recipe[k]}" for k in SETTINGS))
     rows, base_sps = [], None
     if not args.no_sb3:
         out = run_sb3(args.sb3_steps, args.seed)
@@ -141,13 +157,10 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as logdir:
         for task in args.tasks:
-            env_id, options = TASKS[task]
+            env_id, options, recipe = TASKS[task]
             for core in args.cores:
-                model = {
-                    k: getattr(args, k)
-                    for k in ("num_envs", "unroll_length", "hidden_size", "head_size")
-                }
-                out = run_rlgate(env_id, options, core, args.steps, args.seed, logdir, model)
+                model = {**recipe, **override}
+                out = run_rlgate(env_id, options, core, args.seed, logdir, model)
                 results[(task, core)] = out
                 speed = f"{out['sps'] / base_sps:.0f}x" if base_sps else "-"
                 rows.append(

@@ -51,6 +51,16 @@ def test_the_full_preset_is_the_papers_grid():
     assert len(full.runs()) == 8 * 9 * len(full.seeds)
 
 
+def test_reward_scales_are_per_task_and_the_same_for_every_core(tmp_path):
+    grid = sweep.PRESETS["full"]
+    scales = {}
+    for run in grid.runs():
+        cfg = sweep.train_config(grid, run, tmp_path)
+        scales.setdefault(run.task, set()).add(cfg.reward_scale)
+        assert (cfg.head_size, cfg.unroll_length) == (grid.head_size, grid.unroll_length)
+    assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
+
+
 def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
     assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 2
     results = sorted(p.name for p in (tmp_path / "results").iterdir())
