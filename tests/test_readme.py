@@ -25,3 +25,23 @@ def test_ci_runs_the_readme_test_command():
     main, test = _commands()
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
     assert main.endswith("&& rlgate train")  # the main job: a short real training run
+
+
+def test_readme_training_commands_parse():
+    """Every `rlgate train` example in the README is a valid command line."""
+    import shlex
+
+    from rlgate.cli import _parse
+    from rlgate.config import TrainConfig
+
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
+    commands = [
+        ln
+        for ln in lines
+        if ln.startswith("rlgate train ") and "..." not in ln and "--help" not in ln
+    ]
+    assert len(commands) >= 2  # at least the two recipes
+    for cmd in commands:
+        cfg = _parse(TrainConfig, shlex.split(cmd)[2:], "rlgate train")
+        assert isinstance(cfg, TrainConfig), cmd
