@@ -143,10 +143,10 @@ class RecurrentCore(nn.Module):
     def resolve_backend(self, x: Tensor) -> str:
         """Which path runs for input x: "reference", "native", "triton" or "pytorch".
 
-        The fused paths: "native" (CPU, float32, the sigmoid-gated cores: PyTorch's matmuls
-        with each step's gate math in one call into native.c), "triton" (the Triton kernels:
-        CUDA, or CPU under TRITON_INTERPRET=1) and "pytorch" (the fused path in PyTorch ops:
-        any core, float32/float64, CPU or CUDA).
+        The fused paths: "native" (CPU, float32, every core but the cumax-forget o- and
+        or-lstm: PyTorch's matmuls with each step's gate math in one call into native.c),
+        "triton" (the Triton kernels: CUDA, or CPU under TRITON_INTERPRET=1) and "pytorch" (the
+        fused path in PyTorch ops: any core, float32/float64, CPU or CUDA).
 
         ``backend="fused"`` (and ``"auto"``) means the fastest fused path for x: Triton on CUDA
         and native on CPU where they cover the core and dtype, else the PyTorch fused path.
