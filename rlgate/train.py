@@ -98,6 +98,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial parameters on every rank
         self.env = make_vec(cfg.env, cfg.num_envs, device=self.device, seed=seed, **cfg.env_options)
         self.model = build_model(cfg, self.env).to(self.device)
+        # Refuse a backend that can't run here now, before anything is written.
+        core = self.model.core
+        dtype = next(core.parameters()).dtype
+        core.resolve_backend(torch.zeros(1, 1, core.input_size, device=self.device, dtype=dtype))
         torch.manual_seed(seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
         learner_cls = PPO if cfg.agent == "ppo" else IMPALA

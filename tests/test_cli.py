@@ -24,3 +24,20 @@ def test_bad_command_is_one_line_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "valid commands: train, eval, cores" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_backend_that_cannot_run_is_bad_input(tmp_path):
+    """--backend native without a C compiler: one line naming the reason, exit 2, and nothing
+    written (the run folder is not created)."""
+    import os
+
+    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "RLGATE_CACHE_DIR": str(tmp_path / "c")}
+    logdir = tmp_path / "runs"
+    args = ["train", "--backend", "native", "--env", "rlgate/TMaze-v0", "--logdir", str(logdir)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlgate", *args], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "backend='native' is unavailable here" in proc.stderr
+    assert "no-cc" in proc.stderr and "Traceback" not in proc.stderr
+    assert not logdir.exists()

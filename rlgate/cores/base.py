@@ -37,6 +37,11 @@ TRITON_DTYPES = (torch.float32, torch.bfloat16)
 NATIVE_DTYPES = (torch.float32,)
 
 
+class BackendUnavailable(RuntimeError, ValueError):
+    """The requested backend can't run this input here (the message says why). A ValueError
+    too, so that the CLI reports it as bad input: one line, exit code 2."""
+
+
 @functools.cache
 def triton_installed() -> bool:
     import importlib.util
@@ -161,11 +166,11 @@ class RecurrentCore(nn.Module):
         if self.backend in ("triton", "native", "pytorch"):
             ok, why = self.path_available(self.backend, x)
             if not ok:
-                raise RuntimeError(f"backend={self.backend!r} is unavailable here: {why}")
+                raise BackendUnavailable(f"backend={self.backend!r} is unavailable here: {why}")
             return self.backend
         choice, why, degraded = self._fused_choice(x)
         if choice is None and self.backend == "fused":
-            raise RuntimeError(f"backend='fused' is unavailable here: {why}")
+            raise BackendUnavailable(f"backend='fused' is unavailable here: {why}")
         choice = choice or "reference"
         key = (str(x.device), x.dtype, choice)
         if key not in self._announced:
