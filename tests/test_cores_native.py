@@ -22,6 +22,9 @@ COVERED = [
     ("gru", {}),
     ("ur-gru", {}),
 ]
+# hidden sizes: odd (33) everywhere; om-lstm also with master widths that are multiples of 8,
+# which take native.c's other prefix-sum loop
+HIDDEN = {("om-lstm", ()): (33, 32), ("om-lstm", ("chunk_size",)): (33, 48)}
 NOT_COVERED = ["o-lstm", "or-lstm"]  # cumax forget gates: the PyTorch fused path
 
 
@@ -53,17 +56,22 @@ def _run(core, x, state, is_first, w_y, w_s):
 def test_native_matches_reference(name, options):
     """float32 native vs the float64 reference loop on the same weights: outputs, final state
     and every gradient, resets at scattered (t, b), odd H = 33, two batch sizes."""
+    for hidden in HIDDEN.get((name, tuple(options)), (33,)):
+        _check_native_against_reference(name, options, hidden)
+
+
+def _check_native_against_reference(name, options, hidden):
     for batch in (5, 19):
         torch.manual_seed(batch)
-        core = make_core(name, 6, 33, backend="native", **options)
-        ref = make_core(name, 6, 33, backend="reference", **options).double()
+        core = make_core(name, 6, hidden, backend="native", **options)
+        ref = make_core(name, 6, hidden, backend="reference", **options).double()
         ref.load_state_dict(core.state_dict())
         t_len = 11
         x = torch.randn(t_len, batch, 6)
-        state = [torch.randn(batch, 33) * 0.5 for _ in core.initial_state(1)]
+        state = [torch.randn(batch, hidden) * 0.5 for _ in core.initial_state(1)]
         is_first = _resets(t_len, batch)
-        w_y = torch.randn(t_len, batch, 33)
-        w_s = [torch.randn(batch, 33) for _ in state]
+        w_y = torch.randn(t_len, batch, hidden)
+        w_s = [torch.randn(batch, hidden) for _ in state]
         got = _run(
             core, x.requires_grad_(), [s.requires_grad_() for s in state], is_first, w_y, w_s
         )

@@ -283,12 +283,22 @@ static void softmax_row(const int n, const float *z, float *s) {
 static void prefix_sum2(const int n, const float *x0, const float *x1, float *y0, float *y1) {
   const int len = (n + SEG - 1) / SEG;
   float a0[SEG] = {0}, a1[SEG] = {0};
-  for (int q = 0; q < len; ++q) {
-    for (int s = 0; s < SEG; ++s) {
-      const int k = s * len + q;
-      if (k < n) {
+  if (n % SEG == 0) { /* every segment full: no bounds test in the inner loop */
+    for (int q = 0; q < len; ++q) {
+      for (int s = 0; s < SEG; ++s) {
+        const int k = s * len + q;
         a0[s] += x0[k], a1[s] += x1[k];
         y0[k] = a0[s], y1[k] = a1[s];
+      }
+    }
+  } else {
+    for (int q = 0; q < len; ++q) {
+      for (int s = 0; s < SEG; ++s) {
+        const int k = s * len + q;
+        if (k < n) {
+          a0[s] += x0[k], a1[s] += x1[k];
+          y0[k] = a0[s], y1[k] = a1[s];
+        }
       }
     }
   }
