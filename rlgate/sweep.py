@@ -66,6 +66,14 @@ class Grid:
         ]
 
 
+#: the agent that learns the Match tasks: MLP heads, unrolls spanning an episode, 32 envs
+MATCH_AGENT = {
+    "num_envs": 32,
+    "unroll_length": 128,
+    "head_size": 64,
+    "reward_scales": MATCH_REWARD_SCALES,
+}
+
 PRESETS = {
     # minutes on a 2-core laptop: two cores, the T-maze, two lengths, two seeds
     "small": Grid(
@@ -83,10 +91,7 @@ PRESETS = {
         delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
         seeds=(1, 2, 3),
         total_timesteps=2_000_000,
-        num_envs=32,
-        unroll_length=128,
-        head_size=64,
-        reward_scales=MATCH_REWARD_SCALES,
+        **MATCH_AGENT,
     ),
     # the paper's headline on this 2-core machine in about an hour: lstm vs ur-lstm on
     # PassiveMatch at three delays, three seeds, the same agent as "full"
@@ -95,10 +100,7 @@ PRESETS = {
         delays={"PassiveMatch": (5, 15, 30)},
         seeds=(1, 2, 3),
         total_timesteps=1_500_000,
-        num_envs=32,
-        unroll_length=128,
-        head_size=64,
-        reward_scales=MATCH_REWARD_SCALES,
+        **MATCH_AGENT,
     ),
 }
 
