@@ -33,14 +33,6 @@ def _random_state(core, batch, seed=1):
     return type(st)(*(torch.randn(s.shape, generator=g, dtype=s.dtype) * 0.5 for s in st))
 
 
-def _scattered_resets(t_len, batch, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    is_first = torch.rand(t_len, batch, generator=g) < 0.15
-    is_first[0, 0] = True
-    is_first[t_len - 1, batch - 1] = True
-    return is_first
-
-
 # ---------------------------------------------------------------- registry and options
 def test_registry_has_every_preset_and_alias():
     expected = {
@@ -129,13 +121,13 @@ def test_gradients_reach_every_parameter(name):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_fused_matches_reference(name):
+def test_fused_matches_reference(name, scattered_resets):
     """Outputs, final state and every gradient, float64, resets at scattered (t, b), H = 33."""
     core = _core(name, input_size=6, hidden=33)
     t_len, batch = 11, 5
     x = torch.randn(t_len, batch, 6, dtype=torch.float64, requires_grad=True)
     state = tuple(s.requires_grad_() for s in _random_state(core, batch))
-    is_first = _scattered_resets(t_len, batch)
+    is_first = scattered_resets(t_len, batch)
     w_y = torch.randn(t_len, batch, 33, dtype=torch.float64)
     w_s = [torch.randn(batch, 33, dtype=torch.float64) for _ in state]
     results = {}

@@ -37,14 +37,6 @@ def fresh_native(monkeypatch, tmp_path):
     native._load.cache_clear()
 
 
-def _resets(t_len, batch, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    is_first = torch.rand(t_len, batch, generator=g) < 0.15
-    is_first[0, 0] = True
-    is_first[t_len - 1, batch - 1] = True
-    return is_first
-
-
 def _run(core, x, state, is_first, w_y, w_s):
     y, final = core(x, state, is_first)
     loss = (y * w_y).sum() + sum((s * w).sum() for s, w in zip(final, w_s))
@@ -53,14 +45,14 @@ def _run(core, x, state, is_first, w_y, w_s):
 
 
 @pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
-def test_native_matches_reference(name, options):
+def test_native_matches_reference(name, options, scattered_resets):
     """float32 native vs the float64 reference loop on the same weights: outputs, final state
     and every gradient, resets at scattered (t, b), odd H = 33, two batch sizes."""
     for hidden in HIDDEN.get((name, tuple(options)), (33,)):
-        _check_native_against_reference(name, options, hidden)
+        _check_native_against_reference(name, options, hidden, scattered_resets)
 
 
-def _check_native_against_reference(name, options, hidden):
+def _check_native_against_reference(name, options, hidden, scattered_resets):
     for batch in (5, 19):
         torch.manual_seed(batch)
         core = make_core(name, 6, hidden, backend="native", **options)
@@ -69,7 +61,7 @@ def _check_native_against_reference(name, options, hidden):
         t_len = 11
         x = torch.randn(t_len, batch, 6)
         state = [torch.randn(batch, hidden) * 0.5 for _ in core.initial_state(1)]
-        is_first = _resets(t_len, batch)
+        is_first = scattered_resets(t_len, batch)
         w_y = torch.randn(t_len, batch, hidden)
         w_s = [torch.randn(batch, hidden) for _ in state]
         got = _run(

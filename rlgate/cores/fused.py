@@ -7,17 +7,24 @@ allocated once per call ([T, B, ...], time-major). Backward runs the steps in re
 cell's hand-derived derivatives and forms the weight gradients with three large matmuls after
 the loop: dW_ih = dZx^T x, dW_hh = dZh^T h_prev, dx = dZx W_ih.
 
-The cell math lives in a *kernel* object (``LSTMKernel``, ``GRUKernel``), one per call:
+The cell math lives in a *kernel* object, one per call: ``LSTMKernel`` and ``GRUKernel`` in
+PyTorch ops, or ``NativeLSTMKernel`` and ``NativeGRUKernel``, whose per-step gate math is one
+call into native.c (CPU, float32):
 
-- ``allocate(t_len, batch, rest0)``: workspace; ``rest0`` is the state beyond h (c for LSTMs).
+- ``allocate(t_len, batch, rest0, like, g)``: workspace; ``rest0`` is the state beyond h.
 - ``reset(t, keep_t)``: zero the non-h state of the columns that start an episode at step t.
+- ``project(x2, w_ih, b_ih)``: the input projection of all steps, one matmul.
 - ``forward_step(t, xw_t, h, w_hh_t, b_hh, y_t)``: one step; writes h_t into ``y_t``.
-- ``backward_step(t, dh, h_prev, dzx_t, dzh_t)``: writes dL/d(pre-activation) into ``dzx_t``
-  (input side) and ``dzh_t`` (recurrent side; the same tensor for the LSTM family), keeps the
-  gradient of the non-h state, and returns dL/dh_{t-1} not passing through W_hh (or None).
+- ``coefficients(t0, t1, h_prev)``: whatever a chunk of backward steps needs precomputed.
+- ``backward_step(t, j, co, dh, dy_t, dzx_t, dzh_t)``: adds the output gradient dy_t to dh,
+  writes dL/d(pre-activation) into ``dzx_t`` (input side) and ``dzh_t`` (recurrent side; the
+  same tensor for the LSTM family), keeps the gradient of the non-h state, and returns
+  dL/dh_{t-1} not passing through W_hh (or None).
+- ``recurrent_grad(dzh_t, w_hh, dh_direct)``: dL/dh_{t-1} = dh_direct + dzh_t W_hh.
 
 Every kernel is tested against the readable reference cells (rlgate/cores/lstm.py, gru.py) on
-outputs, final state and all gradients in float64 (tests/test_cores.py).
+outputs, final state and all gradients: in float64 (tests/test_cores.py), and the native ones in
+float32 (tests/test_cores_native.py).
 """
 
 from __future__ import annotations
@@ -391,7 +398,6 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
     def __init__(self, preset: Preset, blocks: dict[str, slice], mode: int, chunk_size: int, lib):
         super().__init__(preset, blocks, chunk_size)
         self.mode, self.lib = mode, lib
-        self.master = preset.master
 
     def allocate(self, t_len, batch, rest0, like, g) -> None:
         (c0,) = rest0
@@ -403,12 +409,12 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.TC = c0.new_empty(t_len, batch, hid)  # tanh(c_t)
         self.dc = None
         self.views = {"A": self.A.unbind(0), "C": self.C.unbind(0), "TC": self.TC.unbind(0)}
-        self.scratch = c0.new_empty(4 * hid) if self.master else None  # om-lstm's per-row work
+        self.scratch = c0.new_empty(4 * hid) if self.p.master else None  # om-lstm's per-row work
 
     def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
         v = self.views
         hw = native.linear(h, w_hh_t.t())
-        if self.master:
+        if self.p.master:
             self.lib.master_forward(
                 self.batch, self.hid, self.chunk, _ptr(xw_t), _ptr(hw), _ptr(v["A"][t]),
                 _ptr(v["C"][t]), _ptr(v["C"][t + 1]), _ptr(v["TC"][t]), _ptr(y_t),
@@ -425,7 +431,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
 
     def backward_step(self, t, j, co, dh, dy_t, dz, _dzh):
         v = self.views
-        if self.master:
+        if self.p.master:
             self.lib.master_backward(
                 self.batch, self.hid, self.chunk, _ptr(v["A"][t]), _ptr(v["C"][t]),
                 _ptr(v["TC"][t]), _ptr(dh), None if dy_t is None else _ptr(dy_t),
@@ -457,12 +463,11 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
     def allocate(self, t_len, batch, rest0, like, g) -> None:
         self.batch, self.hid = batch, like.shape[-1]
         self.A = like.new_empty(t_len, batch, g)  # activations; n's block holds n
-        self.GH = like.new_empty(t_len, batch, g)  # W_hh h + b_hh
-        self.views = {"A": self.A.unbind(0), "GH": self.GH.unbind(0)}
+        self.gh: list[Tensor] = [like] * t_len  # W_hh h_{t-1} + b_hh per step, for r's gradient
+        self.views = {"A": self.A.unbind(0)}
 
     def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
-        gh = native.linear(h, w_hh_t.t(), b_hh)
-        self.views["GH"][t].copy_(gh)  # kept for the backward (r's gradient)
+        gh = self.gh[t] = native.linear(h, w_hh_t.t(), b_hh)
         self.lib.gru_forward(
             int(self.refine), self.batch, self.hid, _ptr(xw_t), _ptr(gh), _ptr(h),
             _ptr(self.views["A"][t]), _ptr(y_t),
@@ -474,7 +479,7 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
     def backward_step(self, t, j, co, dh, dy_t, dzx, dzh):
         v = self.views
         self.lib.gru_backward(
-            int(self.refine), self.batch, self.hid, _ptr(v["A"][t]), _ptr(v["GH"][t]),
+            int(self.refine), self.batch, self.hid, _ptr(v["A"][t]), _ptr(self.gh[t]),
             _ptr(co[j]), _ptr(dh), None if dy_t is None else _ptr(dy_t), _ptr(dzx), _ptr(dzh),
             _ptr(self.dprev),
         )  # fmt: skip

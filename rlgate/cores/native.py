@@ -91,7 +91,7 @@ def _compile(cc: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     os.close(fd)
-    errors = ""
+    last = ""
     try:
         for arch in (ARCH_FLAGS, ()):  # -march=native is a GCC/Clang x86/arm64 flag
             cmd = [cc, *FLAGS, *arch, "-shared", str(SOURCE), "-o", tmp]
@@ -99,9 +99,9 @@ def _compile(cc: str, target: Path) -> None:
             if out.returncode == 0:
                 os.replace(tmp, target)
                 return
-            errors = (out.stderr or out.stdout).strip().splitlines()
-            errors = errors[-1] if errors else f"exit code {out.returncode}"
-        raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {errors}")
+            lines = (out.stderr or out.stdout).strip().splitlines()
+            last = lines[-1] if lines else f"exit code {out.returncode}"
+        raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {last}")
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {e}") from None
     finally:
