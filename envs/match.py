@@ -181,8 +181,10 @@ class MatchEnv(GridEnv):
         reward += eat * self.apple_reward
         st["apple_reward"] += eat * self.apple_reward
         eaten = eat.nonzero().squeeze(1)
-        st["grid"][eaten, target[eaten, 0], target[eaten, 1]] = FLOOR
-        st["apple_timer"][eaten, target[eaten, 0], target[eaten, 1]] = self.apple_respawn
+        if eaten.numel():  # (nonzero has synchronised already; most steps eat nothing)
+            at = (eaten, target[eaten, 0], target[eaten, 1])
+            st["grid"][at] = FLOOR
+            st["apple_timer"][at] = self.apple_respawn
         # Choice: touching a coloured square ends the episode.
         chose = (phase == CHOICE) & (cell >= COLOUR)
         correct = chose & ((cell.long() - COLOUR) == st["cue"])
@@ -198,9 +200,11 @@ class MatchEnv(GridEnv):
         end_cue = ((phase == CUE) & (t >= self.cue_steps)).nonzero().squeeze(1)
         end_distractor = ((phase == DISTRACTOR) & (t >= self.delay)).nonzero().squeeze(1)
         if self.delay > 0:
-            self._setup_distractor(end_cue)
-            self._setup_choice(end_distractor)
-        else:
+            if end_cue.numel():
+                self._setup_distractor(end_cue)
+            if end_distractor.numel():
+                self._setup_choice(end_distractor)
+        elif end_cue.numel():
             self._setup_choice(end_cue)
         truncated = torch.zeros_like(terminated)
         return reward, terminated, truncated

@@ -103,7 +103,10 @@ class Trainer:
         dtype = next(core.parameters()).dtype
         core.resolve_backend(torch.zeros(1, 1, core.input_size, device=self.device, dtype=dtype))
         torch.manual_seed(seed)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        # foreach: one multi-tensor kernel per update instead of a loop over parameters
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.learning_rate, eps=1e-5, foreach=True
+        )
         learner_cls = PPO if cfg.agent == "ppo" else IMPALA
         sub = cfg.ppo if cfg.agent == "ppo" else cfg.impala
         self.learner = learner_cls(

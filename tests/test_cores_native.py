@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from rlgate.cores import CORES, make_core, native
+from rlgate.cores import CORES, fused, make_core, native
 
 # every preset the native kernels cover, with the options that exercise their layouts
 COVERED = [
@@ -37,6 +37,24 @@ def fresh_native(monkeypatch, tmp_path):
     native._load.cache_clear()
 
 
+@pytest.fixture(params=["sequence", "steps"])
+def native_loop(request, monkeypatch):
+    """Both loops of the native kernels: the whole sequence in one call (native.c's own
+    matmul), and step by step (oneDNN matmuls from Python); counts the sequence calls."""
+    monkeypatch.setattr(fused, "SEQUENCE_MACS", 1 << 62 if request.param == "sequence" else 0)
+    calls = []
+    for cls in (fused.NativeLSTMKernel, fused.NativeGRUKernel):
+        for method in ("forward_sequence", "backward_sequence"):
+            original = getattr(cls, method)
+
+            def spy(self, *args, _original=original, _method=method):
+                calls.append(_method)
+                return _original(self, *args)
+
+            monkeypatch.setattr(cls, method, spy)
+    return request.param, calls
+
+
 def _run(core, x, state, is_first, w_y, w_s):
     y, final = core(x, state, is_first)
     loss = (y * w_y).sum() + sum((s * w).sum() for s, w in zip(final, w_s))
@@ -45,11 +63,17 @@ def _run(core, x, state, is_first, w_y, w_s):
 
 
 @pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
-def test_native_matches_reference(name, options, scattered_resets):
+def test_native_matches_reference(name, options, scattered_resets, native_loop):
     """float32 native vs the float64 reference loop on the same weights: outputs, final state
-    and every gradient, resets at scattered (t, b), odd H = 33, two batch sizes."""
+    and every gradient, resets at scattered (t, b), odd H = 33, two batch sizes; both loops.
+    H = 33 and B = 5, 19 also leave partial blocks in native.c's small_matmul."""
+    loop, calls = native_loop
     for hidden in HIDDEN.get((name, tuple(options)), (33,)):
         _check_native_against_reference(name, options, hidden, scattered_resets)
+    if loop == "sequence":
+        assert "forward_sequence" in calls and "backward_sequence" in calls
+    else:
+        assert calls == []
 
 
 def _check_native_against_reference(name, options, hidden, scattered_resets):

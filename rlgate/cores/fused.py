@@ -29,6 +29,8 @@ float32 (tests/test_cores_native.py).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -49,6 +51,11 @@ _CHUNK_ELEMENTS = 1 << 17
 # The native kernels precompute nothing per chunk: larger chunks make the weight-gradient
 # matmuls larger (more efficient) at the cost of a larger dL/dz buffer.
 _NATIVE_CHUNK_ELEMENTS = 1 << 20
+#: Up to this many multiply-adds in a step's recurrent matmul (B x H x G), the native kernels
+#: run the whole time loop in one call, matmul included (native.c's small_matmul), instead of a
+#: native call and a oneDNN matmul from Python per step: below it, those calls' fixed cost
+#: (~20-30 us a step) is more than the arithmetic. Measured by scripts/bench_cores.py --small.
+SEQUENCE_MACS = 3 << 20
 
 
 def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
@@ -369,6 +376,11 @@ def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
 
+def _opt_ptr(t: Tensor | None, t0: int = 0) -> int | None:
+    """The address of t[t0] (contiguous t), or None (NULL) for None."""
+    return None if t is None else t[t0].data_ptr()
+
+
 class _NativeMatmuls:
     """The per-step matmuls through oneDNN where torch has it (see ``native.linear``)."""
 
@@ -408,8 +420,13 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.C[0].copy_(c0)
         self.TC = c0.new_empty(t_len, batch, hid)  # tanh(c_t)
         self.dc = None
-        self.views = {"A": self.A.unbind(0), "C": self.C.unbind(0), "TC": self.TC.unbind(0)}
-        self.scratch = c0.new_empty(4 * hid) if self.p.master else None  # om-lstm's per-row work
+        # om-lstm's per-row work, per thread
+        self.scratch = c0.new_empty(4 * hid) if self.p.master else None
+
+    @functools.cached_property
+    def views(self) -> dict[str, tuple[Tensor, ...]]:
+        """Per-step views of the workspace (the step-by-step loop only)."""
+        return {"A": self.A.unbind(0), "C": self.C.unbind(0), "TC": self.TC.unbind(0)}
 
     def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
         v = self.views
@@ -449,6 +466,25 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         shape = (self.batch, self.hid)
         self.dc = self.C.new_zeros(shape) if dc is None else dc.contiguous().clone()
 
+    def forward_sequence(self, xw, first, w_hh, b_hh, ys) -> None:
+        t_len, batch, g = xw.shape
+        hid = self.hid
+        w_hh_t = w_hh.t().contiguous()
+        work = xw.new_empty(batch * g + batch * hid + 4 * hid)
+        self.lib.lstm_sequence_forward(
+            self.mode, t_len, batch, hid, max(1, self.chunk), _ptr(xw), _ptr(w_hh_t),
+            _opt_ptr(first), _ptr(self.A), _ptr(self.C), _ptr(self.TC), _ptr(ys), _ptr(work),
+        )  # fmt: skip
+
+    def backward_sequence(self, t0, t1, co, dh, dy, first, w_hh, dzx, dzh) -> Tensor:
+        work = dh.new_empty(4 * self.hid)
+        self.lib.lstm_sequence_backward(
+            self.mode, t1 - t0, self.batch, self.hid, max(1, self.chunk), _ptr(self.A[t0]),
+            _ptr(self.C[t0]), _ptr(self.TC[t0]), _opt_ptr(first, t0), _opt_ptr(dy, t0),
+            _ptr(w_hh), _ptr(dh), _ptr(self.dc), _ptr(dzx), _ptr(work),
+        )  # fmt: skip
+        return dh
+
 
 class NativeGRUKernel(_NativeMatmuls, GRUKernel):
     """GRUKernel whose per-step gate math, forward and backward, is one call into native.c."""
@@ -464,7 +500,11 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
         self.batch, self.hid = batch, like.shape[-1]
         self.A = like.new_empty(t_len, batch, g)  # activations; n's block holds n
         self.gh: list[Tensor] = [like] * t_len  # W_hh h_{t-1} + b_hh per step, for r's gradient
-        self.views = {"A": self.A.unbind(0)}
+
+    @functools.cached_property
+    def views(self) -> dict[str, tuple[Tensor, ...]]:
+        """Per-step views of the workspace (the step-by-step loop only)."""
+        return {"A": self.A.unbind(0)}
 
     def forward_step(self, t, xw_t, h, w_hh_t, b_hh, y_t) -> None:
         gh = self.gh[t] = native.linear(h, w_hh_t.t(), b_hh)
@@ -488,6 +528,24 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
     def init_grad(self, drest) -> None:
         self.dprev = self.A.new_empty(self.batch, self.hid)  # g_t dL/dh_t, rewritten per step
 
+    def forward_sequence(self, xw, first, w_hh, b_hh, ys) -> None:
+        t_len, batch, g = xw.shape
+        self.GH = xw.new_empty(t_len, batch, g)
+        w_hh_t = w_hh.t().contiguous()
+        work = xw.new_empty(batch, self.hid)
+        self.lib.gru_sequence_forward(
+            int(self.refine), t_len, batch, self.hid, _ptr(xw), _ptr(w_hh_t), _opt_ptr(b_hh),
+            _opt_ptr(first), _ptr(self.A), _ptr(self.GH), _ptr(ys), _ptr(work),
+        )  # fmt: skip
+
+    def backward_sequence(self, t0, t1, co, dh, dy, first, w_hh, dzx, dzh) -> Tensor:
+        self.lib.gru_sequence_backward(
+            int(self.refine), t1 - t0, self.batch, self.hid, _ptr(self.A[t0]), _ptr(self.GH[t0]),
+            _ptr(co), _opt_ptr(first, t0), _opt_ptr(dy, t0), _ptr(w_hh), _ptr(dh), _ptr(dzx),
+            _ptr(dzh), _ptr(self.dprev),
+        )  # fmt: skip
+        return dh
+
 
 class _Recurrence(torch.autograd.Function):
     @staticmethod
@@ -500,14 +558,20 @@ class _Recurrence(torch.autograd.Function):
         kernel.allocate(t_len, batch, rest0, h0, g)
         ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
         ys[0].copy_(h0)
-        w_hh_t = w_hh.t()
-        for t, xw_t in enumerate(xw.unbind(0)):
-            h = ys[t]
-            if resets[t]:
-                h = h * keep[t]
-                kernel.reset(t, keep[t])
-            kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
-        ctx.kernel, ctx.resets = kernel, resets
+        # small problems: the whole loop in one native call (see SEQUENCE_MACS)
+        sequence = kernel.native and batch * hid * g <= SEQUENCE_MACS
+        first = is_first.contiguous() if sequence and any(resets) else None
+        if sequence:
+            kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)
+        else:
+            w_hh_t = w_hh.t()
+            for t, xw_t in enumerate(xw.unbind(0)):
+                h = ys[t]
+                if resets[t]:
+                    h = h * keep[t]
+                    kernel.reset(t, keep[t])
+                kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
+        ctx.kernel, ctx.resets, ctx.sequence, ctx.first = kernel, resets, sequence, first
         ctx.has_b_hh = b_hh is not None
         ctx.save_for_backward(x, keep, w_ih, w_hh, ys)
         return (ys[1:], ys[-1].clone(), *kernel.final_rest())
@@ -534,6 +598,9 @@ class _Recurrence(torch.autograd.Function):
         dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t.contiguous()
         if dy is not None and kernel.native:
             dy = dy.contiguous()  # native.c reads rows; the gradient of a sum comes expanded
+        if ctx.sequence:
+            dh = dh.clone()  # native.c updates it in place
+            w_hh_c = w_hh.contiguous()
         for t1 in range(t_len, 0, -chunk):
             t0 = max(0, t1 - chunk)
             n = t1 - t0
@@ -541,14 +608,17 @@ class _Recurrence(torch.autograd.Function):
             h_prev = ys[t0:t1] * keep[t0:t1] if any(resets[t0:t1]) else ys[t0:t1]
             co = kernel.coefficients(t0, t1, h_prev)
             dzx, dzh = dzx_buf[:n], dzh_buf[:n]
-            for j in reversed(range(n)):
-                t = t0 + j
-                dy_t = None if dy is None else dy[t]
-                dh_direct = kernel.backward_step(t, j, co, dh, dy_t, dzx[j], dzh[j])
-                dh = kernel.recurrent_grad(dzh[j], w_hh, dh_direct)
-                if resets[t]:
-                    dh.mul_(keep[t])
-                    kernel.reset_grad(keep[t])
+            if ctx.sequence:
+                dh = kernel.backward_sequence(t0, t1, co, dh, dy, ctx.first, w_hh_c, dzx, dzh)
+            else:
+                for j in reversed(range(n)):
+                    t = t0 + j
+                    dy_t = None if dy is None else dy[t]
+                    dh_direct = kernel.backward_step(t, j, co, dh, dy_t, dzx[j], dzh[j])
+                    dh = kernel.recurrent_grad(dzh[j], w_hh, dh_direct)
+                    if resets[t]:
+                        dh.mul_(keep[t])
+                        kernel.reset_grad(keep[t])
             dzx2, dzh2 = dzx.reshape(n * batch, g), dzh.reshape(n * batch, g)
             dw_ih.addmm_(dzx2.t(), x[t0:t1].reshape(n * batch, in_size))
             dw_hh.addmm_(dzh2.t(), h_prev.reshape(n * batch, hid))

@@ -1,8 +1,9 @@
 /* The CPU gate kernels of the fused path: one call per time step does all of a step's gate math
  * in a single pass over the batch, instead of a dozen PyTorch ops that each read and write
- * [B, H] tensors. The matmuls stay in PyTorch (MKL); see rlgate/cores/native.py for how this
- * file is compiled and loaded, and rlgate/cores/fused.py (NativeLSTMKernel, NativeGRUKernel)
- * for the loop that calls it. float32, row-major, every row contiguous.
+ * [B, H] tensors. The matmuls stay in PyTorch (oneDNN/MKL), except for small problems, whose
+ * whole time loop runs here (the *_sequence_* functions at the end). See rlgate/cores/native.py
+ * for how this file is compiled and loaded, and rlgate/cores/fused.py (NativeLSTMKernel,
+ * NativeGRUKernel) for the loop that calls it. float32, row-major, every row contiguous.
  *
  * Gate blocks (each H wide, in this order inside a row of G = k H pre-activations):
  *   LSTM_UNTIED [i, f, u, o]   c = f c_prev + i u
@@ -410,5 +411,177 @@ void master_backward(int batch, int hidden, int chunk, const float *a, const flo
       memcpy(dF + n, dI, n * sizeof(float)); /* [dF | dI], 2 n contiguous */
     } /* else dF and dI are already adjacent: dI = dF + H = dF + n */
     cumax_backward_pair(n, dF, ab + 4 * H, ab + 4 * H + n, F, dzb + 4 * H);
+  }
+}
+
+/* ---- Whole sequences in one call (small problems) ----
+ * Below some size the per-step cost of a native call and a oneDNN matmul from Python (tens of
+ * microseconds) is more than the step's arithmetic: PPO's minibatches of a few sequences, and
+ * acting one step at a time. The functions below run the whole time loop here, the recurrent
+ * matmul included (small_matmul), and call the step functions above. fused.py decides when. */
+
+#define MR 4  /* rows of x per register block */
+#define NB 64 /* columns of out per register block */
+
+/* out[r, n0 + n] = init_r[n0 + n] + sum_k x[r, k] w[k, n0 + n] for rows r < rows (<= MR) and
+ * n < nb (<= NB); the accumulators stay in registers when rows and nb are constants. */
+static inline __attribute__((always_inline)) void matmul_block(
+    const int rows, const int nb, const int K, const int N, const float *restrict x,
+    const float *restrict w, const float *restrict init, const int init_stride,
+    float *restrict out) {
+  float acc[MR][NB];
+  for (int r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int n = 0; n < nb; ++n) acc[r][n] = init ? init[(size_t)r * init_stride + n] : 0.0f;
+  }
+  for (int k = 0; k < K; ++k) {
+    const float *restrict wk = w + (size_t)k * N;
+    for (int r = 0; r < rows; ++r) {
+      const float xr = x[(size_t)r * K + k];
+#pragma omp simd
+      for (int n = 0; n < nb; ++n) acc[r][n] += xr * wk[n];
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int n = 0; n < nb; ++n) out[(size_t)r * N + n] = acc[r][n];
+  }
+}
+
+/* out = init + x w: x [B, K], w [K, N], out [B, N], all row-major and contiguous. init: NULL
+ * (zeros), a row broadcast to every row (init_stride 0, e.g. a bias) or [B, N] (init_stride N;
+ * may be out itself). */
+static void small_matmul(const int B, const int K, const int N, const float *x, const float *w,
+                         const float *init, const int init_stride, float *out) {
+  for (int n0 = 0; n0 < N; n0 += NB) {
+    const int nb = N - n0 < NB ? N - n0 : NB;
+    const float *wn = w + n0, *in = init ? init + n0 : NULL;
+    int b = 0;
+    if (nb == NB) {
+      for (; b + MR <= B; b += MR)
+        matmul_block(MR, NB, K, N, x + (size_t)b * K, wn, in ? in + (size_t)b * init_stride : 0,
+                     init_stride, out + (size_t)b * N + n0);
+      for (; b < B; ++b)
+        matmul_block(1, NB, K, N, x + (size_t)b * K, wn, in ? in + (size_t)b * init_stride : 0,
+                     init_stride, out + (size_t)b * N + n0);
+    } else {
+      for (; b < B; ++b)
+        matmul_block(1, nb, K, N, x + (size_t)b * K, wn, in ? in + (size_t)b * init_stride : 0,
+                     init_stride, out + (size_t)b * N + n0);
+    }
+  }
+}
+
+/* Whether any of the B flags is set. */
+static int any_set(const int B, const unsigned char *flags) {
+  if (!flags) return 0;
+  for (int b = 0; b < B; ++b)
+    if (flags[b]) return 1;
+  return 0;
+}
+
+/* Zero the rows of x [B, n] whose flag is set. */
+static void zero_rows(const int B, const int n, const unsigned char *flags, float *x) {
+  for (int b = 0; b < B; ++b)
+    if (flags[b]) memset(x + (size_t)b * n, 0, n * sizeof(float));
+}
+
+/* h with the flagged rows zeroed, into tmp; returns the rows to use (h itself if none). */
+static const float *reset_rows(const int B, const int H, const unsigned char *flags,
+                               const float *h, float *tmp) {
+  if (!any_set(B, flags)) return h;
+  memcpy(tmp, h, (size_t)B * H * sizeof(float));
+  zero_rows(B, H, flags, tmp);
+  return tmp;
+}
+
+static size_t lstm_width(const int mode, const int H, const int chunk) {
+  if (mode == LSTM_MASTER) return (size_t)4 * H + 2 * (H / chunk);
+  return (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
+}
+
+/* T steps of an LSTM-family core (any mode, LSTM_MASTER with its chunk). xw: [T, B, G] input
+ * projections (with both biases); w_hh_t: [H, G] = W_hh^T; first: [T, B] reset flags or NULL.
+ * c: [T + 1, B, H] with c[0] the initial cell; ys: [T + 1, B, H] with ys[0] the initial output.
+ * Writes a: [T, B, G], c[t] = c_{t-1} after its reset, c[T], tc: [T, B, H] and ys[1..T], as T
+ * calls of lstm_forward / master_forward would. work: B G + B H + 4 H floats. */
+void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk,
+                           const float *xw, const float *w_hh_t, const unsigned char *first,
+                           float *a, float *c, float *tc, float *ys, float *work) {
+  const int B = batch, H = hidden;
+  const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
+  float *hw = work, *hk = work + B * G, *scratch = hk + BH;
+  for (int t = 0; t < steps; ++t) {
+    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
+    float *cp = c + t * BH;
+    const float *h = reset_rows(B, H, ft, ys + t * BH, hk);
+    if (h == hk) zero_rows(B, H, ft, cp);
+    small_matmul(B, H, (int)G, h, w_hh_t, NULL, 0, hw);
+    const float *xw_t = xw + t * B * G;
+    if (mode == LSTM_MASTER)
+      master_forward(B, H, chunk, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
+                     ys + (t + 1) * BH, scratch);
+    else
+      lstm_forward(mode, B, H, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
+                   ys + (t + 1) * BH);
+  }
+}
+
+/* Backward of steps n - 1 .. 0 of the above (a, c, tc, first, dy: those steps' slices; dy may be
+ * NULL). w_hh: [G, H]. dh, dc: [B, H], on entry dL/dh and dL/dc after step n - 1 through the
+ * recurrence, on exit the same before step 0 (resets applied). Writes dz: [n, B, G].
+ * work: 4 H floats. */
+void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chunk,
+                            const float *a, const float *c, const float *tc,
+                            const unsigned char *first, const float *dy, const float *w_hh,
+                            float *dh, float *dc, float *dz, float *work) {
+  const int B = batch, H = hidden;
+  const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
+  for (int t = steps - 1; t >= 0; --t) {
+    const float *dy_t = dy ? dy + t * BH : NULL;
+    float *dz_t = dz + t * B * G;
+    if (mode == LSTM_MASTER)
+      master_backward(B, H, chunk, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t,
+                      work);
+    else
+      lstm_backward(mode, B, H, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
+    small_matmul(B, (int)G, H, dz_t, w_hh, NULL, 0, dh);
+    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
+    if (any_set(B, ft)) zero_rows(B, H, ft, dh), zero_rows(B, H, ft, dc);
+  }
+}
+
+/* T steps of a GRU (refine: UR-GRU). xw: [T, B, G] W_ih x + b_ih; w_hh_t: [H, G]; b_hh: [G];
+ * first as above; ys: [T + 1, B, H] with ys[0] the initial state. Writes a: [T, B, G],
+ * gh: [T, B, G] (W_hh h + b_hh per step) and ys[1..T]. work: B H floats. */
+void gru_sequence_forward(int refine, int steps, int batch, int hidden, const float *xw,
+                          const float *w_hh_t, const float *b_hh, const unsigned char *first,
+                          float *a, float *gh, float *ys, float *work) {
+  const int B = batch, H = hidden;
+  const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
+  for (int t = 0; t < steps; ++t) {
+    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
+    const float *h = reset_rows(B, H, ft, ys + t * BH, work);
+    float *gh_t = gh + t * B * G;
+    small_matmul(B, H, (int)G, h, w_hh_t, b_hh, 0, gh_t);
+    gru_forward(refine, B, H, xw + t * B * G, gh_t, h, a + t * B * G, ys + (t + 1) * BH);
+  }
+}
+
+/* Backward of steps n - 1 .. 0 of the above. hp: [n, B, H] the states the steps started from
+ * (after resets); w_hh: [G, H]; dh: [B, H] in/out as lstm_sequence_backward's. Writes dzx, dzh:
+ * [n, B, G]. work: B H floats. */
+void gru_sequence_backward(int refine, int steps, int batch, int hidden, const float *a,
+                           const float *gh, const float *hp, const unsigned char *first,
+                           const float *dy, const float *w_hh, float *dh, float *dzx,
+                           float *dzh, float *work) {
+  const int B = batch, H = hidden;
+  const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
+  for (int t = steps - 1; t >= 0; --t) {
+    gru_backward(refine, B, H, a + t * B * G, gh + t * B * G, hp + t * BH, dh,
+                 dy ? dy + t * BH : NULL, dzx + t * B * G, dzh + t * B * G, work);
+    small_matmul(B, (int)G, H, dzh + t * B * G, w_hh, work, H, dh);
+    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
+    if (any_set(B, ft)) zero_rows(B, H, ft, dh);
   }
 }
