@@ -3,6 +3,8 @@
 Usage:
     python scripts/bench_cores.py            # the RL grid: B in {64, 256}, H in {128, 256}
     python scripts/bench_cores.py --quick    # one small shape, a few cores (the README's demo)
+    python scripts/bench_cores.py --small    # learner-minibatch shapes: the native kernels'
+        # whole-sequence loop vs their step-by-step loop (B 4..128, H 32..128, T=128)
     python scripts/bench_cores.py --device cuda    # the GPU grid (Triton kernels vs cuDNN):
         # B in {64, 256, 1024}, T in {64, 256}, H in {128, 256, 512}, without and with resets
     python scripts/bench_cores.py --device cuda --dtype bf16
@@ -31,7 +33,7 @@ import time
 import torch
 
 from rlgate.benchmark import format_table, time_interleaved
-from rlgate.cores import CORES, make_core, native
+from rlgate.cores import CORES, fused, make_core, native
 from rlgate.runtime import tune_cpu_allocator
 
 PRESETS = sorted({p.name for p in CORES.values()}, key=list(CORES).index)
@@ -48,6 +50,26 @@ def _fwd_bwd(module, x, state=None, is_first=None):
         y.float().sum().backward()
 
     return run
+
+
+def _steps_loop(fn):
+    """fn with the native kernels' step-by-step loop forced (no whole-sequence loop)."""
+
+    def run():
+        old = fused.SEQUENCE_MACS
+        fused.SEQUENCE_MACS = 0
+        try:
+            fn()
+        finally:
+            fused.SEQUENCE_MACS = old
+
+    return run
+
+
+def _native_loop(core, batch: int, hidden: int) -> str:
+    """Which loop the native path takes at this shape (see fused.SEQUENCE_MACS)."""
+    gates = core.weight_hh.shape[0]
+    return "sequence" if batch * hidden * gates <= fused.SEQUENCE_MACS else "steps"
 
 
 def lstm_split_at_resets(lstm: torch.nn.LSTM, x, is_first):
@@ -116,10 +138,16 @@ def bench_shape(batch, hidden, seq, inputs, cores, backends, rounds, device, res
     paths = {}
     for name in cores:
         for backend in backends:
-            core = make_core(name, inputs, hidden, backend=backend).to(device, dtype)
+            steps = backend == "native-steps"
+            core = make_core(name, inputs, hidden, backend="native" if steps else backend)
+            core = core.to(device, dtype)
             state = core.initial_state(batch)
-            cases[f"{name}/{backend}"] = _fwd_bwd(core, x, state, is_first)
-            paths[f"{name}/{backend}"] = core.resolve_backend(x)
+            run = _fwd_bwd(core, x, state, is_first)
+            cases[f"{name}/{backend}"] = _steps_loop(run) if steps else run
+            path = core.resolve_backend(x)
+            if path == "native":
+                path += " " + ("steps" if steps else _native_loop(core, batch, hidden))
+            paths[f"{name}/{backend}"] = path
     ms, first = time_interleaved(cases, rounds=rounds, device=device)
     peak = {k: _peak_mb(fn, device) for k, fn in cases.items()}
     base = ms["nn.LSTM"]
@@ -188,13 +216,21 @@ def main(argv=None) -> int:
         "--backends",
         nargs="+",
         default=["fused", "reference"],
-        choices=["fused", "reference", "native", "pytorch"],
+        choices=["fused", "reference", "native", "native-steps", "pytorch"],
         help="fused: the fastest fused path (native on CPU, Triton on CUDA; the table says "
-        "which); native / pytorch: that path alone (pytorch: the fused path in PyTorch ops)",
+        "which, and for native which loop: the whole sequence in one call or step by step); "
+        "native / pytorch: that path alone (pytorch: the fused path in PyTorch ops); "
+        "native-steps: native with its step-by-step loop forced",
     )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="B=64, H=128, lstm/ur-lstm/gru")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="PPO-minibatch shapes (B 4..128, H 32..128, T=128; lstm, ur-lstm, gru): the "
+        "native whole-sequence loop vs the step-by-step one, to place fused.SEQUENCE_MACS",
+    )
     ap.add_argument(
         "--no-tune-allocator",
         action="store_true",
@@ -214,6 +250,10 @@ def main(argv=None) -> int:
             ["lstm", "ur-lstm", "gru"],
             3,
         )
+    if args.small:
+        args.batch, args.hidden, args.seq = [4, 8, 16, 32, 64, 128], [32, 64, 128], [128]
+        args.cores = ["lstm", "ur-lstm", "gru"] if args.cores == PRESETS else args.cores
+        args.backends = ["native", "native-steps"]
     tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     if not cuda:
         print(native_build_note())
@@ -258,6 +298,15 @@ def main(argv=None) -> int:
                     ratios[(batch, seq, hidden, reset)] = r
                     print(f"  done B={batch} T={seq} H={hidden} resets={reset}", file=sys.stderr)
     print(format_table(header, all_rows))
+    if args.small:
+        print(f"\n# native whole-sequence loop up to fused.SEQUENCE_MACS = {fused.SEQUENCE_MACS}")
+        for (batch, _, hidden, _), r in ratios.items():
+            loops = [
+                f"{k.split('/')[0]} {r[k] / r[k.replace('native-steps', 'native')]:.2f}x"
+                for k in r
+                if k.endswith("/native-steps")
+            ]
+            print(f"B={batch} H={hidden}: steps vs sequence time: " + ", ".join(loops))
     if cuda:
         gpu_targets(ratios)
     elif "fused" in args.backends:
