@@ -21,6 +21,7 @@ VIEW = 5
 RADIUS = VIEW // 2
 #: moves: up, right, down, left as (d_row, d_col)
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
+ACTION_NAMES = ("up", "right", "down", "left")
 
 
 def room(rows: int, cols: int, interior: tuple[int, int, int, int] | list) -> np.ndarray:

@@ -43,6 +43,10 @@ class EvalConfig:
     """Seed of the evaluation envs and action sampling."""
     greedy: bool = False
     """Take the most likely action instead of sampling."""
+    choices: bool = False
+    """Match tasks: also split success by the cue's colour and by where the cue's square stands
+    in the choice room, with the policy's first action there (shows a policy that remembers the
+    colour but no longer explores one side)."""
 
     def __post_init__(self):
         if self.episodes < 1 or self.num_envs < 1:
@@ -151,10 +155,28 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from rlgate.evaluate import evaluate
+    from rlgate.envs.grid import ACTION_NAMES
+    from rlgate.evaluate import choice_report, evaluate
 
     cfg = _parse(EvalConfig, args, "rlgate eval")
-    out = evaluate(cfg.checkpoint, cfg.episodes, cfg.num_envs, cfg.device, cfg.seed, cfg.greedy)
+    run = (cfg.checkpoint, cfg.episodes, cfg.num_envs, cfg.device, cfg.seed, cfg.greedy)
+    if cfg.choices:
+        out = choice_report(*run)
+        print(
+            f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
+            f"success rate {out['success_rate']:.3f}"
+        )
+        for key, title in (
+            ("by_colour", "cue colour"),
+            ("by_position", "position of the cue square (0 = leftmost)"),
+        ):
+            parts = [f"{k}: {rate:.2f} ({n})" for k, (rate, n) in out[key].items()]
+            print(f"  success by {title}: " + ", ".join(parts))
+        for position, probs in out["first_action"].items():
+            shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
+            print(f"  first choice action when the cue square is at {position}: {shown}")
+        return 0
+    out = evaluate(*run)
     print(
         f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
         f"success rate {out['success_rate']:.3f}, mean return {out['mean_return']:.3f}"

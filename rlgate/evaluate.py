@@ -5,12 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from rlgate import checkpoint as ckpt
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
 from rlgate.envs import make_vec
 from rlgate.train import build_model, pick_device
+
+
+def load_policy(path: str, num_envs: int, device: str, seed: int):
+    """The checkpoint's config, its env (num_envs copies) and its model in eval mode, and the
+    device: (cfg, env, model, device)."""
+    data = ckpt.load(path)
+    cfg = TrainConfig.from_dict({**data["config"], "resume": None})
+    dev = pick_device(device)
+    env = make_vec(cfg.env, num_envs, device=dev, seed=seed, **cfg.env_options)
+    model = build_model(cfg, env).to(dev)
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as err:
+        raise ckpt.CheckpointError(f"checkpoint does not fit its own config: {err}") from None
+    model.eval()
+    return cfg, env, model, dev
 
 
 @torch.no_grad()
@@ -27,16 +44,7 @@ def evaluate(
     Returns:
         dict with env, core, episodes, success_rate and mean_return.
     """
-    data = ckpt.load(path)
-    cfg = TrainConfig.from_dict({**data["config"], "resume": None})
-    dev = pick_device(device)
-    env = make_vec(cfg.env, num_envs, device=dev, seed=seed, **cfg.env_options)
-    model = build_model(cfg, env).to(dev)
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as err:
-        raise ckpt.CheckpointError(f"checkpoint does not fit its own config: {err}") from None
-    model.eval()
+    cfg, env, model, dev = load_policy(path, num_envs, device, seed)
     worker = RolloutWorker(
         env, model, 64, generator=torch.Generator(device=dev).manual_seed(seed), greedy=greedy
     )
@@ -53,4 +61,93 @@ def evaluate(
         "episodes": len(returns),
         "success_rate": sum(successes) / len(successes),
         "mean_return": sum(returns) / len(returns),
+    }
+
+
+@torch.no_grad()
+def choice_report(
+    path: str,
+    episodes: int = 1000,
+    num_envs: int = 64,
+    device: str = "auto",
+    seed: int = 12345,
+    greedy: bool = False,
+) -> dict[str, Any]:
+    """Where a Match agent's choices go right or wrong.
+
+    Runs ``episodes`` episodes and splits their success by the cue's colour and by the
+    position of the cue's square in the choice room (0 = leftmost), and averages the policy's
+    action probabilities at the first step of the choice phase per position. A policy that
+    remembers the colour but has stopped exploring one side shows it here: success 1 at one
+    position and 1/2 at the others, with near-deterministic first actions.
+
+    Returns:
+        dict with env, core, episodes, success_rate, by_colour and by_position ({index:
+        (success rate, episodes)}) and first_action ({position: mean probabilities [A]}).
+    """
+    from rlgate.envs.match import CHOICE, MatchEnv
+
+    cfg, env, model, dev = load_policy(path, num_envs, device, seed)
+    if not isinstance(env, MatchEnv):
+        raise ValueError(
+            f"--choices needs a Match task (rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0); "
+            f"the checkpoint's env is {cfg.env}"
+        )
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    obs, info = env.reset()
+    first = info["is_first"]
+    prev_action = torch.zeros(num_envs, dtype=torch.long, device=dev)
+    prev_reward = torch.zeros(num_envs, device=dev)
+    state = model.initial_state(num_envs, dev)
+    st = env.state
+    # each copy's episode as drawn at its start (auto-reset redraws them when it ends)
+    cue, order = st["cue"].clone(), st["choice_order"].clone()
+    colour_ok, position_ok = [], []  # (key, success) per finished episode
+    first_probs: dict[int, list[Tensor]] = {}
+    while len(colour_ok) < episodes:
+        logits, _, state = model(
+            {k: v[None] for k, v in obs.items()},
+            prev_action[None],
+            prev_reward[None],
+            first[None],
+            state,
+        )
+        probs = torch.softmax(logits[0], dim=-1)
+        # the cue square's position: where the cue's colour stands in the choice order
+        target = (order == cue[:, None]).int().argmax(dim=1)
+        starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
+        for b in starting.tolist():
+            first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
+        if greedy:
+            action = probs.argmax(dim=-1)
+        else:
+            action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        obs, reward, _, _, info = env.step(action)
+        done = info["done"]
+        for b in done.nonzero().squeeze(1).tolist():
+            ok = float(info["episode"]["success"][b])
+            colour_ok.append((int(cue[b]), ok))
+            position_ok.append((int(target[b]), ok))
+        cue = torch.where(done, st["cue"], cue)
+        order = torch.where(done[:, None], st["choice_order"], order)
+        first = info["is_first"]
+        prev_action = torch.where(first, 0, action)
+        prev_reward = torch.where(first, 0.0, reward)
+
+    def split(pairs):
+        groups: dict[int, list[float]] = {}
+        for key, ok in pairs[:episodes]:
+            groups.setdefault(key, []).append(ok)
+        return {k: (sum(v) / len(v), len(v)) for k, v in sorted(groups.items())}
+
+    return {
+        "env": cfg.env,
+        "core": cfg.core,
+        "episodes": episodes,
+        "success_rate": sum(ok for _, ok in colour_ok[:episodes]) / episodes,
+        "by_colour": split(colour_ok),
+        "by_position": split(position_ok),
+        "first_action": {
+            k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_probs.items())
+        },
     }

@@ -132,7 +132,9 @@ def run_sb3(steps: int, seed: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=None, help="rlgate's budget per run (default: the task's)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="rlgate's budget per run (default: the task's)"
+    )
     ap.add_argument("--sb3-steps", type=int, default=20_000, help="RecurrentPPO's budget")
     ap.add_argument("--cores", nargs="+", default=["lstm", "ur-lstm"])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlgate import checkpoint as ckpt
 from rlgate.config import TrainConfig
-from rlgate.evaluate import evaluate
+from rlgate.evaluate import choice_report, evaluate
 from rlgate.train import Trainer
 
 
@@ -133,6 +133,38 @@ def test_eval_reports_success_and_return(tmp_path):
     assert greedy["episodes"] == 8
     proc = _cli("eval", str(run), "--episodes", "10", "--num-envs", "2")
     assert proc.returncode == 0 and "success rate" in proc.stdout
+
+
+def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
+    """A policy rigged to always move up walks from its start below the middle square into it:
+    it succeeds exactly when the cue's square is the middle one (position 1), whatever the
+    colour, and its first choice action is up."""
+    cfg = _cfg(
+        tmp_path,
+        env="rlgate/PassiveMatch-v0",
+        env_option=("delay=2", "cue_steps=2"),
+        total_timesteps=128,
+    )
+    run = Trainer(cfg).run().run_dir
+    data = ckpt.load(run)
+    data["model"]["policy.weight"].zero_()
+    data["model"]["policy.bias"].copy_(torch.tensor([50.0, 0.0, 0.0, 0.0]))  # up
+    ckpt.save(ckpt.checkpoint_path(run), data)
+    out = choice_report(str(run), episodes=90, num_envs=6, device="cpu", seed=5)
+    assert out["episodes"] == 90
+    assert {k: rate for k, (rate, _) in out["by_position"].items()} == {0: 0.0, 1: 1.0, 2: 0.0}
+    assert sum(n for _, n in out["by_position"].values()) == 90
+    assert sum(n for _, n in out["by_colour"].values()) == 90
+    n_middle = out["by_position"][1][1]
+    assert out["success_rate"] == pytest.approx(n_middle / 90)
+    for probs in out["first_action"].values():
+        assert probs[0] > 0.99
+    proc = _cli("eval", str(run), "--choices", "--episodes", "12", "--num-envs", "3")
+    assert proc.returncode == 0 and "position of the cue square" in proc.stdout
+    tmaze = Trainer(_cfg(tmp_path, run_name="tmaze", total_timesteps=128)).run().run_dir
+    proc = _cli("eval", str(tmaze), "--choices")
+    assert proc.returncode == 2 and "needs a Match task" in proc.stderr
+    assert proc.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
