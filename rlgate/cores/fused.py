@@ -22,6 +22,11 @@ call into native.c (CPU, float32):
   dL/dh_{t-1} not passing through W_hh (or None).
 - ``recurrent_grad(dzh_t, w_hh, dh_direct)``: dL/dh_{t-1} = dh_direct + dzh_t W_hh.
 
+The native kernels also run small problems (``SEQUENCE_MACS``) without the per-step loop:
+``forward_sequence(xw, first, w_hh, b_hh, ys)`` does every step in one call, and
+``backward_sequence(t0, t1, co, dh, dy, first, w_hh, dzx, dzh)`` a whole chunk of the backward,
+updating dh (and the non-h state's gradient) in place.
+
 Every kernel is tested against the readable reference cells (rlgate/cores/lstm.py, gru.py) on
 outputs, final state and all gradients: in float64 (tests/test_cores.py), and the native ones in
 float32 (tests/test_cores_native.py).
@@ -420,8 +425,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.C[0].copy_(c0)
         self.TC = c0.new_empty(t_len, batch, hid)  # tanh(c_t)
         self.dc = None
-        # om-lstm's per-row work, per thread
-        self.scratch = c0.new_empty(4 * hid) if self.p.master else None
+        self.scratch = c0.new_empty(4 * hid) if self.p.master else None  # om-lstm's per-row work
 
     @functools.cached_property
     def views(self) -> dict[str, tuple[Tensor, ...]]:
