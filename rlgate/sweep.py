@@ -92,8 +92,8 @@ PRESETS = {
     ),
     # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds, with the agent that learns the
     # Match tasks (MLP heads, unrolls spanning an episode, rewards x 0.1 and entropy 0.03
-    # there): ~1.3 billion
-    # env steps, a job for a GPU or several days of a 2-core machine
+    # there): 216 runs x 2M = 432M env steps, ~6 hours of a 2-core machine (two 1-thread jobs
+    # at ~10k steps/s each), or a GPU
     "full": Grid(
         cores=PAPER_CORES,
         delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
