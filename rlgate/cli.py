@@ -44,9 +44,9 @@ class EvalConfig:
     greedy: bool = False
     """Take the most likely action instead of sampling."""
     choices: bool = False
-    """Match tasks: also split success by the cue's colour and by where the cue's square stands
-    in the choice room, with the policy's first action there (shows a policy that remembers the
-    colour but no longer explores one side)."""
+    """Match tasks: report success split by the cue's colour and by where the cue's square
+    stands in the choice room, with the policy's first action there (shows a policy that
+    remembers the colour but no longer explores one side)."""
 
     def __post_init__(self):
         if self.episodes < 1 or self.num_envs < 1:
