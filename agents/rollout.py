@@ -55,6 +55,13 @@ class EpisodeLog:
         return int(self.stats["return"].numel()) if self.stats else 0
 
 
+def pick_actions(probs: Tensor, greedy: bool, generator: torch.Generator | None) -> Tensor:
+    """One action per row of probs [B, A]: the most likely (greedy), or sampled -> [B]."""
+    if greedy:
+        return probs.argmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
 class RolloutWorker:
     """Steps ``env`` with ``model`` and fills Rollouts of ``length`` steps.
 
@@ -122,10 +129,7 @@ class RolloutWorker:
                 states.append(tuple(s.clone() for s in self.state))
             logits, value, self.state = self.model(*step_in, self.state)
             probs = torch.softmax(logits[0], dim=-1)
-            if self.greedy:
-                action = probs.argmax(dim=-1)
-            else:
-                action = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            action = pick_actions(probs, self.greedy, self.generator)
             actions[t] = action
             logp[t] = torch.log(probs.gather(1, action[:, None]).squeeze(1).clamp_min(1e-12))
             values[t] = value[0]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rlgate import checkpoint as ckpt
-from rlgate.agents.rollout import RolloutWorker
+from rlgate.agents.rollout import RolloutWorker, pick_actions
 from rlgate.config import TrainConfig
 from rlgate.envs import make_vec
 from rlgate.train import build_model, pick_device
@@ -118,10 +118,7 @@ def choice_report(
         starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
-        if greedy:
-            action = probs.argmax(dim=-1)
-        else:
-            action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        action = pick_actions(probs, greedy, generator)
         obs, reward, _, _, info = env.step(action)
         done = info["done"]
         for b in done.nonzero().squeeze(1).tolist():
