@@ -56,20 +56,19 @@ def _steps_loop(fn):
     """fn with the native kernels' step-by-step loop forced (no whole-sequence loop)."""
 
     def run():
-        old = fused.SEQUENCE_MACS
-        fused.SEQUENCE_MACS = 0
+        old = fused.SEQUENCE_MACS, fused.BLAS_MACS
+        fused.SEQUENCE_MACS, fused.BLAS_MACS = 0, 0
         try:
             fn()
         finally:
-            fused.SEQUENCE_MACS = old
+            fused.SEQUENCE_MACS, fused.BLAS_MACS = old
 
     return run
 
 
 def _native_loop(core, batch: int, hidden: int) -> str:
-    """Which loop the native path takes at this shape (see fused.SEQUENCE_MACS)."""
-    gates = core.weight_hh.shape[0]
-    return "sequence" if batch * hidden * gates <= fused.SEQUENCE_MACS else "steps"
+    """Which loop the native path takes at this shape (see fused.native_loop)."""
+    return fused.native_loop(batch, hidden, core.weight_hh.shape[0])
 
 
 def lstm_split_at_resets(lstm: torch.nn.LSTM, x, is_first):

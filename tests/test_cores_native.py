@@ -37,18 +37,23 @@ def fresh_native(monkeypatch, tmp_path):
     native._load.cache_clear()
 
 
-@pytest.fixture(params=["sequence", "steps"])
+@pytest.fixture(params=["sequence", "blas", "steps"])
 def native_loop(request, monkeypatch):
-    """Both loops of the native kernels: the whole sequence in one call (native.c's own
-    matmul), and step by step (oneDNN matmuls from Python); counts the sequence calls."""
-    monkeypatch.setattr(fused, "SEQUENCE_MACS", 1 << 62 if request.param == "sequence" else 0)
+    """The three loops of the native kernels: the whole sequence in one call with native.c's
+    own matmul ("sequence") or torch's BLAS sgemm ("blas"), and step by step (oneDNN matmuls
+    from Python); records the sequence calls and whether they got the sgemm."""
+    loop = request.param
+    if loop == "blas" and native.blas_sgemm() is None:
+        pytest.skip("torch exports no BLAS sgemm here")
+    monkeypatch.setattr(fused, "SEQUENCE_MACS", 1 << 62 if loop == "sequence" else 0)
+    monkeypatch.setattr(fused, "BLAS_MACS", 1 << 62 if loop == "blas" else 0)
     calls = []
     for cls in (fused.NativeLSTMKernel, fused.NativeGRUKernel):
         for method in ("forward_sequence", "backward_sequence"):
             original = getattr(cls, method)
 
             def spy(self, *args, _original=original, _method=method):
-                calls.append(_method)
+                calls.append((_method, self.gemm is not None))
                 return _original(self, *args)
 
             monkeypatch.setattr(cls, method, spy)
@@ -70,10 +75,12 @@ def test_native_matches_reference(name, options, scattered_resets, native_loop):
     loop, calls = native_loop
     for hidden in HIDDEN.get((name, tuple(options)), (33,)):
         _check_native_against_reference(name, options, hidden, scattered_resets)
-    if loop == "sequence":
-        assert "forward_sequence" in calls and "backward_sequence" in calls
-    else:
+    if loop == "steps":
         assert calls == []
+    else:
+        blas = loop == "blas"
+        assert ("forward_sequence", blas) in calls and ("backward_sequence", blas) in calls
+        assert all(gemm == blas for _, gemm in calls)
 
 
 def _check_native_against_reference(name, options, hidden, scattered_resets):

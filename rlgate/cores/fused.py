@@ -22,7 +22,7 @@ call into native.c (CPU, float32):
   dL/dh_{t-1} not passing through W_hh (or None).
 - ``recurrent_grad(dzh_t, w_hh, dh_direct)``: dL/dh_{t-1} = dh_direct + dzh_t W_hh.
 
-The native kernels also run small problems (``SEQUENCE_MACS``) without the per-step loop:
+The native kernels also run small problems (``native_loop``) without the per-step loop:
 ``forward_sequence(xw, first, w_hh, b_hh, ys)`` does every step in one call, and
 ``backward_sequence(t0, t1, co, dh, dy, first, w_hh, dzx, dzh)`` a whole chunk of the backward,
 updating dh (and the non-h state's gradient) in place.
@@ -61,6 +61,24 @@ _NATIVE_CHUNK_ELEMENTS = 1 << 20
 #: native call and a oneDNN matmul from Python per step: below it, those calls' fixed cost
 #: (~20-30 us a step) is more than the arithmetic. Measured by scripts/bench_cores.py --small.
 SEQUENCE_MACS = 3 << 20
+#: Above SEQUENCE_MACS and up to BLAS_MACS, the whole-sequence loop still runs where torch's
+#: BLAS sgemm can be called from native.c (``native.blas_sgemm``: MKL on x86-64 Linux), with that
+#: sgemm as the step's matmul: the same arithmetic without ~20-40 us of Python, ctypes and torch
+#: dispatch per step. Above it oneDNN's matmul (per step, from Python) is the faster one
+#: (scripts/bench_cores.py: the native and native-steps rows). 0 turns the loop off.
+BLAS_MACS = 1 << 23
+
+
+def native_loop(batch: int, hidden: int, gates: int) -> str:
+    """Which loop the native kernels run for a step matmul of [batch, hidden] x [hidden, gates]:
+    "sequence" (whole sequence, native.c's own matmul), "blas" (whole sequence, torch's BLAS
+    sgemm) or "steps" (a native call and a oneDNN matmul per step, from Python)."""
+    macs = batch * hidden * gates
+    if macs <= SEQUENCE_MACS:
+        return "sequence"
+    if macs <= BLAS_MACS and native.blas_sgemm() is not None:
+        return "blas"
+    return "steps"
 
 
 def _one_minus_sq(one: Tensor, v: Tensor) -> Tensor:
@@ -390,6 +408,7 @@ class _NativeMatmuls:
     """The per-step matmuls through oneDNN where torch has it (see ``native.linear``)."""
 
     w_hh_t: Tensor | None = None
+    gemm: int | None = None  # the sgemm the whole-sequence loop calls (None: its own matmul)
 
     @staticmethod
     def project(x2: Tensor, w_ih: Tensor, b_ih: Tensor) -> Tensor:
@@ -478,6 +497,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.lib.lstm_sequence_forward(
             self.mode, t_len, batch, hid, max(1, self.chunk), _ptr(xw), _ptr(w_hh_t),
             _opt_ptr(first), _ptr(self.A), _ptr(self.C), _ptr(self.TC), _ptr(ys), _ptr(work),
+            self.gemm,
         )  # fmt: skip
 
     def backward_sequence(self, t0, t1, co, dh, dy, first, w_hh, dzx, dzh) -> Tensor:
@@ -485,7 +505,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.lib.lstm_sequence_backward(
             self.mode, t1 - t0, self.batch, self.hid, max(1, self.chunk), _ptr(self.A[t0]),
             _ptr(self.C[t0]), _ptr(self.TC[t0]), _opt_ptr(first, t0), _opt_ptr(dy, t0),
-            _ptr(w_hh), _ptr(dh), _ptr(self.dc), _ptr(dzx), _ptr(work),
+            _ptr(w_hh), _ptr(dh), _ptr(self.dc), _ptr(dzx), _ptr(work), self.gemm,
         )  # fmt: skip
         return dh
 
@@ -539,14 +559,14 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
         work = xw.new_empty(batch, self.hid)
         self.lib.gru_sequence_forward(
             int(self.refine), t_len, batch, self.hid, _ptr(xw), _ptr(w_hh_t), _opt_ptr(b_hh),
-            _opt_ptr(first), _ptr(self.A), _ptr(self.GH), _ptr(ys), _ptr(work),
+            _opt_ptr(first), _ptr(self.A), _ptr(self.GH), _ptr(ys), _ptr(work), self.gemm,
         )  # fmt: skip
 
     def backward_sequence(self, t0, t1, co, dh, dy, first, w_hh, dzx, dzh) -> Tensor:
         self.lib.gru_sequence_backward(
             int(self.refine), t1 - t0, self.batch, self.hid, _ptr(self.A[t0]), _ptr(self.GH[t0]),
             _ptr(co), _opt_ptr(first, t0), _opt_ptr(dy, t0), _ptr(w_hh), _ptr(dh), _ptr(dzx),
-            _ptr(dzh), _ptr(self.dprev),
+            _ptr(dzh), _ptr(self.dprev), self.gemm,
         )  # fmt: skip
         return dh
 
@@ -562,8 +582,11 @@ class _Recurrence(torch.autograd.Function):
         kernel.allocate(t_len, batch, rest0, h0, g)
         ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
         ys[0].copy_(h0)
-        # small problems: the whole loop in one native call (see SEQUENCE_MACS)
-        sequence = kernel.native and batch * hid * g <= SEQUENCE_MACS
+        # the whole loop in one native call where it can (see native_loop)
+        loop = native_loop(batch, hid, g) if kernel.native else "steps"
+        sequence = loop != "steps"
+        if sequence:
+            kernel.gemm = native.blas_sgemm() if loop == "blas" else None
         first = is_first.contiguous() if sequence and any(resets) else None
         if sequence:
             kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)

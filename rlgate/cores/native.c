@@ -1,7 +1,8 @@
 /* The CPU gate kernels of the fused path: one call per time step does all of a step's gate math
  * in a single pass over the batch, instead of a dozen PyTorch ops that each read and write
- * [B, H] tensors. The matmuls stay in PyTorch (oneDNN/MKL), except for small problems, whose
- * whole time loop runs here (the *_sequence_* functions at the end). See rlgate/cores/native.py
+ * [B, H] tensors. The matmuls stay in PyTorch (oneDNN/MKL), except for small and mid-sized
+ * problems, whose whole time loop runs here (the *_sequence_* functions at the end), with this
+ * file's own matmul or torch's BLAS sgemm passed in. See rlgate/cores/native.py
  * for how this file is compiled and loaded, and rlgate/cores/fused.py (NativeLSTMKernel,
  * NativeGRUKernel) for the loop that calls it. float32, row-major, every row contiguous.
  *
@@ -418,7 +419,8 @@ void master_backward(int batch, int hidden, int chunk, const float *a, const flo
  * Below some size the per-step cost of a native call and a oneDNN matmul from Python (tens of
  * microseconds) is more than the step's arithmetic: PPO's minibatches of a few sequences, and
  * acting one step at a time. The functions below run the whole time loop here, the recurrent
- * matmul included (small_matmul), and call the step functions above. fused.py decides when. */
+ * matmul included (small_matmul, or the BLAS sgemm given as `gemm` for mid-sized steps), and
+ * call the step functions above. fused.native_loop decides which. */
 
 #define MR 4  /* rows of x per register block */
 #define NB 64 /* columns of out per register block */
@@ -472,6 +474,29 @@ static void small_matmul(const int B, const int K, const int N, const float *x, 
   }
 }
 
+/* A BLAS sgemm with the Fortran interface (MKL's or OpenBLAS's sgemm_), column-major. */
+typedef void (*sgemm_fn)(const char *transa, const char *transb, const int *m, const int *n,
+                         const int *k, const float *alpha, const float *a, const int *lda,
+                         const float *b, const int *ldb, const float *beta, float *c,
+                         const int *ldc);
+
+/* small_matmul's contract, through gemm (an sgemm_fn) where it is not NULL. Row-major
+ * out [B, N] = x [B, K] w [K, N] is column-major out^T = w^T x^T: sgemm("N", "N", N, B, K). */
+static void matmul(const void *gemm, const int B, const int K, const int N, const float *x,
+                   const float *w, const float *init, const int init_stride, float *out) {
+  if (!gemm) {
+    small_matmul(B, K, N, x, w, init, init_stride, out);
+    return;
+  }
+  float beta = init ? 1.0f : 0.0f;
+  if (init && init != out) {
+    for (int b = 0; b < B; ++b)
+      memcpy(out + (size_t)b * N, init + (size_t)b * init_stride, N * sizeof(float));
+  }
+  const float one = 1.0f;
+  ((sgemm_fn)gemm)("N", "N", &N, &B, &K, &one, w, &N, x, &K, &beta, out, &N);
+}
+
 /* Whether any of the B flags is set. */
 static int any_set(const int B, const unsigned char *flags) {
   if (!flags) return 0;
@@ -507,7 +532,8 @@ static size_t lstm_width(const int mode, const int H, const int chunk) {
  * calls of lstm_forward / master_forward would. work: B G + B H + 4 H floats. */
 void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk,
                            const float *xw, const float *w_hh_t, const unsigned char *first,
-                           float *a, float *c, float *tc, float *ys, float *work) {
+                           float *a, float *c, float *tc, float *ys, float *work,
+                           const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
   float *hw = work, *hk = work + B * G, *scratch = hk + BH;
@@ -516,7 +542,7 @@ void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk
     float *cp = c + t * BH;
     const float *h = reset_rows(B, H, ft, ys + t * BH, hk);
     if (h == hk) zero_rows(B, H, ft, cp);
-    small_matmul(B, H, (int)G, h, w_hh_t, NULL, 0, hw);
+    matmul(gemm, B, H, (int)G, h, w_hh_t, NULL, 0, hw);
     const float *xw_t = xw + t * B * G;
     if (mode == LSTM_MASTER)
       master_forward(B, H, chunk, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
@@ -534,7 +560,8 @@ void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk
 void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chunk,
                             const float *a, const float *c, const float *tc,
                             const unsigned char *first, const float *dy, const float *w_hh,
-                            float *dh, float *dc, float *dz, float *work) {
+                            float *dh, float *dc, float *dz, float *work,
+                            const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
   for (int t = steps - 1; t >= 0; --t) {
@@ -545,7 +572,7 @@ void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chun
                       work);
     else
       lstm_backward(mode, B, H, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
-    small_matmul(B, (int)G, H, dz_t, w_hh, NULL, 0, dh);
+    matmul(gemm, B, (int)G, H, dz_t, w_hh, NULL, 0, dh);
     const unsigned char *ft = first ? first + (size_t)t * B : NULL;
     if (any_set(B, ft)) zero_rows(B, H, ft, dh), zero_rows(B, H, ft, dc);
   }
@@ -556,14 +583,15 @@ void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chun
  * gh: [T, B, G] (W_hh h + b_hh per step) and ys[1..T]. work: B H floats. */
 void gru_sequence_forward(int refine, int steps, int batch, int hidden, const float *xw,
                           const float *w_hh_t, const float *b_hh, const unsigned char *first,
-                          float *a, float *gh, float *ys, float *work) {
+                          float *a, float *gh, float *ys, float *work,
+                          const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
   for (int t = 0; t < steps; ++t) {
     const unsigned char *ft = first ? first + (size_t)t * B : NULL;
     const float *h = reset_rows(B, H, ft, ys + t * BH, work);
     float *gh_t = gh + t * B * G;
-    small_matmul(B, H, (int)G, h, w_hh_t, b_hh, 0, gh_t);
+    matmul(gemm, B, H, (int)G, h, w_hh_t, b_hh, 0, gh_t);
     gru_forward(refine, B, H, xw + t * B * G, gh_t, h, a + t * B * G, ys + (t + 1) * BH);
   }
 }
@@ -574,13 +602,13 @@ void gru_sequence_forward(int refine, int steps, int batch, int hidden, const fl
 void gru_sequence_backward(int refine, int steps, int batch, int hidden, const float *a,
                            const float *gh, const float *hp, const unsigned char *first,
                            const float *dy, const float *w_hh, float *dh, float *dzx,
-                           float *dzh, float *work) {
+                           float *dzh, float *work, const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
   for (int t = steps - 1; t >= 0; --t) {
     gru_backward(refine, B, H, a + t * B * G, gh + t * B * G, hp + t * BH, dh,
                  dy ? dy + t * BH : NULL, dzx + t * B * G, dzh + t * B * G, work);
-    small_matmul(B, (int)G, H, dzh + t * B * G, w_hh, work, H, dh);
+    matmul(gemm, B, (int)G, H, dzh + t * B * G, w_hh, work, H, dh);
     const unsigned char *ft = first ? first + (size_t)t * B : NULL;
     if (any_set(B, ft)) zero_rows(B, H, ft, dh);
   }

@@ -50,10 +50,10 @@ SIGNATURES = {
     "gru_backward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
     "master_forward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
     "master_backward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
-    "lstm_sequence_forward": (_I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
-    "lstm_sequence_backward": (_I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P),
-    "gru_sequence_forward": (_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
-    "gru_sequence_backward": (_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P),
+    "lstm_sequence_forward": (_I, _I, _I, _I, _I, *[_P] * 9),
+    "lstm_sequence_backward": (_I, _I, _I, _I, _I, *[_P] * 11),
+    "gru_sequence_forward": (_I, _I, _I, _I, *[_P] * 9),
+    "gru_sequence_backward": (_I, _I, _I, _I, *[_P] * 11),
 }
 
 
@@ -162,6 +162,26 @@ def library() -> ctypes.CDLL:
     if isinstance(lib, NativeUnavailable):
         raise lib
     return lib
+
+
+@functools.cache
+def blas_sgemm() -> int | None:
+    """The address of the BLAS ``sgemm_`` that torch itself uses on this CPU (MKL's, exported
+    by libtorch_cpu on x86-64 Linux builds), for native.c's whole-sequence loop at sizes where
+    its own small matmul is slower; None where torch was not built with MKL or does not export
+    it (then the fused path runs step by step, with torch's matmuls)."""
+    if not torch.backends.mkl.is_available():
+        return None
+    libdir = Path(torch.__file__).parent / "lib"
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):
+        try:
+            fn = ctypes.CDLL(str(libdir / name)).sgemm_
+        except (OSError, AttributeError):
+            continue
+        log.info("native kernels: whole-sequence loop with torch's sgemm_ from %s", name)
+        return ctypes.cast(fn, ctypes.c_void_p).value
+    log.info("native kernels: torch exports no sgemm_; mid-sized steps run one by one")
+    return None
 
 
 @functools.cache
