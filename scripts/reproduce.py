@@ -50,10 +50,11 @@ def main(argv=None) -> int:
     jobs = args.jobs or (1 if cuda else (os.cpu_count() or 1))
     if not args.report_only:
         runs = len(grid.runs())
+        budgets = ", ".join(f"{task} {grid.budget(task):,}" for task in grid.delays)
         print(
             f"reproduce: {runs} runs ({len(grid.cores)} cores, "
             f"{sum(len(d) for d in grid.delays.values())} task-delays, {len(grid.seeds)} seeds) "
-            f"of {grid.total_timesteps} steps, {jobs} at a time -> {out}"
+            f"of {budgets} steps, {jobs} at a time -> {out}"
         )
         ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
         print(f"reproduce: ran {ran}, skipped {runs - ran} finished runs")

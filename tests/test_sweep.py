@@ -51,16 +51,21 @@ def test_the_full_preset_is_the_papers_grid():
     assert len(full.runs()) == 8 * 9 * len(full.seeds)
 
 
-def test_reward_scales_and_entropy_are_per_task_and_the_same_for_every_core(tmp_path):
+def test_reward_scales_entropy_and_budget_are_per_task_and_the_same_for_every_core(tmp_path):
     grid = sweep.PRESETS["full"]
-    scales, ents = {}, {}
+    scales, ents, budgets = {}, {}, {}
     for run in grid.runs():
         cfg = sweep.train_config(grid, run, tmp_path)
         scales.setdefault(run.task, set()).add(cfg.reward_scale)
         ents.setdefault(run.task, set()).add(cfg.ppo.ent_coef)
+        budgets.setdefault(run.task, set()).add(cfg.total_timesteps)
         assert (cfg.head_size, cfg.unroll_length) == (grid.head_size, grid.unroll_length)
     assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
-    assert ents == {"PassiveMatch": {0.03}, "ActiveMatch": {0.03}, "TMaze": {0.01}}
+    assert ents == {"PassiveMatch": {0.05}, "ActiveMatch": {0.05}, "TMaze": {0.01}}
+    assert budgets == {"PassiveMatch": {1_000_000}, "ActiveMatch": {1_000_000}, "TMaze": {500_000}}
+    # --total-timesteps sets every task's budget
+    one = sweep.with_budget(grid, 1234, None)
+    assert {sweep.train_config(one, r, tmp_path).total_timesteps for r in one.runs()} == {1234}
 
 
 def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
