@@ -201,3 +201,35 @@ def test_linear_matches_a_plain_matmul():
     x, w, b = torch.randn(7, 5), torch.randn(3, 5), torch.randn(3)
     torch.testing.assert_close(native.linear(x, w, b), x @ w.t() + b)
     torch.testing.assert_close(native.linear(x, w), x @ w.t())
+
+
+@pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
+def test_native_rows_split_over_threads_change_nothing(name, options, native_loop):
+    """Above native.c's PARALLEL_MIN (B H = 64 x 264) a step's rows are split over torch's
+    OpenMP threads (where the build has OpenMP): outputs and gradients are bit-identical to one
+    thread, in every loop."""
+    torch.manual_seed(0)
+    core = make_core(name, 5, 264, backend="native", **options)
+    x = torch.randn(6, 64, 5)
+    is_first = torch.rand(6, 64) < 0.2
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xg = x.clone().requires_grad_()
+            core.zero_grad()
+            y, final = core(xg, core.initial_state(64), is_first)
+            (y.square().sum() + sum(s.sum() for s in final)).backward()
+            results.append([y, *final, xg.grad] + [p.grad for p in core.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_one_openmp_runtime():
+    """An OpenMP build of native.c shares torch's thread pool: one runtime in the process."""
+    if not native.openmp():
+        pytest.skip("native.c built without OpenMP here")
+    assert len(native.openmp_runtimes()) == 1

@@ -444,7 +444,6 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         self.C[0].copy_(c0)
         self.TC = c0.new_empty(t_len, batch, hid)  # tanh(c_t)
         self.dc = None
-        self.scratch = c0.new_empty(4 * hid) if self.p.master else None  # om-lstm's per-row work
 
     @functools.cached_property
     def views(self) -> dict[str, tuple[Tensor, ...]]:
@@ -458,7 +457,6 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
             self.lib.master_forward(
                 self.batch, self.hid, self.chunk, _ptr(xw_t), _ptr(hw), _ptr(v["A"][t]),
                 _ptr(v["C"][t]), _ptr(v["C"][t + 1]), _ptr(v["TC"][t]), _ptr(y_t),
-                _ptr(self.scratch),
             )  # fmt: skip
             return
         self.lib.lstm_forward(
@@ -475,7 +473,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
             self.lib.master_backward(
                 self.batch, self.hid, self.chunk, _ptr(v["A"][t]), _ptr(v["C"][t]),
                 _ptr(v["TC"][t]), _ptr(dh), None if dy_t is None else _ptr(dy_t),
-                _ptr(self.dc), _ptr(dz), _ptr(self.scratch),
+                _ptr(self.dc), _ptr(dz),
             )  # fmt: skip
             return None
         self.lib.lstm_backward(
@@ -493,7 +491,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         t_len, batch, g = xw.shape
         hid = self.hid
         w_hh_t = w_hh.t().contiguous()
-        work = xw.new_empty(batch * g + batch * hid + 4 * hid)
+        work = xw.new_empty(batch * g + batch * hid)
         self.lib.lstm_sequence_forward(
             self.mode, t_len, batch, hid, max(1, self.chunk), _ptr(xw), _ptr(w_hh_t),
             _opt_ptr(first), _ptr(self.A), _ptr(self.C), _ptr(self.TC), _ptr(ys), _ptr(work),
@@ -501,11 +499,10 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
         )  # fmt: skip
 
     def backward_sequence(self, t0, t1, co, dh, dy, first, w_hh, dzx, dzh) -> Tensor:
-        work = dh.new_empty(4 * self.hid)
         self.lib.lstm_sequence_backward(
             self.mode, t1 - t0, self.batch, self.hid, max(1, self.chunk), _ptr(self.A[t0]),
             _ptr(self.C[t0]), _ptr(self.TC[t0]), _opt_ptr(first, t0), _opt_ptr(dy, t0),
-            _ptr(w_hh), _ptr(dh), _ptr(self.dc), _ptr(dzx), _ptr(work), self.gemm,
+            _ptr(w_hh), _ptr(dh), _ptr(self.dc), _ptr(dzx), self.gemm,
         )  # fmt: skip
         return dh
 

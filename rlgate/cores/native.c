@@ -21,6 +21,24 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Rows of a step are independent: above PARALLEL_MIN elements (B H) a step's row loop is split
+ * over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first). */
+#define PARALLEL_MIN 8192
+#ifdef _OPENMP
+#define PARALLEL_ROWS _Pragma("omp parallel for schedule(static) if (par)")
+#else
+#define PARALLEL_ROWS
+#endif
+
+/* Whether this build splits rows over OpenMP threads (native.py logs and tests it). */
+int native_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 enum { LSTM_UNTIED = 0, LSTM_TIED = 1, LSTM_REFINE = 2, LSTM_MASTER = 5 };
 
 /* exp(x) for float32, vectorisable (no libm call): Cody-Waite reduction x = n ln2 + r and the
@@ -66,6 +84,9 @@ void lstm_forward(int mode, int batch, int hidden, const float *xw, const float 
                   const float *cp, float *c, float *tc, float *h) {
   const int H = hidden;
   const int G = (mode == LSTM_TIED ? 3 : 4) * H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     float *ab = a + (size_t)b * G;
     add_rows(G, xw + (size_t)b * G, hw + (size_t)b * G, ab); /* z, then activations in place */
@@ -153,6 +174,9 @@ void lstm_backward(int mode, int batch, int hidden, const float *a, const float 
                    const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
   const int H = hidden;
   const size_t G = (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
     const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
@@ -198,6 +222,9 @@ void gru_forward(int refine, int batch, int hidden, const float *xw, const float
                  const float *hp, float *a, float *h) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *xb = xw + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
     float *ab = a + b * G, *hb = h + (size_t)b * H;
@@ -245,6 +272,9 @@ void gru_backward(int refine, int batch, int hidden, const float *a, const float
                   float *dprev) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *ab = a + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
     const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
@@ -326,14 +356,17 @@ static void master_units(const int n, const int chunk, const float *sf, const fl
   for (int q = 1; q < chunk; ++q) F[q] = F[0], I[q] = I[0];
 }
 
-/* One ON-LSTM step (LSTM_MASTER). As lstm_forward, plus n and chunk (H = n chunk) and
- * scratch: [2 H] floats. The master blocks of a hold the softmaxes of z_f~ and z_i~. */
+/* One ON-LSTM step (LSTM_MASTER). As lstm_forward, plus chunk (H = n chunk). The master
+ * blocks of a hold the softmaxes of z_f~ and z_i~. */
 void master_forward(int batch, int hidden, int chunk, const float *xw, const float *hw,
-                    float *a, const float *cp, float *c, float *tc, float *h, float *scratch) {
+                    float *a, const float *cp, float *c, float *tc, float *h) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  float *F = scratch, *I = scratch + H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
+    float F[H], I[H]; /* the row's master gates per unit */
     float *ab = a + b * G;
     add_rows((int)G, xw + b * G, hw + b * G, ab);
     softmax_row(n, ab + 4 * H, ab + 4 * H);
@@ -373,16 +406,19 @@ static void cumax_backward_pair(const int n, const float *dy, const float *sf, c
   for (int k = 0; k < n; ++k) dz[k] = sf[k] * (dz[k] - df), dz[n + k] = si[k] * (dz[n + k] - di);
 }
 
-/* Backward of one ON-LSTM step: as lstm_backward, plus chunk and scratch: [4 H] floats
- * (F, I, then dL/dF and dL/dI per unit, summed per chunk in place; F and I are reused as the
- * cumax backward's scratch). */
+/* Backward of one ON-LSTM step: as lstm_backward, plus chunk. Per row it works in 4 H floats
+ * on the stack: F, I, then dL/dF and dL/dI per unit, summed per chunk in place; F and I are
+ * reused as the cumax backward's scratch. */
 void master_backward(int batch, int hidden, int chunk, const float *a, const float *cp,
-                     const float *tc, const float *dh, const float *dy, float *dc, float *dz,
-                     float *scratch) {
+                     const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  float *F = scratch, *I = scratch + H, *dF = scratch + 2 * H, *dI = scratch + 3 * H;
+  const int par = batch * hidden >= PARALLEL_MIN;
+  (void)par; /* unused without OpenMP */
+  PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
+    float work[4 * H];
+    float *F = work, *I = work + H, *dF = work + 2 * H, *dI = work + 3 * H;
     const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
     const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
     float *dcb = dc + (size_t)b * H, *dzb = dz + b * G;
@@ -529,14 +565,14 @@ static size_t lstm_width(const int mode, const int H, const int chunk) {
  * projections (with both biases); w_hh_t: [H, G] = W_hh^T; first: [T, B] reset flags or NULL.
  * c: [T + 1, B, H] with c[0] the initial cell; ys: [T + 1, B, H] with ys[0] the initial output.
  * Writes a: [T, B, G], c[t] = c_{t-1} after its reset, c[T], tc: [T, B, H] and ys[1..T], as T
- * calls of lstm_forward / master_forward would. work: B G + B H + 4 H floats. */
+ * calls of lstm_forward / master_forward would. work: B G + B H floats. */
 void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk,
                            const float *xw, const float *w_hh_t, const unsigned char *first,
                            float *a, float *c, float *tc, float *ys, float *work,
                            const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
-  float *hw = work, *hk = work + B * G, *scratch = hk + BH;
+  float *hw = work, *hk = work + B * G;
   for (int t = 0; t < steps; ++t) {
     const unsigned char *ft = first ? first + (size_t)t * B : NULL;
     float *cp = c + t * BH;
@@ -546,7 +582,7 @@ void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk
     const float *xw_t = xw + t * B * G;
     if (mode == LSTM_MASTER)
       master_forward(B, H, chunk, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
-                     ys + (t + 1) * BH, scratch);
+                     ys + (t + 1) * BH);
     else
       lstm_forward(mode, B, H, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
                    ys + (t + 1) * BH);
@@ -555,21 +591,18 @@ void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk
 
 /* Backward of steps n - 1 .. 0 of the above (a, c, tc, first, dy: those steps' slices; dy may be
  * NULL). w_hh: [G, H]. dh, dc: [B, H], on entry dL/dh and dL/dc after step n - 1 through the
- * recurrence, on exit the same before step 0 (resets applied). Writes dz: [n, B, G].
- * work: 4 H floats. */
+ * recurrence, on exit the same before step 0 (resets applied). Writes dz: [n, B, G]. */
 void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chunk,
                             const float *a, const float *c, const float *tc,
                             const unsigned char *first, const float *dy, const float *w_hh,
-                            float *dh, float *dc, float *dz, float *work,
-                            const void *gemm) {
+                            float *dh, float *dc, float *dz, const void *gemm) {
   const int B = batch, H = hidden;
   const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
   for (int t = steps - 1; t >= 0; --t) {
     const float *dy_t = dy ? dy + t * BH : NULL;
     float *dz_t = dz + t * B * G;
     if (mode == LSTM_MASTER)
-      master_backward(B, H, chunk, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t,
-                      work);
+      master_backward(B, H, chunk, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
     else
       lstm_backward(mode, B, H, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
     matmul(gemm, B, (int)G, H, dz_t, w_hh, NULL, 0, dh);

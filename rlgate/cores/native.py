@@ -5,8 +5,10 @@ a dozen small PyTorch ops per step that each read and write [B, H] tensors. nati
 step's gate math, forward or backward, in one pass. It needs a C compiler (``$CC``, else
 ``cc``, ``gcc`` or ``clang``), used on first use only: the library is cached under
 ``$RLGATE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rlgate`` or ``~/.cache/rlgate``), keyed by the
-source, the compiler and the CPU, and compiling it takes well under a second. Nothing happens on
-import; ``available()`` says whether the kernels can run and if not, why.
+source, the compiler and the CPU, and compiling it takes about a second. Where torch's OpenMP
+runtime is libgomp.so.1 it is built with -fopenmp, and a step's rows are split over torch's
+threads (``openmp()``). Nothing happens on import; ``available()`` says whether the kernels can
+run and if not, why.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ FLAGS = (
     "-fPIC",
 )
 ARCH_FLAGS = ("-march=native",)
+#: Tried first where torch runs on GNU OpenMP (``torch_libgomp``): a step's rows are then split
+#: over torch's own OpenMP threads (the library links libgomp.so.1, which resolves to the copy
+#: torch has loaded: one thread pool, no second set of spinning threads).
+OPENMP_FLAGS = ("-fopenmp",)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -48,10 +54,10 @@ SIGNATURES = {
     "lstm_backward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P),
     "gru_forward": (_I, _I, _I, _P, _P, _P, _P, _P),
     "gru_backward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
-    "master_forward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
-    "master_backward": (_I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P),
+    "master_forward": (_I, _I, _I, *[_P] * 7),
+    "master_backward": (_I, _I, _I, *[_P] * 7),
     "lstm_sequence_forward": (_I, _I, _I, _I, _I, *[_P] * 9),
-    "lstm_sequence_backward": (_I, _I, _I, _I, _I, *[_P] * 11),
+    "lstm_sequence_backward": (_I, _I, _I, _I, _I, *[_P] * 10),
     "gru_sequence_forward": (_I, _I, _I, _I, *[_P] * 9),
     "gru_sequence_backward": (_I, _I, _I, _I, *[_P] * 11),
 }
@@ -97,6 +103,25 @@ def _compiler_id(cc: str) -> str:
     return out.stdout + out.stderr
 
 
+def openmp_runtimes() -> set[str]:
+    """The OpenMP runtime libraries mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return set()
+    names = ("libgomp", "libiomp", "libomp")
+    return {p for p in paths if os.path.basename(p).startswith(names)}
+
+
+def torch_libgomp() -> bool:
+    """Whether torch's OpenMP runtime is GNU's under the soname libgomp.so.1 (what a -fopenmp
+    build links), so that native.c's parallel loops share torch's threads."""
+    torch.get_num_threads()  # torch has loaded its runtime by now
+    runtimes = openmp_runtimes()
+    return len(runtimes) == 1 and os.path.basename(next(iter(runtimes))) == "libgomp.so.1"
+
+
 def _compile(cc: str, target: Path) -> None:
     """Compile native.c into target, atomically (temp file + rename): safe under parallel ranks."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -104,14 +129,16 @@ def _compile(cc: str, target: Path) -> None:
     os.close(fd)
     last = ""
     try:
-        for arch in (ARCH_FLAGS, ()):  # -march=native is a GCC/Clang x86/arm64 flag
-            cmd = [cc, *FLAGS, *arch, "-shared", str(SOURCE), "-o", tmp]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if out.returncode == 0:
-                os.replace(tmp, target)
-                return
-            lines = (out.stderr or out.stdout).strip().splitlines()
-            last = lines[-1] if lines else f"exit code {out.returncode}"
+        openmp = (OPENMP_FLAGS, ()) if torch_libgomp() else ((),)
+        for omp in openmp:
+            for arch in (ARCH_FLAGS, ()):  # -march=native is a GCC/Clang x86/arm64 flag
+                cmd = [cc, *FLAGS, *omp, *arch, "-shared", str(SOURCE), "-o", tmp]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                if out.returncode == 0:
+                    os.replace(tmp, target)
+                    return
+                lines = (out.stderr or out.stdout).strip().splitlines()
+                last = lines[-1] if lines else f"exit code {out.returncode}"
         raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {last}")
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {e}") from None
@@ -129,7 +156,13 @@ def _load() -> ctypes.CDLL | NativeUnavailable:
         source = SOURCE.read_bytes()
         key = hashlib.sha256(
             b"\0".join(
-                [source, " ".join(FLAGS).encode(), _compiler_id(cc).encode(), _cpu_id().encode()]
+                [
+                    source,
+                    " ".join(FLAGS).encode(),
+                    str(torch_libgomp()).encode(),
+                    _compiler_id(cc).encode(),
+                    _cpu_id().encode(),
+                ]
             )
         ).hexdigest()[:20]
         path = cache_dir() / f"native-{key}.so"
@@ -147,7 +180,19 @@ def _load() -> ctypes.CDLL | NativeUnavailable:
     for name, args in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None
+    lib.native_openmp.argtypes, lib.native_openmp.restype = (), ctypes.c_int
+    log.info(
+        "native kernels: %s",
+        "rows split over torch's OpenMP threads"
+        if lib.native_openmp()
+        else "one thread (torch's OpenMP runtime is not libgomp.so.1, or -fopenmp failed)",
+    )
     return lib
+
+
+def openmp() -> bool:
+    """Whether the loaded kernels split a step's rows over torch's OpenMP threads."""
+    return bool(library().native_openmp())
 
 
 def available() -> tuple[bool, str]:
