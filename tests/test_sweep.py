@@ -61,8 +61,8 @@ def test_reward_scales_entropy_and_budget_are_per_task_and_the_same_for_every_co
         budgets.setdefault(run.task, set()).add(cfg.total_timesteps)
         assert (cfg.head_size, cfg.unroll_length) == (grid.head_size, grid.unroll_length)
     assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
-    assert ents == {"PassiveMatch": {0.05}, "ActiveMatch": {0.05}, "TMaze": {0.01}}
-    assert budgets == {"PassiveMatch": {1_000_000}, "ActiveMatch": {1_000_000}, "TMaze": {500_000}}
+    assert ents == {"PassiveMatch": {0.03}, "ActiveMatch": {0.03}, "TMaze": {0.01}}
+    assert budgets == {"PassiveMatch": {1_500_000}, "ActiveMatch": {1_500_000}, "TMaze": {500_000}}
     # --total-timesteps sets every task's budget
     one = sweep.with_budget(grid, 1234, None)
     assert {sweep.train_config(one, r, tmp_path).total_timesteps for r in one.runs()} == {1234}

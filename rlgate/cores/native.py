@@ -181,12 +181,12 @@ def _load() -> ctypes.CDLL | NativeUnavailable:
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None
     lib.native_openmp.argtypes, lib.native_openmp.restype = (), ctypes.c_int
-    log.info(
-        "native kernels: %s",
-        "rows split over torch's OpenMP threads"
-        if lib.native_openmp()
-        else "one thread (torch's OpenMP runtime is not libgomp.so.1, or -fopenmp failed)",
-    )
+    if lib.native_openmp():
+        log.info("native kernels: a step's rows split over torch's OpenMP threads")
+    elif torch_libgomp():
+        log.warning("native kernels: built without OpenMP (-fopenmp failed): one thread per step")
+    else:
+        log.info("native kernels: one thread per step (torch's OpenMP is not libgomp.so.1)")
     return lib
 
 
