@@ -115,6 +115,9 @@ class TrainConfig:
     """Core backend: auto, reference, fused (fastest fused path), native, triton or pytorch."""
     chrono_t_max: float | None = None
     """T_max of the chrono init (c-lstm); default: the env's episode length when known."""
+    chunk_size: int = 1
+    """ON-LSTM chunk size (om-lstm): its master gates are hidden-size / chunk-size wide and shared
+    by each chunk of units; must divide hidden-size."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
     anneal_lr: bool = True
@@ -166,6 +169,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.chunk_size < 1 or self.hidden_size % self.chunk_size:
+            _fail(f"chunk-size must divide hidden-size={self.hidden_size}, got {self.chunk_size}")
         if self.head_size < 0:
             _fail(f"head-size must be >= 0, got {self.head_size}")
         if self.dist_timeout <= 0:

@@ -17,6 +17,7 @@ from rlgate.agents.impala import IMPALA
 from rlgate.agents.ppo import PPO
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
+from rlgate.cores import CORES
 from rlgate.distributed import World, close_world, join, rank_device, world_from_env
 from rlgate.envs import make_vec
 from rlgate.envs.base import resolve_device
@@ -56,6 +57,8 @@ def build_model(cfg: TrainConfig, env) -> ActorCritic:
     if cfg.core in ("c-lstm", "chrono", "chrono-lstm"):
         t_max = cfg.chrono_t_max or getattr(env, "max_episode_steps", None) or 100.0
         core_options["chrono_t_max"] = max(float(t_max), 3.0)
+    if CORES[cfg.core].master:
+        core_options["chunk_size"] = cfg.chunk_size
     return ActorCritic(
         env.single_observation_space,
         env.num_actions,

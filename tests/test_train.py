@@ -174,6 +174,7 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
         (["train", "--env", "rlgate/Nope-v0"], "valid envs: rlgate/PassiveMatch-v0"),
         (["train", "--agent", "dqn"], "Expected one of ('ppo', 'impala')"),
         (["train", "--num-envs", "8", "--ppo.num-minibatches", "3"], "must divide"),
+        (["train", "--core", "om-lstm", "--chunk-size", "5"], "chunk-size must divide"),
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
         (["train", "--num-envs", "abc"], "--num-envs"),
         (["train", "--resume", "/nonexistent/run"], "no checkpoint"),
@@ -188,6 +189,18 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, expected):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert expected in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_chunk_size_reaches_the_on_lstm_and_only_it(tmp_path):
+    from rlgate.envs import make_vec
+    from rlgate.train import build_model
+
+    env = make_vec("rlgate/TMaze-v0", 2)
+    model = build_model(_cfg(tmp_path, core="om-lstm", chunk_size=8), env)
+    assert model.core.chunk_size == 8
+    assert model.core.weight_hh.shape[0] == 4 * 64 + 2 * 64 // 8  # [i, f, u, o, f~, i~]
+    other = build_model(_cfg(tmp_path, core="ur-lstm", chunk_size=8), env)  # ignored there
+    assert other.core.weight_hh.shape[0] == 4 * 64
 
 
 def test_cli_resume_with_another_core_is_refused_and_keeps_the_run(tmp_path):
