@@ -12,7 +12,10 @@ Three phases on one canvas per copy:
    the episode; a wrong one pays 0 and ends it; timing out pays 0 and ends it.
 
 Observation: {"image": [5, 5, 3 + num_colours] one-hot (floor, wall, apple, colours)}.
-Actions: up, right, down, left. Episode statistics: success, choice_reward, apple_reward.
+Actions: up, right, down, left. Episode statistics: success, choice_reward, apple_reward, and
+``success_at_{p}`` for each position p of the cue's square in the choice room (0 = leftmost):
+the episode's success where its square stood at p, NaN elsewhere, so that their NaN-skipping
+means (TensorBoard's ``charts/success_at_{p}``) show which positions a policy has learned.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class MatchEnv(GridEnv):
         self.num_apples, self.apple_respawn = int(num_apples), int(apple_respawn)
         self.apple_reward, self.match_reward = float(apple_reward), float(match_reward)
         k = self.num_colours
+        self.stat_keys = (*self.stat_keys, *(f"success_at_{p}" for p in range(k)))
         size = max(ROOM + 2, 2 * k + 1)
         self._init_grid(size, size, k)
         # Room templates (padded canvases) and the cells the random parts are drawn from.
@@ -103,7 +107,7 @@ class MatchEnv(GridEnv):
             cells = [(r, c) for r in range(1, 4) for c in range(1, 4) if (r, c) != (2, 2)]
             self._passive_starts = torch.tensor(cells, device=self.device) + RADIUS  # [8, 2]
         n, dev = self.num_envs, self.device
-        for key in ("phase", "t_phase", "cue", "distractor_start"):
+        for key in ("phase", "t_phase", "cue", "distractor_start", "cue_position"):
             self.state[key] = torch.zeros(n, dtype=torch.long, device=dev)
         # Everything random about an episode is drawn at its start, so an episode is fully
         # determined by the state (the tests step copies of it apart and compare).
@@ -129,6 +133,12 @@ class MatchEnv(GridEnv):
         st["distractor_start"][idx] = order[:, self.num_apples]
         st["choice_order"][idx] = torch.argsort(self._rand(m, self.num_colours), dim=1)
         self._setup_cue(idx)
+        # where the cue's square will stand in the choice room, and its success stat (NaN at
+        # the other positions)
+        pos = (st["choice_order"][idx] == st["cue"][idx, None]).long().argmax(dim=1)
+        st["cue_position"][idx] = pos
+        for p in range(self.num_colours):
+            st[f"success_at_{p}"][idx] = torch.where(pos == p, 0.0, float("nan"))
 
     def _setup_cue(self, idx: Tensor) -> None:
         st, m = self.state, idx.numel()
@@ -191,6 +201,10 @@ class MatchEnv(GridEnv):
         reward += correct * self.match_reward
         st["choice_reward"] += correct * self.match_reward
         st["success"] = torch.where(chose, correct.float(), st["success"])
+        if bool(chose.any()):  # (a choice ends an episode: ~1 step in 50)
+            for p in range(self.num_colours):
+                at_p = chose & (st["cue_position"] == p)
+                st[f"success_at_{p}"] = torch.where(at_p, correct.float(), st[f"success_at_{p}"])
         self._move(target, cell)
         self._respawn_apples()
         st["t_phase"] += 1

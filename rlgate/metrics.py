@@ -29,11 +29,14 @@ def saturated_fraction(g: Tensor, eps: float = 0.01) -> float:
 
 
 def episode_means(stats: dict[str, Tensor]) -> dict[str, float]:
-    """Mean statistics of finished episodes under their chart tags ({} when none finished)."""
+    """Mean statistics of finished episodes under their chart tags ({} when none finished).
+    NaN marks an episode a statistic does not apply to (e.g. the Match tasks' success_at_{p}):
+    it is left out of that mean, and a statistic no episode has is not logged."""
     if not stats or stats["return"].numel() == 0:
         return {}
     names = {"return": "episodic_return", "length": "episodic_length", "success": "success_rate"}
-    return {f"charts/{names.get(k, k)}": float(v.float().mean()) for k, v in stats.items()}
+    means = {f"charts/{names.get(k, k)}": float(v.float().nanmean()) for k, v in stats.items()}
+    return {tag: value for tag, value in means.items() if value == value}
 
 
 class Logger:

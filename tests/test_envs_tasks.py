@@ -4,6 +4,8 @@ cue and arms."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,6 +88,30 @@ def test_phases_follow_their_lengths_and_the_right_colour_pays():
     assert ep["success"] == 1.0 and ep["choice_reward"] == 10.0
     assert ep["return"] == 10.0 + ep["apple_reward"]
     assert info["is_first"][0] and env.state["phase"][0] == CUE  # auto-reset
+
+
+def _cue_square_position(env) -> int:
+    """Where the cue's colour stands in the choice room (0 = leftmost), read off the grid."""
+    row = env.state["grid"][0, 1 + RADIUS].tolist()
+    cols = [c for c, v in enumerate(row) if v >= COLOUR]
+    return [row[c] - COLOUR for c in cols].index(int(env.state["cue"][0]))
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_success_is_also_reported_per_position_of_the_cue_square(right):
+    seen = set()
+    for seed in range(8):
+        env = make_vec("rlgate/PassiveMatch-v0", 1, seed=seed, delay=2, num_colours=3)
+        env.reset()
+        _to_choice(env)
+        pos, cue = _cue_square_position(env), int(env.state["cue"][0])
+        *_, info = _touch(env, cue if right else (cue + 1) % 3)
+        ep = {k: v[0].item() for k, v in info["episode"].items()}
+        assert ep[f"success_at_{pos}"] == float(right) == ep["success"]
+        others = [p for p in range(3) if p != pos]
+        assert all(math.isnan(ep[f"success_at_{p}"]) for p in others)
+        seen.add(pos)
+    assert seen == {0, 1, 2}  # the cue's square landed at every position
 
 
 def test_the_wrong_colour_pays_nothing_and_ends():

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlgate import checkpoint as ckpt
 from rlgate.config import TrainConfig
 from rlgate.evaluate import choice_report, evaluate
+from rlgate.metrics import episode_means
 from rlgate.train import Trainer
 
 
@@ -189,6 +190,25 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, expected):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert expected in proc.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_episode_means_leave_out_what_does_not_apply():
+    nan = float("nan")
+    stats = {
+        "return": torch.tensor([1.0, 3.0, 5.0]),
+        "success": torch.tensor([1.0, 0.0, 1.0]),
+        "success_at_0": torch.tensor([1.0, nan, nan]),
+        "success_at_1": torch.tensor([nan, 0.0, 1.0]),
+        "success_at_2": torch.tensor([nan, nan, nan]),
+    }
+    assert episode_means(stats) == pytest.approx(
+        {
+            "charts/episodic_return": 3.0,
+            "charts/success_rate": 2 / 3,
+            "charts/success_at_0": 1.0,
+            "charts/success_at_1": 0.5,
+        }
+    )
 
 
 def test_chunk_size_reaches_the_on_lstm_and_only_it(tmp_path):
