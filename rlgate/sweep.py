@@ -300,6 +300,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "delay": delay,
                 "core": core,
                 "seeds": len(rs),
+                "env_steps": max((r.get("steps", 0) for r in rs), default=0),
                 "final_success_mean": round(mean, 4),
                 "final_success_std": round(std, 4),
                 "steps_to_0.9_mean": round(statistics.fmean(reached)) if reached else None,
@@ -318,13 +319,15 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| task | delay | core | final success (mean ± std) | steps to 0.9 (mean) | seeds at 0.9 |",
-        "|---|---:|---|---:|---:|---:|",
+        "| task | delay | core | env steps | final success (mean ± std) | steps to 0.9 (mean) "
+        "| seeds at 0.9 |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         steps = r["steps_to_0.9_mean"]
         lines.append(
-            f"| {r['task']} | {r['delay']} | {r['core']} | {r['final_success_mean']:.3f} ± "
+            f"| {r['task']} | {r['delay']} | {r['core']} | {r['env_steps']:,} | "
+            f"{r['final_success_mean']:.3f} ± "
             f"{r['final_success_std']:.3f} | {'-' if steps is None else f'{steps:,}'} | "
             f"{r['seeds_reaching_0.9']}/{r['seeds']} |"
         )

@@ -116,13 +116,14 @@ def test_summary_statistics_over_seeds():
         curve = [(s * 10, 1.0 if reached is not None and s * 10 >= reached else 0.0)
                  for s in range(1, 50)]  # fmt: skip
         return {"task": "T", "delay": 1, "core": "lstm", "seed": seed, "final_success": final,
-                "curve": curve}  # fmt: skip
+                "curve": curve, "steps": 490}  # fmt: skip
 
     rows = sweep.summarize([rec(1, 1.0, 100), rec(2, 0.5, None), rec(3, 0.0, 300)])
     assert rows[0]["final_success_mean"] == 0.5
     assert rows[0]["final_success_std"] == pytest.approx(0.4082, abs=1e-4)
     # a 10-update average first reaches 0.9 when nine of its ten points are 1.0: 180 and 380
     assert rows[0]["steps_to_0.9_mean"] == 280 and rows[0]["seeds_reaching_0.9"] == 2
+    assert rows[0]["env_steps"] == 490  # each run's budget, in the table
 
 
 def test_parallel_sweep_and_the_script(tmp_path, capsys):
