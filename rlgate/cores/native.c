@@ -21,11 +21,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Rows of a step are independent: above PARALLEL_MIN elements (B H) a step's row loop is split
- * over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first). */
+/* Rows of a step are independent: from PARALLEL_MIN elements (B H) on, a step's row loop is
+ * split over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first).
+ * PARALLEL_ROWS goes right before a `for (int b = 0; b < batch; ++b)` loop of a function with
+ * parameters `batch` and `hidden`. */
 #define PARALLEL_MIN 8192
 #ifdef _OPENMP
-#define PARALLEL_ROWS _Pragma("omp parallel for schedule(static) if (par)")
+#define PARALLEL_ROWS \
+  _Pragma("omp parallel for schedule(static) if (batch * hidden >= PARALLEL_MIN)")
 #else
 #define PARALLEL_ROWS
 #endif
@@ -84,8 +87,6 @@ void lstm_forward(int mode, int batch, int hidden, const float *xw, const float 
                   const float *cp, float *c, float *tc, float *h) {
   const int H = hidden;
   const int G = (mode == LSTM_TIED ? 3 : 4) * H;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     float *ab = a + (size_t)b * G;
@@ -174,8 +175,6 @@ void lstm_backward(int mode, int batch, int hidden, const float *a, const float 
                    const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
   const int H = hidden;
   const size_t G = (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
@@ -222,8 +221,6 @@ void gru_forward(int refine, int batch, int hidden, const float *xw, const float
                  const float *hp, float *a, float *h) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *xb = xw + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
@@ -272,8 +269,6 @@ void gru_backward(int refine, int batch, int hidden, const float *a, const float
                   float *dprev) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     const float *ab = a + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
@@ -362,8 +357,6 @@ void master_forward(int batch, int hidden, int chunk, const float *xw, const flo
                     float *a, const float *cp, float *c, float *tc, float *h) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     float F[H], I[H]; /* the row's master gates per unit */
@@ -413,8 +406,6 @@ void master_backward(int batch, int hidden, int chunk, const float *a, const flo
                      const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  const int par = batch * hidden >= PARALLEL_MIN;
-  (void)par; /* unused without OpenMP */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
     float work[4 * H];
