@@ -37,7 +37,7 @@ TASKS = {
 MATCH_REWARD_SCALES = {"PassiveMatch": 0.1, "ActiveMatch": 0.1}
 #: entropy bonus 0.03 on the Match tasks: with 0.01 the choice phase's policy turns
 #: deterministic once it has learned one square position (success 2/3) and stops trying the
-#: other two (#4's notes; 0.05, the paper's agents' entropy cost, did no better)
+#: other two (#4's notes; 0.05, the paper's, tried with 256-step unrolls, did no better)
 MATCH_ENT_COEFS = {"PassiveMatch": 0.03, "ActiveMatch": 0.03}
 PAPER_CORES = ("lstm", "c-lstm", "om-lstm", "u-lstm", "r-lstm", "ur-lstm", "gru", "ur-gru")
 SUCCESS_TARGET = 0.9
