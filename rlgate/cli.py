@@ -172,6 +172,12 @@ def _eval(args: list[str]) -> int:
         ):
             parts = [f"{k}: {rate:.2f} ({n})" for k, (rate, n) in out[key].items()]
             print(f"  success by {title}: " + ", ".join(parts))
+        cases = out["by_colour_and_position"]
+        positions = sorted({p for _, p in cases})
+        print("  success by cue colour (rows) and position (columns):")
+        for colour in sorted({c for c, _ in cases}):
+            cells = [cases.get((colour, p), (float("nan"), 0))[0] for p in positions]
+            print(f"    colour {colour}: " + "  ".join(f"{v:.2f}" for v in cells))
         for position, probs in out["first_action"].items():
             shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
             print(f"  first choice action when the cue square is at {position}: {shown}")

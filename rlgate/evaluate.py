@@ -83,7 +83,9 @@ def choice_report(
 
     Returns:
         dict with env, core, episodes, success_rate, by_colour and by_position ({index:
-        (success rate, episodes)}) and first_action ({position: mean probabilities [A]}).
+        (success rate, episodes)}), by_colour_and_position ({(colour, position): (success
+        rate, episodes)}: a policy learns these cases one or two at a time) and first_action
+        ({position: mean probabilities [A]}).
     """
     from rlgate.envs.match import CHOICE, MatchEnv
 
@@ -132,7 +134,7 @@ def choice_report(
         prev_reward = torch.where(first, 0.0, reward)
 
     def split(pairs):
-        groups: dict[int, list[float]] = {}
+        groups: dict[Any, list[float]] = {}
         for key, ok in pairs[:episodes]:
             groups.setdefault(key, []).append(ok)
         return {k: (sum(v) / len(v), len(v)) for k, v in sorted(groups.items())}
@@ -144,6 +146,9 @@ def choice_report(
         "success_rate": sum(ok for _, ok in colour_ok[:episodes]) / episodes,
         "by_colour": split(colour_ok),
         "by_position": split(position_ok),
+        "by_colour_and_position": split(
+            [((c, p), ok) for (c, ok), (p, _) in zip(colour_ok, position_ok)]
+        ),
         "first_action": {
             k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_probs.items())
         },

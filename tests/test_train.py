@@ -156,6 +156,9 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
     assert {k: rate for k, (rate, _) in out["by_position"].items()} == {0: 0.0, 1: 1.0, 2: 0.0}
     assert sum(n for _, n in out["by_position"].values()) == 90
     assert sum(n for _, n in out["by_colour"].values()) == 90
+    by_case = out["by_colour_and_position"]
+    assert sum(n for _, n in by_case.values()) == 90
+    assert all(rate == float(p == 1) for (_, p), (rate, _) in by_case.items())
     n_middle = out["by_position"][1][1]
     assert out["success_rate"] == pytest.approx(n_middle / 90)
     for probs in out["first_action"].values():
