@@ -103,7 +103,7 @@ def choice_report(
     state = model.initial_state(num_envs, dev)
     st = env.state
     # each copy's episode as drawn at its start (auto-reset redraws them when it ends)
-    cue, order = st["cue"].clone(), st["choice_order"].clone()
+    cue, target = st["cue"].clone(), st["cue_position"].clone()
     colour_ok, position_ok = [], []  # (key, success) per finished episode
     first_probs: dict[int, list[Tensor]] = {}
     while len(colour_ok) < episodes:
@@ -115,8 +115,6 @@ def choice_report(
             state,
         )
         probs = torch.softmax(logits[0], dim=-1)
-        # the cue square's position: where the cue's colour stands in the choice order
-        target = (order == cue[:, None]).int().argmax(dim=1)
         starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
@@ -128,7 +126,7 @@ def choice_report(
             colour_ok.append((int(cue[b]), ok))
             position_ok.append((int(target[b]), ok))
         cue = torch.where(done, st["cue"], cue)
-        order = torch.where(done[:, None], st["choice_order"], order)
+        target = torch.where(done, st["cue_position"], target)
         first = info["is_first"]
         prev_action = torch.where(first, 0, action)
         prev_reward = torch.where(first, 0.0, reward)
