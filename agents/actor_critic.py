@@ -43,6 +43,7 @@ class ObsEncoder(nn.Module):
         if not self.binary and image.shape[-1] != len(MINIGRID_CODES):
             raise ValueError(f"unsupported image observation {image}")
         cells = int(image.shape[0] * image.shape[1])
+        self.cells = cells
         self.has_direction = "direction" in space.spaces
         self.num_actions = num_actions
         extra = num_actions + 1 + (4 if self.has_direction else 0)
@@ -54,23 +55,31 @@ class ObsEncoder(nn.Module):
             base = torch.arange(cells)[:, None] * sum(MINIGRID_CODES) + offsets  # [cells, 3]
             self.register_buffer("_rows", base, persistent=False)
         self.image_size = image_size
+        self.channels = image_size // cells
         self.image = nn.Linear(image_size, out_size, bias=False)
         self.extra = nn.Linear(extra, out_size)
         bound = 1.0 / (image_size + extra) ** 0.5  # nn.Linear's init over the whole input
         for w in (self.image.weight, self.extra.weight, self.extra.bias):
             nn.init.uniform_(w, -bound, bound)
 
-    def forward(self, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor) -> Tensor:
-        """obs: [T, B, ...] tensors; prev_action, prev_reward: [T, B] -> [T, B, out_size]."""
+    def view(self, obs: dict[str, Tensor]) -> Tensor:
+        """The view as per-cell one-hot channels: [T, B, cells, channels] float (the grid's
+        own channels, or the one-hot of minigrid's object, colour and state codes)."""
         image = obs["image"]
         lead = image.shape[:2]
         if self.binary:
-            x = self.image(image.reshape(*lead, -1).float())
-        else:
-            rows = self._rows + image.long().reshape(*lead, -1, len(MINIGRID_CODES))
-            one_hot = torch.zeros(*lead, self.image_size, device=image.device)
-            one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
-            x = self.image(one_hot)
+            return image.reshape(*lead, self.cells, -1).float()
+        rows = self._rows + image.long().reshape(*lead, -1, len(MINIGRID_CODES))
+        one_hot = torch.zeros(*lead, self.image_size, device=image.device)
+        one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
+        return one_hot.reshape(*lead, self.cells, -1)
+
+    def embed(
+        self, view: Tensor, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor
+    ) -> Tensor:
+        """``view`` (from ``view(obs)``), the rest of obs, prev_action and prev_reward [T, B]
+        -> [T, B, out_size]."""
+        x = self.image(view.flatten(-2))
         feats = [
             F.one_hot(prev_action, self.num_actions).float(),
             _reward_feature(prev_reward).unsqueeze(-1),
@@ -78,6 +87,10 @@ class ObsEncoder(nn.Module):
         if self.has_direction:
             feats.append(F.one_hot(obs["direction"].long(), 4).float())
         return torch.relu(x + self.extra(torch.cat(feats, dim=-1)))
+
+    def forward(self, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor) -> Tensor:
+        """obs: [T, B, ...] tensors; prev_action, prev_reward: [T, B] -> [T, B, out_size]."""
+        return self.embed(self.view(obs), obs, prev_action, prev_reward)
 
 
 def _head(hidden: int, features: int, width: int, out: int) -> nn.Module:
@@ -110,6 +123,15 @@ class ActorCritic(nn.Module):
             with one tanh layer of N units over [core output, encoder features], which can
             combine what the core remembers with what the agent sees now (the Match tasks'
             choice is such a conjunction).
+        view_gate: gated-attention heads (Chaplot et al. 2018): the core output also gates the
+            view's channels, one sigmoid per channel shared by every cell, and the heads see
+            that gated view too. "Where is the colour I remember" becomes a gate on the colour
+            channels followed by a linear read of where the gated cells are, instead of a
+            conjunction the head's units must each discover. Needs head_size > 0.
+        policy_gain: orthogonal-init gain of the policy's last layer. 0.01 (CleanRL's) starts
+            from a uniform policy, but it also scales by 0.01 every gradient the policy sends
+            into the heads and the core, where the value head's (gain 1) drowns it; 1 lets
+            the policy shape the features it needs from the start.
     """
 
     def __init__(
@@ -121,17 +143,25 @@ class ActorCritic(nn.Module):
         encoder_size: int = 128,
         core_options: dict | None = None,
         head_size: int = 0,
+        view_gate: bool = False,
+        policy_gain: float = 0.01,
     ):
         super().__init__()
+        if view_gate and not head_size:
+            raise ValueError("view_gate needs head_size > 0")
         self.encoder = ObsEncoder(obs_space, num_actions, encoder_size)
         self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
         self.head_size = head_size
-        self.policy = _head(hidden_size, encoder_size, head_size, num_actions)
-        self.value = _head(hidden_size, encoder_size, head_size, 1)
+        self.view_gate = view_gate
+        gated = self.encoder.image_size if view_gate else 0
+        self.policy = _head(hidden_size, encoder_size + gated, head_size, num_actions)
+        self.value = _head(hidden_size, encoder_size + gated, head_size, 1)
         # after both heads exist: the same random draws, in the same order, as before heads
         # could be MLPs (same seed, same initial parameters)
-        _init_last(self.policy, gain=0.01)
+        _init_last(self.policy, gain=policy_gain)
         _init_last(self.value, gain=1.0)
+        if view_gate:  # last, for the same reason
+            self.gate = nn.Linear(hidden_size, self.encoder.channels)
 
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
@@ -146,10 +176,15 @@ class ActorCritic(nn.Module):
         Returns:
             (logits [T, B, A], values [T, B], final core state).
         """
-        x = self.encoder(obs, prev_action, prev_reward)
+        view = self.encoder.view(obs)
+        x = self.encoder.embed(view, obs, prev_action, prev_reward)
         y, state = self.core(x, state, is_first)
         if self.head_size:
-            y = torch.cat([y, x], dim=-1)
+            feats = [y, x]
+            if self.view_gate:
+                gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
+                feats.append((view * gate).flatten(-2))
+            y = torch.cat(feats, dim=-1)
         return self.policy(y), self.value(y).squeeze(-1), state
 
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:

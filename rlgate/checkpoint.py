@@ -20,11 +20,12 @@ MODEL_FIELDS = (
     "hidden_size",
     "encoder_size",
     "head_size",
+    "view_gate",
     "num_envs",
     "unroll_length",
 )
 #: the value of a field that checkpoints written before it existed had
-FIELD_DEFAULTS = {"head_size": 0}
+FIELD_DEFAULTS = {"head_size": 0, "view_gate": False}
 
 
 class CheckpointError(ValueError):

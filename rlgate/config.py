@@ -111,6 +111,14 @@ class TrainConfig:
     head_size: int = 0
     """Policy/value heads: 0 = linear over the core output; N = one tanh layer of N units over
     [core output, encoder features]."""
+    view_gate: bool = False
+    """Gated-attention heads (needs head-size > 0): the core output gates the view's channels
+    (one sigmoid per channel) and the heads also see the gated view, so that "where is what I
+    remember" is a gate and a linear read instead of a conjunction to discover."""
+    policy_init_gain: float = 0.01
+    """Orthogonal-init gain of the policy's last layer: 0.01 starts near a uniform policy but
+    scales down every gradient the policy sends into the heads and core; 1 lets the policy
+    shape them from the start (the Match tasks learn much faster with it and --view-gate)."""
     backend: str = "auto"
     """Core backend: auto, reference, fused (fastest fused path), native, triton or pytorch."""
     chrono_t_max: float | None = None
@@ -173,6 +181,10 @@ class TrainConfig:
             _fail(f"chunk-size must divide hidden-size={self.hidden_size}, got {self.chunk_size}")
         if self.head_size < 0:
             _fail(f"head-size must be >= 0, got {self.head_size}")
+        if not (math.isfinite(self.policy_init_gain) and self.policy_init_gain > 0):
+            _fail(f"policy-init-gain must be finite and > 0, got {self.policy_init_gain}")
+        if self.view_gate and not self.head_size:
+            _fail("view-gate needs heads with a hidden layer: pass --head-size N (N > 0)")
         if self.dist_timeout <= 0:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):

@@ -67,6 +67,8 @@ def build_model(cfg: TrainConfig, env) -> ActorCritic:
         cfg.encoder_size,
         core_options,
         cfg.head_size,
+        cfg.view_gate,
+        cfg.policy_init_gain,
     )
 
 

@@ -2,12 +2,13 @@
 MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7-v0.
 
 Usage:
-    pip install -e ".[bench]" && python scripts/bench_train.py    # ~30 min on 2 cores
+    pip install -e ".[bench]" && python scripts/bench_train.py    # ~45 min on 2 cores
     python scripts/bench_train.py --steps 600000 --sb3-steps 20000
     python scripts/bench_train.py --tasks MemoryS7 --cores ur-lstm --no-sb3
 
-Every task has its settings (``TASKS``: envs, unroll, sizes, reward scale, entropy, budget:
-5M steps on PassiveMatch, 3M on MemoryS7), the same for both cores; the flags override them.
+Every task has its settings (``TASKS``: envs, unroll, sizes, heads, reward scale, entropy,
+budget: 8M steps on PassiveMatch, 3M on MemoryS7), the same for both cores; the flags override
+them.
 
 rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
 tests/test_envs_memory.py). Throughput is end to end: env steps over the wall time of the whole
@@ -38,7 +39,13 @@ from rlgate.train import Trainer
 # Each task's settings, the same for every core: the agent (MLP heads over [core output,
 # features], an unroll spanning the episode), plus
 # - PassiveMatch: rewards x 0.1, which keeps the value loss from drowning the policy gradient
-#   (10 per match plus apples: returns near 20); entropy 0.03 and 5M steps. With entropy 0.01
+#   (10 per match plus apples: returns near 20); a view gate on the heads (gated attention:
+#   the core output gates the view's channels, so "where is the colour I remember" is a gate
+#   and a linear read) and the policy's last layer initialised at gain 1 (at 0.01 it scales
+#   down every gradient the policy sends into the heads and core): together they took delay
+#   30 from 0.84 / 0.72 to 0.88 / 0.88 greedy success in 5M steps (seeds 1 / 4); entropy 0.03
+#   and 8M steps (at 5M one of the nine (colour, position) cases was still missing on both
+#   seeds). With entropy 0.01
 #   the agent learns to choose the middle square first, then its choice-phase policy turns
 #   deterministic (max probability 0.95-1.0) and stops trying the other side: success sticks
 #   at 2/3 (1.0 when the cue's square is in the middle, 0.5 at either side), whatever the core
@@ -54,6 +61,8 @@ RECIPE = {
     "unroll_length": 128,
     "hidden_size": 64,
     "head_size": 64,
+    "view_gate": False,
+    "policy_init_gain": 0.01,
     "reward_scale": 1.0,
     "ent_coef": 0.01,
     "steps": 3_000_000,
@@ -62,7 +71,14 @@ TASKS = {
     "PassiveMatch(delay 30)": (
         "rlgate/PassiveMatch-v0",
         ("delay=30",),
-        {**RECIPE, "reward_scale": 0.1, "ent_coef": 0.03, "steps": 5_000_000},
+        {
+            **RECIPE,
+            "view_gate": True,
+            "policy_init_gain": 1.0,
+            "reward_scale": 0.1,
+            "ent_coef": 0.03,
+            "steps": 8_000_000,
+        },
     ),
     "MemoryS7": ("rlgate/MemoryS7-v0", (), {**RECIPE, "num_envs": 64, "ent_coef": 0.05}),
 }
@@ -81,6 +97,8 @@ def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
         hidden_size=model["hidden_size"],
         encoder_size=model["hidden_size"],
         head_size=model["head_size"],
+        view_gate=model["view_gate"],
+        policy_init_gain=model["policy_init_gain"],
         reward_scale=model["reward_scale"],
         ppo=PPOConfig(ent_coef=model["ent_coef"]),
         total_timesteps=model["steps"],
@@ -160,6 +178,15 @@ def main(argv=None) -> int:
     ap.add_argument("--unroll-length", type=int, default=None, help="default 128")
     ap.add_argument("--hidden-size", type=int, default=None, help="core and encoder size (64)")
     ap.add_argument("--head-size", type=int, default=None, help="MLP heads (64; 0: linear)")
+    ap.add_argument(
+        "--view-gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gated-attention heads (default: the task's)",
+    )
+    ap.add_argument(
+        "--policy-init-gain", type=float, default=None, help="default: the task's (see TASKS)"
+    )
     ap.add_argument(
         "--reward-scale", type=float, default=None, help="default: the task's (see TASKS)"
     )

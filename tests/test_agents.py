@@ -158,6 +158,61 @@ def test_ppo_with_mlp_heads_learns_a_short_tmaze(tmp_path):
     assert _final_success(trainer.run()) >= 0.9
 
 
+@pytest.mark.parametrize("env_id", ["rlgate/PassiveMatch-v0", "rlgate/MemoryS7-v0"])
+def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
+    """The heads see [core output, encoder features, view x gate], the gate one sigmoid per
+    channel of the view's per-cell one-hot, computed from the core output: a gate rigged open
+    on one channel only leaves exactly the cells holding that channel's value."""
+    import torch.nn.functional as F
+
+    from rlgate.agents.actor_critic import MINIGRID_CODES, ActorCritic
+    from rlgate.envs import make_vec
+
+    env = make_vec(env_id, 3, seed=2)
+    obs, _ = env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(torch.randint(0, env.num_actions, (3,)))
+    obs = {k: v.unsqueeze(0) for k, v in obs.items()}  # T = 1
+    model = ActorCritic(
+        env.single_observation_space, env.num_actions, "lstm", 16, 8, None, 12, True
+    )
+    if obs["image"].shape[-1] == len(MINIGRID_CODES):
+        codes = obs["image"].long()
+        parts = [F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)]
+        one_hot = torch.cat(parts, -1).float()
+    else:
+        one_hot = obs["image"].float()
+    channels = one_hot.shape[-1]
+    assert model.gate.out_features == channels
+    open_channel = channels - 1
+    with torch.no_grad():
+        model.gate.weight.zero_()
+        model.gate.bias.fill_(-100.0)
+        model.gate.bias[open_channel] = 100.0
+    seen = {}
+    model.policy[0].register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    zeros = torch.zeros(1, 3, dtype=torch.long)
+    model(obs, zeros, zeros.float(), zeros.bool(), model.initial_state(3))
+    gated = seen["x"][..., 16 + 8 :]
+    expected = torch.zeros_like(one_hot)
+    expected[..., open_channel] = one_hot[..., open_channel]
+    torch.testing.assert_close(gated, expected.reshape(1, 3, -1), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="view_gate needs head_size > 0"):
+        ActorCritic(env.single_observation_space, env.num_actions, "lstm", 16, 8, None, 0, True)
+
+
+def test_ppo_with_a_view_gate_learns_a_short_tmaze(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        core="ur-lstm",
+        head_size=32,
+        view_gate=True,
+        policy_init_gain=1.0,
+        total_timesteps=60_000,
+    )
+    assert _final_success(Trainer(cfg).run()) >= 0.9
+
+
 def test_checkpoints_from_before_head_size_resume_with_linear_heads():
     from rlgate import checkpoint as ckpt
 
@@ -165,6 +220,11 @@ def test_checkpoints_from_before_head_size_resume_with_linear_heads():
     ckpt.check_compatible(old, TrainConfig().to_dict())
     with pytest.raises(ckpt.CheckpointError, match="--head-size 0, not 32"):
         ckpt.check_compatible(old, TrainConfig(head_size=32).to_dict())
+    # likewise --view-gate: checkpoints from before it had no gate
+    old = {k: v for k, v in TrainConfig(head_size=8).to_dict().items() if k != "view_gate"}
+    ckpt.check_compatible(old, TrainConfig(head_size=8).to_dict())
+    with pytest.raises(ckpt.CheckpointError, match="--view-gate False, not True"):
+        ckpt.check_compatible(old, TrainConfig(head_size=8, view_gate=True).to_dict())
 
 
 @pytest.mark.parametrize("agent", ["ppo", "impala"])

@@ -60,6 +60,7 @@ def test_reward_scales_entropy_and_budget_are_per_task_and_the_same_for_every_co
         ents.setdefault(run.task, set()).add(cfg.ppo.ent_coef)
         budgets.setdefault(run.task, set()).add(cfg.total_timesteps)
         assert (cfg.head_size, cfg.unroll_length) == (grid.head_size, grid.unroll_length)
+        assert (cfg.view_gate, cfg.policy_init_gain) == (True, 1.0)
     assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
     assert ents == {"PassiveMatch": {0.03}, "ActiveMatch": {0.03}, "TMaze": {0.01}}
     assert budgets == {"PassiveMatch": {1_500_000}, "ActiveMatch": {1_500_000}, "TMaze": {500_000}}

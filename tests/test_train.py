@@ -179,6 +179,8 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
         (["train", "--agent", "dqn"], "Expected one of ('ppo', 'impala')"),
         (["train", "--num-envs", "8", "--ppo.num-minibatches", "3"], "must divide"),
         (["train", "--core", "om-lstm", "--chunk-size", "5"], "chunk-size must divide"),
+        (["train", "--view-gate"], "view-gate needs heads with a hidden layer"),
+        (["train", "--policy-init-gain", "0"], "policy-init-gain must be finite and > 0"),
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
         (["train", "--num-envs", "abc"], "--num-envs"),
         (["train", "--resume", "/nonexistent/run"], "no checkpoint"),
