@@ -266,3 +266,29 @@ def test_reward_scale_equals_scaled_rewards(agent):
     for a, b in zip(scaled, update(1.0, rollout.rewards * 2.5)):
         torch.testing.assert_close(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(scaled, update(1.0, rollout.rewards)))
+
+
+def test_choice_probe_labels_are_the_way_to_the_cue_square(capsys):
+    """scripts/probe_choice.py's labels, read off the choice room's grid: left, up or right as
+    the cue's colour stands left of, above or right of the agent; and the script runs."""
+    import importlib.util
+    from pathlib import Path
+
+    from rlgate.envs import make_vec
+    from rlgate.envs.grid import COLOUR
+
+    path = Path(__file__).parents[1] / "scripts" / "probe_choice.py"
+    spec = importlib.util.spec_from_file_location("probe_choice", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    env = make_vec("rlgate/PassiveMatch-v0", 16, seed=3, delay=2)
+    obs, prev_a, prev_r, way = probe.episodes(env, env.cue_steps + 3, torch.Generator())
+    assert obs["image"].shape[:2] == prev_a.shape == prev_r.shape == (env.cue_steps + 3, 16)
+    for b in range(16):
+        grid, col = env.state["grid"][b], int(env.state["pos"][b, 1])
+        _, c = (grid == COLOUR + env.state["cue"][b]).nonzero()[0].tolist()
+        expected = 0 if c == col else (3 if c < col else 1)  # up, left, right
+        assert int(way[b]) == expected
+    assert probe.main(["--steps", "2", "--every", "1", "--batch", "4", "--delay", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()[-4:]
+    assert [row.split("|")[1].strip() for row in table] == list(probe.VARIANTS)
