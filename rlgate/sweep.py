@@ -85,9 +85,10 @@ class Grid:
 #: the agent that learns the Match tasks: MLP heads with a view gate (gated attention) and a
 #: policy initialised at gain 1, unrolls spanning an episode, 32 envs, rewards x 0.1, entropy
 #: 0.03. The gate and the gain took PassiveMatch delay 30 from 0.84 / 0.72 to 0.88 / 0.88
-#: greedy success in 5M steps on seeds 1 / 4, and delay 5 from chance to 0.64 in 1M (#4's
-#: notes). 16 envs x 256-step unrolls, which cut fewer episodes between cue and choice, did no
-#: better and ran ~1.4x slower.
+#: greedy success in 5M steps on seeds 1 / 4 (docs/results.md, #4's notes); told the answer,
+#: only this agent learns the choice within 400 steps (scripts/probe_choice.py). 16 envs x
+#: 256-step unrolls, which cut fewer episodes between cue and choice, did no better and ran
+#: ~1.4x slower.
 MATCH_AGENT = {
     "num_envs": 32,
     "unroll_length": 128,
