@@ -110,7 +110,7 @@ PRESETS = {
     ),
     # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds, with the agent that learns the
     # Match tasks (MATCH_AGENT): 144 Match runs x 1.5M + 72 T-maze runs x 0.5M = 252M env
-    # steps, ~3 hours of a 2-core machine (two 1-thread jobs at ~12k steps/s each), or a GPU
+    # steps, ~3.5 hours of a 2-core machine (two 1-thread jobs at ~10k steps/s each), or a GPU
     "full": Grid(
         cores=PAPER_CORES,
         delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
