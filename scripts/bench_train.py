@@ -39,13 +39,9 @@ from rlgate.train import Trainer
 # Each task's settings, the same for every core: the agent (MLP heads over [core output,
 # features], an unroll spanning the episode), plus
 # - PassiveMatch: rewards x 0.1, which keeps the value loss from drowning the policy gradient
-#   (10 per match plus apples: returns near 20); a view gate on the heads (gated attention:
-#   the core output gates the view's channels, so "where is the colour I remember" is a gate
-#   and a linear read) and the policy's last layer initialised at gain 1 (at 0.01 it scales
-#   down every gradient the policy sends into the heads and core): together they took delay
-#   30 from 0.84 / 0.72 to 0.88 / 0.88 greedy success in 5M steps (seeds 1 / 4); entropy 0.03
-#   and 8M steps (at 5M one of the nine (colour, position) cases was still missing on both
-#   seeds). With entropy 0.01
+#   (10 per match plus apples: returns near 20); the Match agent's view gate and policy gain 1
+#   (rlgate.sweep.MATCH_AGENT says why); entropy 0.03 and 8M steps (at 5M one of the nine
+#   (colour, position) cases was still missing on both seeds tried). With entropy 0.01
 #   the agent learns to choose the middle square first, then its choice-phase policy turns
 #   deterministic (max probability 0.95-1.0) and stops trying the other side: success sticks
 #   at 2/3 (1.0 when the cue's square is in the middle, 0.5 at either side), whatever the core

@@ -120,10 +120,21 @@ def test_truncated_bptt_with_recomputed_states_runs(tmp_path):
     )
 
 
+def _minigrid_one_hot(image):
+    """[..., 3] minigrid (object, colour, state) codes -> [..., 20] per-channel one-hot, written
+    plainly with F.one_hot."""
+    import torch.nn.functional as F
+
+    from rlgate.agents.actor_critic import MINIGRID_CODES
+
+    codes = image.long()
+    return torch.cat([F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)], -1)
+
+
 def test_minigrid_encoder_equals_a_linear_map_of_the_one_hot_codes():
     import torch.nn.functional as F
 
-    from rlgate.agents.actor_critic import MINIGRID_CODES, ObsEncoder
+    from rlgate.agents.actor_critic import ObsEncoder
     from rlgate.envs import make_vec
 
     env = make_vec("rlgate/MemoryS7-v0", 4, seed=0)
@@ -131,8 +142,7 @@ def test_minigrid_encoder_equals_a_linear_map_of_the_one_hot_codes():
     obs = {k: v.unsqueeze(0) for k, v in obs.items()}  # T = 1
     enc = ObsEncoder(env.single_observation_space, 7, 16)
     prev_a, prev_r = torch.tensor([[0, 3, 6, 2]]), torch.tensor([[0.0, 1.0, -2.0, 0.5]])
-    codes = obs["image"].long()
-    one_hot = torch.cat([F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)], -1)
+    one_hot = _minigrid_one_hot(obs["image"])
     extra = torch.cat(
         [
             F.one_hot(prev_a, 7).float(),
@@ -163,7 +173,6 @@ def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
     """The heads see [core output, encoder features, view x gate], the gate one sigmoid per
     channel of the view's per-cell one-hot, computed from the core output: a gate rigged open
     on one channel only leaves exactly the cells holding that channel's value."""
-    import torch.nn.functional as F
 
     from rlgate.agents.actor_critic import MINIGRID_CODES, ActorCritic
     from rlgate.envs import make_vec
@@ -177,9 +186,7 @@ def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
         env.single_observation_space, env.num_actions, "lstm", 16, 8, None, 12, True
     )
     if obs["image"].shape[-1] == len(MINIGRID_CODES):
-        codes = obs["image"].long()
-        parts = [F.one_hot(codes[..., k], n) for k, n in enumerate(MINIGRID_CODES)]
-        one_hot = torch.cat(parts, -1).float()
+        one_hot = _minigrid_one_hot(obs["image"]).float()
     else:
         one_hot = obs["image"].float()
     channels = one_hot.shape[-1]
