@@ -123,11 +123,14 @@ class ActorCritic(nn.Module):
             with one tanh layer of N units over [core output, encoder features], which can
             combine what the core remembers with what the agent sees now (the Match tasks'
             choice is such a conjunction).
-        view_gate: gated-attention heads (Chaplot et al. 2018): the core output also gates the
+        view_gate: gated-attention heads (Chaplot et al. 2018): the core output gates the
             view's channels, one sigmoid per channel shared by every cell, and the heads see
-            that gated view too. "Where is the colour I remember" becomes a gate on the colour
-            channels followed by a linear read of where the gated cells are, instead of a
-            conjunction the head's units must each discover. Needs head_size > 0.
+            [core output, gated view] instead of [core output, encoder features]. "Where is
+            the colour I remember" becomes a gate on the colour channels followed by a read of
+            where the gated cells are, instead of a conjunction the head's units must each
+            discover. The heads see the view only through the gate: with the ungated features
+            beside it the gate was just one more code for the cue, and one (colour, position)
+            case could stay unlearned. Needs head_size > 0.
         policy_gain: orthogonal-init gain of the policy's last layer. 0.01 (CleanRL's) starts
             from a uniform policy, but it also scales by 0.01 every gradient the policy sends
             into the heads and the core, where the value head's (gain 1) drowns it; 1 lets
@@ -153,9 +156,9 @@ class ActorCritic(nn.Module):
         self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
         self.head_size = head_size
         self.view_gate = view_gate
-        gated = self.encoder.image_size if view_gate else 0
-        self.policy = _head(hidden_size, encoder_size + gated, head_size, num_actions)
-        self.value = _head(hidden_size, encoder_size + gated, head_size, 1)
+        features = self.encoder.image_size if view_gate else encoder_size
+        self.policy = _head(hidden_size, features, head_size, num_actions)
+        self.value = _head(hidden_size, features, head_size, 1)
         # after both heads exist: the same random draws, in the same order, as before heads
         # could be MLPs (same seed, same initial parameters)
         _init_last(self.policy, gain=policy_gain)
@@ -179,12 +182,11 @@ class ActorCritic(nn.Module):
         view = self.encoder.view(obs)
         x = self.encoder.embed(view, obs, prev_action, prev_reward)
         y, state = self.core(x, state, is_first)
-        if self.head_size:
-            feats = [y, x]
-            if self.view_gate:
-                gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
-                feats.append((view * gate).flatten(-2))
-            y = torch.cat(feats, dim=-1)
+        if self.view_gate:
+            gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
+            y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
+        elif self.head_size:
+            y = torch.cat([y, x], dim=-1)
         return self.policy(y), self.value(y).squeeze(-1), state
 
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:

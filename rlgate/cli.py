@@ -155,7 +155,7 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from rlgate.envs.grid import ACTION_NAMES
+    from rlgate.envs.grid import ACTION_NAMES, COLOUR
     from rlgate.evaluate import choice_report, evaluate
 
     cfg = _parse(EvalConfig, args, "rlgate eval")
@@ -181,6 +181,13 @@ def _eval(args: list[str]) -> int:
         for position, probs in out["first_action"].items():
             shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
             print(f"  first choice action when the cue square is at {position}: {shown}")
+        if out["gate"]:
+            channels = len(next(iter(out["gate"].values())))
+            names = ["floor", "wall", "apple"] + [f"c{k}" for k in range(channels - COLOUR)]
+            print("  view gate at the first choice step by cue colour (rows) and view channel:")
+            print(" " * 13 + "".join(f"{n:>6}" for n in names))
+            for colour, gate in out["gate"].items():
+                print(f"    colour {colour}:" + "".join(f"{g:6.2f}" for g in gate))
         return 0
     out = evaluate(*run)
     print(

@@ -113,8 +113,9 @@ class TrainConfig:
     [core output, encoder features]."""
     view_gate: bool = False
     """Gated-attention heads (needs head-size > 0): the core output gates the view's channels
-    (one sigmoid per channel) and the heads also see the gated view, so that "where is what I
-    remember" is a gate and a linear read instead of a conjunction to discover."""
+    (one sigmoid per channel) and the heads see [core output, gated view] instead of [core
+    output, encoder features], so that "where is what I remember" is a gate and a read of the
+    gated cells instead of a conjunction to discover."""
     policy_init_gain: float = 0.01
     """Orthogonal-init gain of the policy's last layer: 0.01 starts near a uniform policy but
     scales down every gradient the policy sends into the heads and core; 1 lets the policy

@@ -84,8 +84,11 @@ def choice_report(
     Returns:
         dict with env, core, episodes, success_rate, by_colour and by_position ({index:
         (success rate, episodes)}), by_colour_and_position ({(colour, position): (success
-        rate, episodes)}: a policy learns these cases one or two at a time) and first_action
-        ({position: mean probabilities [A]}).
+        rate, episodes)}: a policy learns these cases one or two at a time), first_action
+        ({position: mean probabilities [A]}) and, for a model with --view-gate, gate ({cue
+        colour: the mean gate per view channel [channels] at the first choice step}: a gate
+        that attends to the remembered colour opens that colour's channel and closes the
+        other colours'; empty without the gate).
     """
     from rlgate.envs.match import CHOICE, MatchEnv
 
@@ -106,6 +109,10 @@ def choice_report(
     cue, target = st["cue"].clone(), st["cue_position"].clone()
     colour_ok, position_ok = [], []  # (key, success) per finished episode
     first_probs: dict[int, list[Tensor]] = {}
+    first_gates: dict[int, list[Tensor]] = {}
+    gate_out: list[Tensor] = []
+    if model.view_gate:
+        model.gate.register_forward_hook(lambda m, args, out: gate_out.append(out))
     while len(colour_ok) < episodes:
         logits, _, state = model(
             {k: v[None] for k, v in obs.items()},
@@ -118,6 +125,10 @@ def choice_report(
         starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
+            if gate_out:
+                gate = torch.sigmoid(gate_out[-1][0, b]).cpu()
+                first_gates.setdefault(int(cue[b]), []).append(gate)
+        gate_out.clear()
         action = pick_actions(probs, greedy, generator)
         obs, reward, _, _, info = env.step(action)
         done = info["done"]
@@ -150,4 +161,5 @@ def choice_report(
         "first_action": {
             k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_probs.items())
         },
+        "gate": {k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_gates.items())},
     }

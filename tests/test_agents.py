@@ -170,9 +170,9 @@ def test_ppo_with_mlp_heads_learns_a_short_tmaze(tmp_path):
 
 @pytest.mark.parametrize("env_id", ["rlgate/PassiveMatch-v0", "rlgate/MemoryS7-v0"])
 def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
-    """The heads see [core output, encoder features, view x gate], the gate one sigmoid per
-    channel of the view's per-cell one-hot, computed from the core output: a gate rigged open
-    on one channel only leaves exactly the cells holding that channel's value."""
+    """The heads see [core output, view x gate] and not the encoder features, the gate one
+    sigmoid per channel of the view's per-cell one-hot, computed from the core output: a gate
+    rigged open on one channel only leaves exactly the cells holding that channel's value."""
 
     from rlgate.agents.actor_critic import MINIGRID_CODES, ActorCritic
     from rlgate.envs import make_vec
@@ -200,7 +200,8 @@ def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
     model.policy[0].register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
     zeros = torch.zeros(1, 3, dtype=torch.long)
     model(obs, zeros, zeros.float(), zeros.bool(), model.initial_state(3))
-    gated = seen["x"][..., 16 + 8 :]
+    assert seen["x"].shape[-1] == 16 + one_hot[0, 0].numel()
+    gated = seen["x"][..., 16:]
     expected = torch.zeros_like(one_hot)
     expected[..., open_channel] = one_hot[..., open_channel]
     torch.testing.assert_close(gated, expected.reshape(1, 3, -1), rtol=0, atol=1e-6)

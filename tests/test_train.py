@@ -163,12 +163,40 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
     assert out["success_rate"] == pytest.approx(n_middle / 90)
     for probs in out["first_action"].values():
         assert probs[0] > 0.99
+    assert out["gate"] == {}  # no view gate
     proc = _cli("eval", str(run), "--choices", "--episodes", "12", "--num-envs", "3")
     assert proc.returncode == 0 and "position of the cue square" in proc.stdout
+    assert "view gate" not in proc.stdout
     tmaze = Trainer(_cfg(tmp_path, run_name="tmaze", total_timesteps=128)).run().run_dir
     proc = _cli("eval", str(tmaze), "--choices")
     assert proc.returncode == 2 and "needs a Match task" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_choice_report_reads_the_view_gate_at_the_first_choice_step(tmp_path):
+    """With --view-gate the report gives, per cue colour, the gate's mean per view channel at
+    the first choice step: a gate rigged to constants reads back as their sigmoids."""
+    cfg = _cfg(
+        tmp_path,
+        env="rlgate/PassiveMatch-v0",
+        env_option=("delay=2", "cue_steps=2"),
+        head_size=8,
+        view_gate=True,
+        total_timesteps=128,
+    )
+    run = Trainer(cfg).run().run_dir
+    data = ckpt.load(run)
+    bias = torch.tensor([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0])  # floor, wall, apple, 3 colours
+    data["model"]["gate.weight"].zero_()
+    data["model"]["gate.bias"].copy_(bias)
+    ckpt.save(ckpt.checkpoint_path(run), data)
+    out = choice_report(str(run), episodes=30, num_envs=6, device="cpu", seed=5)
+    assert sorted(out["gate"]) == [0, 1, 2]
+    for gate in out["gate"].values():
+        torch.testing.assert_close(torch.tensor(gate), torch.sigmoid(bias))
+    proc = _cli("eval", str(run), "--choices", "--episodes", "12", "--num-envs", "3")
+    assert proc.returncode == 0 and "view gate at the first choice step" in proc.stdout
+    assert "colour 2:  0.05  0.12  0.27  0.50  0.73  0.88" in proc.stdout
 
 
 @pytest.mark.parametrize(
