@@ -230,6 +230,7 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
         "curve": curve,
         "gate_hist": gate_histogram(trainer),
         "config": cfg.to_dict(),
+        "provenance": provenance(),
     }
     path = out / "results" / f"{run.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +238,40 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
     return record
+
+
+#: the folders whose uncommitted changes make a run's provenance "dirty"
+CODE_DIRS = ("rlgate", "agents", "envs")
+
+
+def provenance() -> dict[str, Any]:
+    """Where a run's result came from: the checkout's git commit (None outside a git checkout)
+    and whether the code that trains (rlgate/, agents/, envs/) had uncommitted changes, torch's
+    version and the run's thread count. A sweep that spans sessions can then say which commit
+    produced which runs."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = (
+        git("status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS) if commit else None
+    )
+    return {
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def pending(grid: Grid, out: Path) -> list[Run]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlgate import sweep
 
@@ -77,6 +79,17 @@ def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
     assert record["steps"] == 256 and record["core"] == "ur-lstm"
     # g of every unit at every step of one unroll: 8 steps x 4 envs x 8 units
     assert sum(record["gate_hist"]) == 8 * 4 * 8
+    # where it came from: this checkout's commit, torch, one thread per run
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=Path(sweep.__file__).parent,
+        capture_output=True,
+        text=True,
+    )
+    want = head.stdout.strip() if head.returncode == 0 else None
+    assert record["provenance"]["commit"] == want
+    assert record["provenance"]["torch"] == torch.__version__
+    assert record["provenance"]["threads"] == 1
     # tensorboard: one folder per task and delay, one run per core and seed
     assert sorted(p.name for p in (tmp_path / "tb" / "TMaze-d3").iterdir()) == [
         "lstm-s1",
