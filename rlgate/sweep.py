@@ -13,6 +13,7 @@ the cores side by side for each task and delay.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -330,9 +331,49 @@ def _core_key(core: str) -> tuple[int, str]:
     return order, core
 
 
+def curve_mean(curve: list[tuple[int, float]]) -> float:
+    """The success rate averaged over a run's whole training, weighting each update by the env
+    steps it covers: the area under the success curve over the budget. 1.0 means solved from the
+    start, and of two runs that end equally, the one that learned sooner scores higher (the
+    paper's "learns faster"), even where neither reaches SUCCESS_TARGET."""
+    if not curve:
+        return float("nan")
+    steps = [s for s, _ in curve]
+    widths = [steps[0]] + [b - a for a, b in itertools.pairwise(steps)]
+    return sum(w * v for w, (_, v) in zip(widths, curve)) / steps[-1]
+
+
+def describe(grid: Grid, records: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines that say what a results table comes from: how many of the grid's runs have
+    finished, the budget and agent (the same for every core), and the commits that ran them."""
+    names = {r.name for r in grid.runs()}
+    done = [r for r in records if Run(r["task"], r["delay"], r["core"], r["seed"]).name in names]
+    budgets = ", ".join(f"{task} {grid.budget(task):,}" for task in grid.delays)
+    agent = (
+        f"PPO, {grid.num_envs} envs x {grid.unroll_length}-step unrolls, hidden "
+        f"{grid.hidden_size}, heads {grid.head_size or 'linear'}, view gate "
+        f"{'on' if grid.view_gate else 'off'}, policy init gain {grid.policy_init_gain:g}, "
+        f"reward scales {grid.reward_scales or 1}, entropy {grid.ent_coefs or 'default'}"
+    )
+    commits: dict[str, int] = {}
+    for r in done:
+        prov = r.get("provenance") or {}
+        key = (prov.get("commit") or "unknown")[:10] + (" (dirty)" if prov.get("dirty") else "")
+        commits[key] = commits.get(key, 0) + 1
+    by_commit = ", ".join(f"`{c}` {n}" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+    return [
+        f"- runs finished: {len(done)} of {len(names)} ({len(grid.cores)} cores x "
+        f"{sum(len(d) for d in grid.delays.values())} task-delays x {len(grid.seeds)} seeds)",
+        f"- env steps per run: {budgets}",
+        f"- agent, the same for every core: {agent}",
+        f"- runs per commit: {by_commit or '-'}",
+    ]
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, delay, core): final success mean and std over seeds, and steps to
-    SUCCESS_TARGET (mean over the seeds that reached it, and how many did)."""
+    """One row per (task, delay, core): final success and success over training
+    (``curve_mean``), mean and std over seeds, and steps to SUCCESS_TARGET (mean over the seeds
+    that reached it, and how many did)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["delay"], r["core"]), []).append(r)
@@ -341,6 +382,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1], *_core_key(kv[0][2]))
     ):
         mean, std = _mean_std([r["final_success"] for r in rs])
+        auc_mean, auc_std = _mean_std([curve_mean(r["curve"]) for r in rs if r.get("curve")])
         reached = [steps_to(r["curve"], SUCCESS_TARGET) for r in rs if "curve" in r]
         reached = [s for s in reached if s is not None]
         rows.append(
@@ -352,6 +394,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "env_steps": max((r.get("steps", 0) for r in rs), default=0),
                 "final_success_mean": round(mean, 4),
                 "final_success_std": round(std, 4),
+                "mean_success_mean": round(auc_mean, 4),
+                "mean_success_std": round(auc_std, 4),
                 "steps_to_0.9_mean": round(statistics.fmean(reached)) if reached else None,
                 "seeds_reaching_0.9": len(reached),
             }
@@ -359,8 +403,10 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """results.csv and results.md under ``out``."""
+def write_tables(
+    rows: list[dict[str, Any]], out: Path, preamble: list[str] = ()
+) -> tuple[Path, Path]:
+    """results.csv and results.md under ``out`` (``preamble``: lines put above the table)."""
     out = Path(out)
     csv_path, md_path = out / "results.csv", out / "results.md"
     with csv_path.open("w", newline="") as f:
@@ -368,16 +414,19 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| task | delay | core | env steps | final success (mean ± std) | steps to 0.9 (mean) "
-        "| seeds at 0.9 |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        *preamble,
+        *([""] if preamble else []),
+        "| task | delay | core | env steps | final success (mean ± std) "
+        "| success over training (mean ± std) | steps to 0.9 (mean) | seeds at 0.9 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         steps = r["steps_to_0.9_mean"]
         lines.append(
             f"| {r['task']} | {r['delay']} | {r['core']} | {r['env_steps']:,} | "
             f"{r['final_success_mean']:.3f} ± "
-            f"{r['final_success_std']:.3f} | {'-' if steps is None else f'{steps:,}'} | "
+            f"{r['final_success_std']:.3f} | {r['mean_success_mean']:.3f} ± "
+            f"{r['mean_success_std']:.3f} | {'-' if steps is None else f'{steps:,}'} | "
             f"{r['seeds_reaching_0.9']}/{r['seeds']} |"
         )
     md_path.write_text("\n".join(lines) + "\n")

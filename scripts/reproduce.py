@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         print(f"reproduce: error: no results under {out}/results", file=sys.stderr)
         return 2
     rows = sweep.summarize(records)
-    csv_path, md_path = sweep.write_tables(rows, out)
+    csv_path, md_path = sweep.write_tables(rows, out, sweep.describe(grid, records))
     plots = sweep.write_plots(records, out)
     print(md_path.read_text())
     for core in ("lstm", "ur-lstm"):

@@ -140,10 +140,32 @@ def test_summary_statistics_over_seeds():
     assert rows[0]["env_steps"] == 490  # each run's budget, in the table
 
 
+def test_success_over_training_is_the_mean_over_env_steps():
+    # each point is the success of the update that ended at that env step; a plain loop over
+    # every env step of the budget
+    curve = [(100, 0.0), (200, 0.5), (400, 1.0), (500, 0.25)]
+    per_step, start = [], 0
+    for end, value in curve:
+        per_step += [value] * (end - start)
+        start = end
+    assert sweep.curve_mean(curve) == pytest.approx(sum(per_step) / len(per_step))
+    # learned sooner, the same final success: a higher score
+    late = [(100 * i, 0.0 if i < 8 else 1.0) for i in range(1, 11)]
+    early = [(100 * i, 0.0 if i < 3 else 1.0) for i in range(1, 11)]
+    assert sweep.curve_mean(early) == pytest.approx(0.8) and sweep.curve_mean(late) == 0.3
+
+
 def test_parallel_sweep_and_the_script(tmp_path, capsys):
     grid = sweep.Grid(**{**TINY.__dict__, "seeds": (1, 2), "cores": ("gru",)})
     assert sweep.run_sweep(grid, tmp_path, jobs=2, progress=False) == 2
     main = _reproduce_main()
     assert main(["--out", str(tmp_path), "--report-only"]) == 0
-    assert "| TMaze | 3 | gru |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| TMaze | 3 | gru |" in printed
+    # what the table comes from: the preset's grid (small: 2 cores x 2 lengths x 2 seeds)
+    assert "- runs finished: 0 of 8 " in printed and "runs per commit: -" in printed
+    lines = sweep.describe(grid, sweep.load_results(tmp_path))
+    assert lines[0].startswith("- runs finished: 2 of 2 (1 cores x 1 task-delays x 2 seeds)")
+    commit = sweep.provenance()["commit"]
+    assert f"`{(commit or 'unknown')[:10]}" in lines[3] and lines[3].endswith(" 2")
     assert main(["--out", str(tmp_path / "empty"), "--report-only"]) == 2
