@@ -206,8 +206,12 @@ def test_linear_matches_a_plain_matmul():
 @pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
 def test_native_rows_split_over_threads_change_nothing(name, options, native_loop):
     """Above native.c's PARALLEL_MIN (B H = 64 x 264) a step's rows are split over torch's
-    OpenMP threads (where the build has OpenMP): outputs and gradients are bit-identical to one
-    thread, in every loop."""
+    OpenMP threads (where the build has OpenMP). Where native.c does all the arithmetic (the
+    sequence and steps loops) outputs and gradients are bit-identical to one thread. In the blas
+    loop torch's MKL sgemm does the recurrent matmul, and on some CPUs (an Intel Xeon, not an
+    AMD EPYC) it sums in another order with another thread count: there they agree to fp32
+    rounding. In every loop two runs on two threads are bit-identical (no race)."""
+    loop, _ = native_loop
     torch.manual_seed(0)
     core = make_core(name, 5, 264, backend="native", **options)
     x = torch.randn(6, 64, 5)
@@ -215,7 +219,7 @@ def test_native_rows_split_over_threads_change_nothing(name, options, native_loo
     results = []
     threads = torch.get_num_threads()
     try:
-        for n in (1, 2):
+        for n in (1, 2, 2):
             torch.set_num_threads(n)
             xg = x.clone().requires_grad_()
             core.zero_grad()
@@ -224,8 +228,13 @@ def test_native_rows_split_over_threads_change_nothing(name, options, native_loo
             results.append([y, *final, xg.grad] + [p.grad for p in core.parameters()])
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    one, two, again = results
+    for a, b, c in zip(one, two, again):
+        assert torch.equal(b, c)
+        if loop == "blas":
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+        else:
+            assert torch.equal(a, b)
 
 
 def test_one_openmp_runtime():
