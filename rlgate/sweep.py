@@ -451,7 +451,8 @@ def _curve_band(records: list[dict], points: int = 50):
 
 def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """PNG figures under ``out``: curves_{task}.png (success vs env steps per core, seed bands,
-    one panel per delay), success_vs_delay.png and gates.png (g histograms, lstm vs ur-lstm)."""
+    one panel per delay), success_vs_delay.png (final success and success over training, per
+    core) and gates.png (g histograms, lstm vs ur-lstm)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,24 +490,29 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
         plt.close(fig)
 
     rows = summarize(records)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for core in cores:
-            rs = [r for r in rows if r["task"] == task and r["core"] == core]
-            if rs:
-                ax.errorbar(
-                    [r["delay"] for r in rs],
-                    [r["final_success_mean"] for r in rs],
-                    yerr=[r["final_success_std"] for r in rs],
-                    label=core,
-                    color=colours[core],
-                    marker="o",
-                    capsize=3,
-                )
-        ax.set_title(task)
-        ax.set_xlabel("delay (Match) / corridor length (TMaze)")
-        ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel("final success rate")
+    # top: final success; bottom: success over training (how soon it was learned)
+    measures = (("final_success", "final success rate"), ("mean_success", "success over training"))
+    fig, axes = plt.subplots(
+        len(measures), len(tasks), figsize=(4.5 * len(tasks), 3.4 * len(measures)), squeeze=False
+    )
+    for (key, label), ax_row in zip(measures, axes):
+        for ax, task in zip(ax_row, tasks):
+            for core in cores:
+                rs = [r for r in rows if r["task"] == task and r["core"] == core]
+                if rs:
+                    ax.errorbar(
+                        [r["delay"] for r in rs],
+                        [r[f"{key}_mean"] for r in rs],
+                        yerr=[r[f"{key}_std"] for r in rs],
+                        label=core,
+                        color=colours[core],
+                        marker="o",
+                        capsize=3,
+                    )
+            ax.set_title(task)
+            ax.set_xlabel("delay (Match) / corridor length (TMaze)")
+            ax.set_ylim(-0.02, 1.02)
+        ax_row[0].set_ylabel(label)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "success_vs_delay.png")
