@@ -2,7 +2,7 @@
 MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7-v0.
 
 Usage:
-    pip install -e ".[bench]" && python scripts/bench_train.py    # ~45 min on 2 cores
+    pip install -e ".[bench]" && python scripts/bench_train.py    # 25-45 min on 2 cores
     python scripts/bench_train.py --steps 600000 --sb3-steps 20000
     python scripts/bench_train.py --tasks MemoryS7 --cores ur-lstm --no-sb3
 
