@@ -112,14 +112,15 @@ PRESETS = {
         unroll_length=32,
     ),
     # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds, with the agent that learns the
-    # Match tasks (MATCH_AGENT): 144 Match runs x 1.5M + 72 T-maze runs x 0.5M = 252M env
-    # steps, ~3.5 hours of a 2-core machine (two 1-thread jobs at ~10k steps/s each), or a GPU
+    # Match tasks (MATCH_AGENT): 144 Match runs x 1.5M + 72 T-maze runs x 0.25M = 234M env
+    # steps, ~2.2 hours of a 2-core Xeon (two 1-thread jobs at ~14-17k steps/s each; ~3.3 on
+    # the EPYC VM at ~10k), or a GPU
     "full": Grid(
         cores=PAPER_CORES,
         delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
         seeds=(1, 2, 3),
         total_timesteps=1_500_000,
-        task_timesteps={"TMaze": 500_000},
+        task_timesteps={"TMaze": 250_000},
         **MATCH_AGENT,
     ),
     # the paper's headline on this 2-core machine in about an hour: lstm vs ur-lstm on

@@ -65,7 +65,7 @@ def test_reward_scales_entropy_and_budget_are_per_task_and_the_same_for_every_co
         assert (cfg.view_gate, cfg.policy_init_gain) == (True, 1.0)
     assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
     assert ents == {"PassiveMatch": {0.03}, "ActiveMatch": {0.03}, "TMaze": {0.01}}
-    assert budgets == {"PassiveMatch": {1_500_000}, "ActiveMatch": {1_500_000}, "TMaze": {500_000}}
+    assert budgets == {"PassiveMatch": {1_500_000}, "ActiveMatch": {1_500_000}, "TMaze": {250_000}}
     # --total-timesteps sets every task's budget
     one = sweep.with_budget(grid, 1234, None)
     assert {sweep.train_config(one, r, tmp_path).total_timesteps for r in one.runs()} == {1234}
