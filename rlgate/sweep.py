@@ -19,6 +19,8 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -251,8 +253,6 @@ def provenance() -> dict[str, Any]:
     and whether the code that trains (rlgate/, agents/, envs/) had uncommitted changes, torch's
     version and the run's thread count. A sweep that spans sessions can then say which commit
     produced which runs."""
-    import subprocess
-
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -356,12 +356,11 @@ def describe(grid: Grid, records: list[dict[str, Any]]) -> list[str]:
         f"{'on' if grid.view_gate else 'off'}, policy init gain {grid.policy_init_gain:g}, "
         f"reward scales {grid.reward_scales or 1}, entropy {grid.ent_coefs or 'default'}"
     )
-    commits: dict[str, int] = {}
-    for r in done:
-        prov = r.get("provenance") or {}
-        key = (prov.get("commit") or "unknown")[:10] + (" (dirty)" if prov.get("dirty") else "")
-        commits[key] = commits.get(key, 0) + 1
-    by_commit = ", ".join(f"`{c}` {n}" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+    commits = Counter(
+        (prov.get("commit") or "unknown")[:10] + (" (dirty)" if prov.get("dirty") else "")
+        for prov in (r.get("provenance") or {} for r in done)
+    )
+    by_commit = ", ".join(f"`{c}` {n}" for c, n in commits.most_common())
     return [
         f"- runs finished: {len(done)} of {len(names)} ({len(grid.cores)} cores x "
         f"{sum(len(d) for d in grid.delays.values())} task-delays x {len(grid.seeds)} seeds)",
