@@ -46,7 +46,8 @@ class EvalConfig:
     choices: bool = False
     """Match tasks: report success split by the cue's colour and by where the cue's square
     stands in the choice room, with the policy's first action there (shows a policy that
-    remembers the colour but no longer explores one side)."""
+    remembers the colour but no longer explores one side), the view gate, and a linear probe
+    of the cue's colour from the core output at the choice (does the core remember it?)."""
 
     def __post_init__(self):
         if self.episodes < 1 or self.num_envs < 1:
@@ -181,6 +182,11 @@ def _eval(args: list[str]) -> int:
         for position, probs in out["first_action"].items():
             shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
             print(f"  first choice action when the cue square is at {position}: {shown}")
+        print(
+            f"  memory: the cue's colour read from the core output at the first choice step "
+            f"by a linear probe, held-out accuracy {out['memory']:.2f} (chance "
+            f"{1 / len(out['by_colour']):.2f})"
+        )
         if out["gate"]:
             channels = len(next(iter(out["gate"].values())))
             names = ["floor", "wall", "apple"] + [f"c{k}" for k in range(channels - COLOUR)]

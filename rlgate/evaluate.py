@@ -64,6 +64,30 @@ def evaluate(
     }
 
 
+def probe_accuracy(features: Tensor, labels: Tensor, num_classes: int, steps: int = 300) -> float:
+    """Held-out accuracy of a linear probe: softmax regression of ``labels`` [N] (long, in
+    0..num_classes-1) from ``features`` [N, D], fit by full-batch Adam on the first half
+    (features standardised with that half's statistics, weights starting at zero, so the
+    result is deterministic) and scored on the second half. NaN with fewer than 2 samples."""
+    n = labels.shape[0] // 2
+    if n == 0:
+        return float("nan")
+    x = features.float()
+    x = (x - x[:n].mean(0)) / (x[:n].std(0, unbiased=False) + 1e-6)
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.Adam([weight, bias], lr=0.05)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(x[:n] @ weight + bias, labels[:n])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        guess = (x[n:] @ weight + bias).argmax(-1)
+    return float((guess == labels[n:]).float().mean())
+
+
 @torch.no_grad()
 def choice_report(
     path: str,
@@ -88,7 +112,11 @@ def choice_report(
         ({position: mean probabilities [A]}) and, for a model with --view-gate, gate ({cue
         colour: the mean gate per view channel [channels] at the first choice step}: a gate
         that attends to the remembered colour opens that colour's channel and closes the
-        other colours'; empty without the gate).
+        other colours'; empty without the gate), and memory: the held-out accuracy of a
+        linear probe (``probe_accuracy``) that reads the cue's colour from the core output at
+        the first choice step (chance 1/num_colours). It separates the two ways to fail: a
+        run stuck at chance with memory near chance has not learned to remember the cue;
+        with memory near 1 it remembers and has not learned to use it.
     """
     from rlgate.envs.match import CHOICE, MatchEnv
 
@@ -111,6 +139,10 @@ def choice_report(
     first_probs: dict[int, list[Tensor]] = {}
     first_gates: dict[int, list[Tensor]] = {}
     gate_out: list[Tensor] = []
+    core_out: list[Tensor] = []
+    memory_x: list[Tensor] = []
+    memory_y: list[int] = []
+    model.core.register_forward_hook(lambda m, args, out: core_out.append(out[0]))
     if model.view_gate:
         model.gate.register_forward_hook(lambda m, args, out: gate_out.append(out))
     while len(colour_ok) < episodes:
@@ -125,10 +157,13 @@ def choice_report(
         starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
+            memory_x.append(core_out[-1][0, b].cpu())
+            memory_y.append(int(cue[b]))
             if gate_out:
                 gate = torch.sigmoid(gate_out[-1][0, b]).cpu()
                 first_gates.setdefault(int(cue[b]), []).append(gate)
         gate_out.clear()
+        core_out.clear()
         action = pick_actions(probs, greedy, generator)
         obs, reward, _, _, info = env.step(action)
         done = info["done"]
@@ -162,4 +197,7 @@ def choice_report(
             k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_probs.items())
         },
         "gate": {k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_gates.items())},
+        "memory": probe_accuracy(torch.stack(memory_x), torch.tensor(memory_y), env.num_colours)
+        if memory_x
+        else float("nan"),
     }

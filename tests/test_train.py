@@ -4,6 +4,7 @@ resume, Ctrl-C, a non-finite loss, eval, and one-line errors with exit code 2.""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlgate import checkpoint as ckpt
 from rlgate.config import TrainConfig
-from rlgate.evaluate import choice_report, evaluate
+from rlgate.evaluate import choice_report, evaluate, probe_accuracy
 from rlgate.metrics import episode_means
 from rlgate.train import Trainer
 
@@ -197,6 +198,24 @@ def test_choice_report_reads_the_view_gate_at_the_first_choice_step(tmp_path):
     proc = _cli("eval", str(run), "--choices", "--episodes", "12", "--num-envs", "3")
     assert proc.returncode == 0 and "view gate at the first choice step" in proc.stdout
     assert "colour 2:  0.05  0.12  0.27  0.50  0.73  0.88" in proc.stdout
+    assert 0.0 <= out["memory"] <= 1.0
+    assert "memory: the cue's colour read from the core output" in proc.stdout
+
+
+def test_probe_accuracy_reads_what_the_features_hold_and_nothing_else():
+    """The memory probe: labels written into the features (one-hot plus noise, in a random
+    basis) are read back on held-out samples; features independent of the labels give chance."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (600,), generator=g)
+    basis = torch.randn(3, 16, generator=g)
+    held = torch.nn.functional.one_hot(labels, 3).float() @ basis
+    held = held + 0.3 * torch.randn(600, 16, generator=g)
+    assert probe_accuracy(held, labels, 3) == 1.0
+    unrelated = torch.randn(600, 16, generator=g)
+    assert abs(probe_accuracy(unrelated, labels, 3) - 1 / 3) < 0.1
+    # a bare constant: the probe can only guess one class
+    assert probe_accuracy(torch.ones(600, 4), labels, 3) < 0.45
+    assert math.isnan(probe_accuracy(torch.ones(1, 4), labels[:1], 3))  # too few samples
 
 
 @pytest.mark.parametrize(
