@@ -22,6 +22,14 @@ def _fail(message: str) -> None:
     raise ValueError(message)
 
 
+def _check_coefs(section: str, cfg: object, names: tuple[str, ...]) -> None:
+    """Loss coefficients must be finite and >= 0 (``section``: "ppo" or "impala")."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            _fail(f"{section}.{name.replace('_', '-')} must be finite and >= 0, got {value}")
+
+
 @dataclass(frozen=True)
 class PPOConfig:
     """Proximal policy optimisation (Schulman et al. 2017) with recurrent cores."""
@@ -52,10 +60,7 @@ class PPOConfig:
             _fail(f"ppo.gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.bptt is not None and self.bptt < 1:
             _fail(f"ppo.bptt must be >= 1, got {self.bptt}")
-        for name in ("ent_coef", "vf_coef"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                _fail(f"ppo.{name.replace('_', '-')} must be finite and >= 0, got {value}")
+        _check_coefs("ppo", self, ("ent_coef", "vf_coef"))
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,7 @@ class IMPALAConfig:
         for name in ("clip_rho", "clip_pg_rho", "clip_c"):
             if getattr(self, name) <= 0:
                 _fail(f"impala.{name} must be > 0")
-        for name in ("ent_coef", "baseline_coef"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                _fail(f"impala.{name.replace('_', '-')} must be finite and >= 0, got {value}")
+        _check_coefs("impala", self, ("ent_coef", "baseline_coef"))
         if self.num_actors < 0 or self.envs_per_actor < 1 or self.queue_size < 2:
             _fail("impala.num_actors >= 0, envs_per_actor >= 1 and queue_size >= 2 required")
 
