@@ -1,96 +1,21 @@
-"""The actor-critic: encoder -> recurrent core (rlgate.cores) -> policy and value heads.
+"""The actor-critic: encoder -> core (rlgate.cores) -> policy and value heads.
 
-Only the core differs between runs. The encoder takes the observation plus the previous action
-and reward (paper.md section 2): a one-hot grid view ("image" with values in {0, 1}, the
-rlgate grid tasks) is flattened as it is; a minigrid view ("image" of (object, colour, state)
-codes) is one-hot encoded per channel; "direction" is one-hot encoded.
+Only the core differs between runs. The encoder is chosen from the observation space
+(``rlgate.agents.encoders``) and also takes the previous action and reward; the policy head
+parameterises the action space's distribution (``rlgate.agents.distributions``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlgate.cores import make_core
-
-# minigrid's code ranges: objects 0..10, colours 0..5, states 0..2
-MINIGRID_CODES = (11, 6, 3)
-
-
-def _reward_feature(r: Tensor) -> Tensor:
-    return torch.sign(r) * torch.log1p(r.abs())  # squashes the 10-point match reward
-
-
-class ObsEncoder(nn.Module):
-    """Observation + previous action and reward -> [.., out_size] features.
-
-    One affine map of [image, one_hot(prev_action), f(prev_reward), one_hot(direction)] and a
-    ReLU. A minigrid code image enters as the per-channel one-hot of its codes, written with one
-    ``scatter_`` (a dense matmul beats ``embedding_bag``'s CPU backward here).
-
-    Args:
-        space: the env's single observation space (a Dict with "image" and maybe "direction").
-        num_actions: size of the discrete action space.
-        out_size: feature size.
-    """
-
-    def __init__(self, space: gym.spaces.Dict, num_actions: int, out_size: int):
-        super().__init__()
-        image = space["image"]
-        self.binary = bool((image.high == 1).all())
-        if not self.binary and image.shape[-1] != len(MINIGRID_CODES):
-            raise ValueError(f"unsupported image observation {image}")
-        cells = int(image.shape[0] * image.shape[1])
-        self.cells = cells
-        self.has_direction = "direction" in space.spaces
-        self.num_actions = num_actions
-        extra = num_actions + 1 + (4 if self.has_direction else 0)
-        if self.binary:
-            image_size = cells * int(image.shape[-1])
-        else:
-            image_size = cells * sum(MINIGRID_CODES)
-            offsets = torch.tensor([0, MINIGRID_CODES[0], MINIGRID_CODES[0] + MINIGRID_CODES[1]])
-            base = torch.arange(cells)[:, None] * sum(MINIGRID_CODES) + offsets  # [cells, 3]
-            self.register_buffer("_rows", base, persistent=False)
-        self.image_size = image_size
-        self.channels = image_size // cells
-        self.image = nn.Linear(image_size, out_size, bias=False)
-        self.extra = nn.Linear(extra, out_size)
-        bound = 1.0 / (image_size + extra) ** 0.5  # nn.Linear's init over the whole input
-        for w in (self.image.weight, self.extra.weight, self.extra.bias):
-            nn.init.uniform_(w, -bound, bound)
-
-    def view(self, obs: dict[str, Tensor]) -> Tensor:
-        """The view as per-cell one-hot channels: [T, B, cells, channels] float (the grid's
-        own channels, or the one-hot of minigrid's object, colour and state codes)."""
-        image = obs["image"]
-        lead = image.shape[:2]
-        if self.binary:
-            return image.reshape(*lead, self.cells, -1).float()
-        rows = self._rows + image.long().reshape(*lead, -1, len(MINIGRID_CODES))
-        one_hot = torch.zeros(*lead, self.image_size, device=image.device)
-        one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
-        return one_hot.reshape(*lead, self.cells, -1)
-
-    def embed(
-        self, view: Tensor, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor
-    ) -> Tensor:
-        """``view`` (from ``view(obs)``), the rest of obs, prev_action and prev_reward [T, B]
-        -> [T, B, out_size]."""
-        x = self.image(view.flatten(-2))
-        feats = [
-            F.one_hot(prev_action, self.num_actions).float(),
-            _reward_feature(prev_reward).unsqueeze(-1),
-        ]
-        if self.has_direction:
-            feats.append(F.one_hot(obs["direction"].long(), 4).float())
-        return torch.relu(x + self.extra(torch.cat(feats, dim=-1)))
-
-    def forward(self, obs: dict[str, Tensor], prev_action: Tensor, prev_reward: Tensor) -> Tensor:
-        """obs: [T, B, ...] tensors; prev_action, prev_reward: [T, B] -> [T, B, out_size]."""
-        return self.embed(self.view(obs), obs, prev_action, prev_reward)
+from rlgate.agents.distributions import make_action_dist
+from rlgate.agents.encoders import ObsEncoder
+from rlgate.cores import CORES, make_core
 
 
 def _head(hidden: int, features: int, width: int, out: int) -> nn.Module:
@@ -110,11 +35,11 @@ def _init_last(head: nn.Module, gain: float) -> None:
 
 
 class ActorCritic(nn.Module):
-    """Encoder -> core -> (policy logits, value).
+    """Encoder -> core -> (policy outputs, value).
 
     Args:
         obs_space: single observation space of the env.
-        num_actions: number of discrete actions.
+        action_space: single action space of the env.
         core: a key of rlgate.cores.CORES.
         hidden_size: core size H.
         encoder_size: feature size fed to the core.
@@ -139,8 +64,8 @@ class ActorCritic(nn.Module):
 
     def __init__(
         self,
-        obs_space: gym.spaces.Dict,
-        num_actions: int,
+        obs_space: gym.Space,
+        action_space: gym.Space,
         core: str,
         hidden_size: int = 128,
         encoder_size: int = 128,
@@ -148,16 +73,25 @@ class ActorCritic(nn.Module):
         head_size: int = 0,
         view_gate: bool = False,
         policy_gain: float = 0.01,
+        observation_kinds: dict[str, str] | None = None,
     ):
         super().__init__()
         if view_gate and not head_size:
             raise ValueError("view_gate needs head_size > 0")
-        self.encoder = ObsEncoder(obs_space, num_actions, encoder_size)
+        self.action_dist = make_action_dist(action_space)
+        self.encoder = ObsEncoder(
+            obs_space, self.action_dist.feature_size, encoder_size, observation_kinds
+        )
+        if view_gate and not self.encoder.has_view:
+            raise ValueError(
+                "view-gate needs a grid view in the observation (the rlgate grid tasks, "
+                "minigrid); this env has none"
+            )
         self.core = make_core(core, encoder_size, hidden_size, **(core_options or {}))
         self.head_size = head_size
         self.view_gate = view_gate
         features = self.encoder.image_size if view_gate else encoder_size
-        self.policy = _head(hidden_size, features, head_size, num_actions)
+        self.policy = _head(hidden_size, features, head_size, self.action_dist.param_size)
         self.value = _head(hidden_size, features, head_size, 1)
         # after both heads exist: the same random draws, in the same order, as before heads
         # could be MLPs (same seed, same initial parameters)
@@ -173,14 +107,15 @@ class ActorCritic(nn.Module):
         """Run over an unroll.
 
         Args:
-            obs: dict of [T, B, ...]; prev_action [T, B] long; prev_reward [T, B];
+            obs: dict of [T, B, ...]; prev_action [T, B, *action shape]; prev_reward [T, B];
             is_first [T, B] bool (the core resets there); state: core state before step 0.
 
         Returns:
-            (logits [T, B, A], values [T, B], final core state).
+            (policy outputs [T, B, P] (the parameters of ``action_dist``), values [T, B],
+            final core state).
         """
         view = self.encoder.view(obs)
-        x = self.encoder.embed(view, obs, prev_action, prev_reward)
+        x = self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
         y, state = self.core(x, state, is_first)
         if self.view_gate:
             gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
@@ -190,5 +125,29 @@ class ActorCritic(nn.Module):
         return self.policy(y), self.value(y).squeeze(-1), state
 
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:
-        """Encoder output for one step, [B, encoder_size] (for gate diagnostics)."""
-        return self.encoder(obs, prev_action, prev_reward)
+        """The core's input, [T, B, encoder_size] (for gate diagnostics)."""
+        view = self.encoder.view(obs)
+        return self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
+
+
+def build_model(cfg, env) -> ActorCritic:
+    """The actor-critic a TrainConfig describes, for a batched env (its spaces, the kinds it
+    declares for its observation entries, its episode length for the chrono init)."""
+    core_options: dict[str, Any] = {"backend": cfg.backend}
+    if CORES[cfg.core].init == "chrono":
+        t_max = cfg.chrono_t_max or getattr(env, "max_episode_steps", None) or 100.0
+        core_options["chrono_t_max"] = max(float(t_max), 3.0)
+    if CORES[cfg.core].master:
+        core_options["chunk_size"] = cfg.chunk_size
+    return ActorCritic(
+        env.single_observation_space,
+        env.single_action_space,
+        cfg.core,
+        cfg.hidden_size,
+        cfg.encoder_size,
+        core_options,
+        cfg.head_size,
+        cfg.view_gate,
+        cfg.policy_init_gain,
+        getattr(env, "observation_kinds", None),
+    )

@@ -29,7 +29,9 @@ _FIELDS = (
     "logp",
     "values",
     "rewards",
-    "dones",
+    "terminated",
+    "truncated",
+    "final_values",
     "bootstrap_value",
 )
 
@@ -57,18 +59,7 @@ def _read(slot: dict[str, torch.Tensor], version: int, device) -> Rollout:
     obs = {k[4:]: v for k, v in get.items() if k.startswith("obs.")}
     states = [tuple(get[k] for k in sorted(get) if k.startswith("state."))]
     return Rollout(
-        obs,
-        get["prev_action"],
-        get["prev_reward"],
-        get["is_first"],
-        get["actions"],
-        get["logp"],
-        get["values"],
-        get["rewards"],
-        get["dones"],
-        states,
-        get["bootstrap_value"],
-        version,
+        obs=obs, states=states, param_version=version, **{name: get[name] for name in _FIELDS}
     )
 
 
@@ -77,7 +68,7 @@ def _actor_main(
 ) -> None:
     from rlgate.config import TrainConfig
     from rlgate.envs import make_vec
-    from rlgate.train import build_model
+    from rlgate.agents.actor_critic import build_model
 
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict(cfg_dict)

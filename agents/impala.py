@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
@@ -17,37 +18,41 @@ from rlgate.returns import vtrace
 
 
 def impala_loss(
-    logits: Tensor,
+    dist: Distribution,
     values: Tensor,
-    bootstrap_value: Tensor,
+    next_values: Tensor,
     actions: Tensor,
     behaviour_logp: Tensor,
     rewards: Tensor,
-    discounts: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
     cfg: IMPALAConfig,
 ) -> dict[str, Tensor]:
     """Policy-gradient, baseline and entropy terms with V-trace targets.
 
     Args:
-        logits: [T, B, A]; values: [T, B]; bootstrap_value: [B] (all from the learner's
-            parameters); actions, behaviour_logp, rewards, discounts: [T, B].
+        dist: the learner's action distribution at every step; values: [T, B]; next_values:
+            V after each step, [T, B] (``rlgate.returns``); actions: [T, B, *action shape];
+            behaviour_logp, rewards, terminated, truncated: [T, B].
     """
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    logp = dist.log_prob(actions)
     log_rhos = logp.detach() - behaviour_logp
     vt = vtrace(
         log_rhos,
-        discounts,
         rewards,
         values.detach(),
-        bootstrap_value.detach(),
+        next_values.detach(),
+        terminated,
+        truncated,
+        gamma,
         cfg.clip_rho,
         cfg.clip_pg_rho,
         cfg.clip_c,
     )
     policy = -(vt.pg_advantages * logp).mean()
     baseline = 0.5 * (vt.vs - values).pow(2).mean()
-    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    entropy = dist.entropy().mean()
     return {
         "policy": policy,
         "value": baseline,
@@ -60,18 +65,21 @@ class IMPALA(Learner):
     """The V-trace learner: one gradient step per unroll (constructor: see ``Learner``)."""
 
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
-        logits, values, _ = self.model(
+        params, values, _ = self.model(
             r.obs, r.prev_action, r.prev_reward, r.is_first, r.states[0]
         )  # T + 1 steps
-        discounts = self.gamma * (~r.dones).float()
+        # truncated episodes bootstrap from the acting parameters' value of their final
+        # observation (the learner has no core state there to recompute it from)
         out = impala_loss(
-            logits[:-1],
+            self.model.action_dist.dist(params[:-1]),
             values[:-1],
-            values[-1],
+            r.next_values(values[:-1], values[-1]),
             r.actions,
             r.logp,
             r.rewards * self.reward_scale,
-            discounts,
+            r.terminated,
+            r.truncated,
+            self.gamma,
             self.cfg,
         )
         loss = (

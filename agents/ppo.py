@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
@@ -13,7 +14,7 @@ from rlgate.returns import gae
 
 
 def ppo_loss(
-    logits: Tensor,
+    dist: Distribution,
     values: Tensor,
     actions: Tensor,
     old_logp: Tensor,
@@ -25,22 +26,22 @@ def ppo_loss(
     """The clipped surrogate, value loss and entropy of one minibatch.
 
     Args:
-        logits: [T, B, A]; values: [T, B]; actions, old_logp, advantages, returns: [T, B].
+        dist: the policy's action distribution at every step (log_prob and entropy [T, B]);
+        values: [T, B]; actions: [T, B, *action shape]; old_logp, advantages, returns: [T, B].
         adv_stats: (mean, std) to normalise the advantages with; default: this minibatch's
             (data-parallel PPO passes those of the minibatch over all ranks).
 
     Returns:
         dict with "policy", "value", "entropy", "approx_kl", "clip_fraction" (scalars).
     """
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    logp = dist.log_prob(actions)
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     mean, std = adv_stats if adv_stats is not None else (advantages.mean(), advantages.std())
     adv = (advantages - mean) / (std + 1e-8)
     policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     value = 0.5 * (values - returns).pow(2).mean()
-    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    entropy = dist.entropy().mean()
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
@@ -93,9 +94,17 @@ class PPO(Learner):
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
         cfg, t_len = self.cfg, r.length
         chunk = cfg.bptt or t_len
-        discounts = self.gamma * (~r.dones).float()
+        # final values are the model's, learned on scaled rewards: they need no scaling
         rewards = r.rewards * self.reward_scale
-        advantages, returns = gae(rewards, r.values, r.bootstrap_value, discounts, cfg.gae_lambda)
+        advantages, returns = gae(
+            rewards,
+            r.values,
+            r.next_values(),
+            r.terminated,
+            r.truncated,
+            self.gamma,
+            cfg.gae_lambda,
+        )
         seq = {
             "obs": {k: _sequences(v[:t_len], chunk) for k, v in r.obs.items()},
             "prev_action": _sequences(r.prev_action[:t_len], chunk),
@@ -120,7 +129,7 @@ class PPO(Learner):
             perm = torch.randperm(num_seq, generator=generator, device=r.actions.device)
             for m in range(cfg.num_minibatches):
                 idx = perm[m * per_mb : (m + 1) * per_mb]
-                logits, values, _ = self.model(
+                params, values, _ = self.model(
                     {k: v[:, idx] for k, v in seq["obs"].items()},
                     seq["prev_action"][:, idx],
                     seq["prev_reward"][:, idx],
@@ -128,7 +137,7 @@ class PPO(Learner):
                     tuple(s[idx] for s in start),
                 )
                 out = ppo_loss(
-                    logits,
+                    self.model.action_dist.dist(params),
                     values,
                     seq["actions"][:, idx],
                     seq["logp"][:, idx],

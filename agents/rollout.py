@@ -2,7 +2,9 @@
 
 Storage is time-major ([T, B, ...]) with ``is_first`` and the core state at the start of the
 unroll (and at every ``chunk`` steps, for truncated BPTT). Observations hold T + 1 steps: the
-last is where the next unroll starts, used for the bootstrap value.
+last is where the next unroll starts, used for the bootstrap value. Where a time limit
+truncated an episode, the value of its final observation (before the same-step reset), from
+the core state before the reset, is stored too: the returns bootstrap from it.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import torch
 from torch import Tensor
 
 from rlgate.agents.actor_critic import ActorCritic
+from rlgate.returns import next_state_values
 
 
 @dataclass
 class Rollout:
     """One unroll of N envs, time-major.
 
-    obs: dict of [T + 1, B, ...]; prev_action, prev_reward, is_first: [T + 1, B];
-    actions, logp (behaviour log-prob), values, rewards, dones: [T, B];
+    obs: dict of [T + 1, B, ...]; prev_action [T + 1, B, *action shape]; prev_reward,
+    is_first: [T + 1, B]; actions [T, B, *action shape] (the policy's samples, unclipped);
+    logp (behaviour log-prob), values, rewards, terminated, truncated: [T, B];
+    final_values: V(final observation) where truncated, else 0, [T, B];
     states: core states at steps 0, chunk, 2 * chunk, ... (tuples of [B, H]);
     bootstrap_value: V(x_T) under the acting parameters, [B];
     param_version: learner update count of the parameters that acted.
@@ -34,7 +39,9 @@ class Rollout:
     logp: Tensor
     values: Tensor
     rewards: Tensor
-    dones: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    final_values: Tensor
     states: list[tuple[Tensor, ...]]
     bootstrap_value: Tensor
     param_version: int = 0
@@ -42,6 +49,18 @@ class Rollout:
     @property
     def length(self) -> int:
         return self.actions.shape[0]
+
+    @property
+    def dones(self) -> Tensor:
+        """[T, B]: the episode ended at step t (either way)."""
+        return self.terminated | self.truncated
+
+    def next_values(self, values: Tensor | None = None, bootstrap: Tensor | None = None) -> Tensor:
+        """V after each step ([T, B], ``rlgate.returns``' next_values) from ``values`` and
+        ``bootstrap`` (default: the acting ones) and the stored final values."""
+        values = self.values if values is None else values
+        bootstrap = self.bootstrap_value if bootstrap is None else bootstrap
+        return next_state_values(values, bootstrap, self.truncated, self.final_values)
 
 
 @dataclass
@@ -55,11 +74,10 @@ class EpisodeLog:
         return int(self.stats["return"].numel()) if self.stats else 0
 
 
-def pick_actions(probs: Tensor, greedy: bool, generator: torch.Generator | None) -> Tensor:
-    """One action per row of probs [B, A]: the most likely (greedy), or sampled -> [B]."""
-    if greedy:
-        return probs.argmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+def _where_first(is_first: Tensor, fresh, x: Tensor) -> Tensor:
+    """x [N, ...] with the rows where is_first [N] replaced by ``fresh``."""
+    mask = is_first.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(mask, fresh, x)
 
 
 class RolloutWorker:
@@ -92,25 +110,29 @@ class RolloutWorker:
         n = env.num_envs
         self.obs = obs
         self.is_first = info["is_first"]
-        self.prev_action = torch.zeros(n, dtype=torch.long, device=self.device)
+        dist = model.action_dist
+        self.prev_action = torch.zeros(n, *dist.shape, dtype=dist.dtype, device=self.device)
         self.prev_reward = torch.zeros(n, device=self.device)
         self.state = model.initial_state(n, self.device)
 
     @torch.no_grad()
     def collect(self, param_version: int = 0) -> tuple[Rollout, EpisodeLog]:
         t_len, n, dev = self.length, self.env.num_envs, self.device
+        dist = self.model.action_dist
         obs_buf = {
             k: torch.empty((t_len + 1, *v.shape), dtype=v.dtype, device=dev)
             for k, v in self.obs.items()
         }
-        prev_a = torch.empty(t_len + 1, n, dtype=torch.long, device=dev)
+        prev_a = torch.empty(t_len + 1, *self.prev_action.shape, dtype=dist.dtype, device=dev)
         prev_r = torch.empty(t_len + 1, n, device=dev)
         first = torch.empty(t_len + 1, n, dtype=torch.bool, device=dev)
-        actions = torch.empty(t_len, n, dtype=torch.long, device=dev)
+        actions = torch.empty(t_len, *self.prev_action.shape, dtype=dist.dtype, device=dev)
         logp = torch.empty(t_len, n, device=dev)
         values = torch.empty(t_len, n, device=dev)
         rewards = torch.empty(t_len, n, device=dev)
-        dones = torch.empty(t_len, n, dtype=torch.bool, device=dev)
+        terminated = torch.empty(t_len, n, dtype=torch.bool, device=dev)
+        truncated = torch.empty(t_len, n, dtype=torch.bool, device=dev)
+        final_values = torch.zeros(t_len, n, device=dev)
         states, finished = [], []
         for t in range(t_len + 1):
             for k, v in self.obs.items():
@@ -127,18 +149,19 @@ class RolloutWorker:
                 break
             if t % self.chunk == 0:
                 states.append(tuple(s.clone() for s in self.state))
-            logits, value, self.state = self.model(*step_in, self.state)
-            probs = torch.softmax(logits[0], dim=-1)
-            action = pick_actions(probs, self.greedy, self.generator)
+            params, value, self.state = self.model(*step_in, self.state)
+            action = dist.sample(params[0], self.generator, self.greedy)
             actions[t] = action
-            logp[t] = torch.log(probs.gather(1, action[:, None]).squeeze(1).clamp_min(1e-12))
+            logp[t] = dist.dist(params[0]).log_prob(action)
             values[t] = value[0]
-            self.obs, reward, _, _, info = self.env.step(action)
+            self.obs, reward, term, trunc, info = self.env.step(dist.env_action(action))
+            rewards[t], terminated[t], truncated[t] = reward, term, trunc
+            if "final_obs" in info:  # a time limit cut some episode: bootstrap from its end
+                final_values[t] = torch.where(trunc, self._final_value(info, action, reward), 0.0)
             done = info["done"]
-            rewards[t], dones[t] = reward, done
             self.is_first = info["is_first"]
             # previous action and reward start over with each episode
-            self.prev_action = torch.where(self.is_first, 0, action)
+            self.prev_action = _where_first(self.is_first, 0, action)
             self.prev_reward = torch.where(self.is_first, 0.0, reward)
             if bool(done.any()):
                 finished.append({k: v[done].cpu() for k, v in info["episode"].items()})
@@ -146,17 +169,27 @@ class RolloutWorker:
         if finished:
             stats = {k: torch.cat([f[k] for f in finished]).float() for k in finished[0]}
         rollout = Rollout(
-            obs_buf,
-            prev_a,
-            prev_r,
-            first,
-            actions,
-            logp,
-            values,
-            rewards,
-            dones,
-            states,
-            bootstrap,
-            param_version,
+            obs=obs_buf,
+            prev_action=prev_a,
+            prev_reward=prev_r,
+            is_first=first,
+            actions=actions,
+            logp=logp,
+            values=values,
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            final_values=final_values,
+            states=states,
+            bootstrap_value=bootstrap,
+            param_version=param_version,
         )
         return rollout, EpisodeLog(stats)
+
+    def _final_value(self, info, action: Tensor, reward: Tensor) -> Tensor:
+        """V(final observation) [N] from the state before the reset (every copy; read where
+        truncated)."""
+        final = {k: v.unsqueeze(0) for k, v in info["final_obs"].items()}
+        not_first = torch.zeros(1, self.env.num_envs, dtype=torch.bool, device=self.device)
+        _, value, _ = self.model(final, action[None], reward[None], not_first, self.state)
+        return value[0]

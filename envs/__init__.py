@@ -7,7 +7,8 @@
 
 Tasks (``ENVS``): PassiveMatch and ActiveMatch (paper.md section 2), TMaze, and MemoryS7..S17
 (a tensor clone of minigrid's MemoryEnv). Any other gymnasium id, every minigrid id included,
-runs through gymnasium's vector envs behind the same API. Importing this package registers the
+runs through gymnasium's vector envs behind the same API (``module:EnvId`` imports the module
+that registers it first). Importing this package registers the
 ``rlgate/`` ids with gymnasium (as minigrid does), so ``gymnasium.make("rlgate/TMaze-v0")``
 gives a standard single env with numpy observations.
 """
@@ -59,8 +60,51 @@ def _check(cls: type, fixed: dict[str, Any], options: dict[str, Any]) -> None:
     check_options(cls, options)
 
 
+#: id prefix -> the package that registers those ids when imported, and how to install it
+ID_PACKAGES = {
+    "MiniGrid-": ("minigrid", "pip install minigrid"),
+    "BabyAI-": ("minigrid", "pip install minigrid"),
+    "popgym-": ("popgym", 'pip install -e ".[popgym]"'),
+}
+
+
+def resolve_id(env_id: str) -> str:
+    """Import what registers ``env_id`` and return the id to look up.
+
+    ``module:EnvId`` imports ``module`` first (gymnasium's form, how users register their own
+    envs); ids of minigrid and popgym import those packages.
+
+    Raises:
+        ValueError: the module can't be imported, or the id is not registered.
+    """
+    import importlib
+
+    if ":" in env_id:
+        module, _, name = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"env {env_id!r}: cannot import module {module!r}: {err}") from None
+        env_id = name
+    for prefix, (package, install) in ID_PACKAGES.items():
+        if env_id.startswith(prefix):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise ValueError(
+                    f"env {env_id!r} needs the package {package!r}: {install}"
+                ) from None
+    if env_id not in ENVS and env_id not in gym.registry:
+        raise ValueError(
+            f"unknown env {env_id!r}; valid envs: {', '.join(ENVS)}, any registered gymnasium "
+            "id (e.g. CartPole-v1, MiniGrid-MemoryS7-v0, popgym-RepeatPreviousEasy-v0), or "
+            "module:EnvId"
+        )
+    return env_id
+
+
 def make_vec(
-    env_id: str,
+    env_id,
     num_envs: int,
     device: torch.device | str = "cpu",
     seed: int | None = None,
@@ -69,28 +113,31 @@ def make_vec(
     """The batched env for ``env_id``: torch tensors in and out on ``device``.
 
     Args:
-        env_id: a key of ``ENVS`` (tensor tasks, stepped on ``device``) or any gymnasium id
-            such as "MiniGrid-MemoryS7-v0" (gymnasium vector env, converted to tensors).
+        env_id: a key of ``ENVS`` (tensor tasks, stepped on ``device``), any registered
+            gymnasium id such as "MiniGrid-MemoryS7-v0" or "CartPole-v1", or "module:EnvId"
+            (gymnasium vector env, converted to tensors); or, from Python, a function that
+            returns a ``gymnasium.Env``, a ``gymnasium.vector.VectorEnv`` or a batched env
+            (returned as it is).
         num_envs: number of copies N (>= 1).
         device: "cpu", "cuda", "cuda:1", ...
         seed: RNG seed; the same seed gives the same trajectories on CPU.
-        **options: the task's options (e.g. ``delay`` for the Match tasks).
+        **options: the task's options (e.g. ``delay`` for the Match tasks), or keyword
+            arguments of ``gymnasium.make``.
 
     Raises:
-        ValueError: unknown id or option, invalid option value, num_envs or device.
+        ValueError: unknown id or option, invalid option value, num_envs or device, or a space
+            rlgate can't encode or act in.
     """
+    if not isinstance(env_id, str):
+        if hasattr(env_id, "single_observation_space") and hasattr(env_id, "device"):
+            return env_id  # already a batched env
+        return GymVectorEnv(env_id, num_envs, device=device, seed=seed, **options)
+    env_id = resolve_id(env_id)
     if env_id in ENVS:
         cls, fixed = ENVS[env_id]
         _check(cls, fixed, options)
         return cls(num_envs=num_envs, device=device, seed=seed, **fixed, **options)
-    if env_id.startswith("MiniGrid-") or env_id.startswith("BabyAI-"):
-        import minigrid  # noqa: F401  (registers minigrid's ids)
-    if env_id in gym.registry:
-        return GymVectorEnv(env_id, num_envs, device=device, seed=seed, **options)
-    raise ValueError(
-        f"unknown env {env_id!r}; valid envs: {', '.join(ENVS)}, or any gymnasium id "
-        "(e.g. MiniGrid-MemoryS7-v0)"
-    )
+    return GymVectorEnv(env_id, num_envs, device=device, seed=seed, **options)
 
 
 for _env_id in ENVS:

@@ -10,7 +10,15 @@ the same step: when copy b ends at a step, the returned obs[b] is the first obse
 next episode and ``info["is_first"][b]`` is True (the reset signal of rlgate's cores).
 ``info["done"]`` marks the copies whose episode ended, and ``info["episode"]`` holds that
 episode's statistics ("return", "length", "success", and task extras), valid where done
-(an empty dict on steps where no episode ended).
+(an empty dict on steps where no episode ended; "success" is NaN for an env that does not
+say what success is). On a step where a time limit truncated some episode,
+``info["final_obs"]`` holds the last observation of each truncated episode, before the
+reset (valid where truncated): the agent bootstraps its value from it.
+
+Observations are flat dicts, one entry per leaf of ``single_observation_space``
+(``rlgate.envs.spaces``). ``observation_kinds`` ({entry: kind}) declares what an entry is
+where its space alone does not say it (the grid tasks' "image" is a one-hot "grid" view),
+so that the agent picks the right encoder.
 """
 
 from __future__ import annotations
@@ -82,6 +90,8 @@ class TensorEnv:
     single_observation_space: gym.spaces.Dict
     single_action_space: gym.spaces.Discrete
     stat_keys: tuple[str, ...] = ()
+    #: entry -> encoder kind, for entries whose space does not say what they are
+    observation_kinds: dict[str, str] = {}  # noqa: RUF012 (read-only by convention)
 
     def __init__(
         self,
@@ -129,6 +139,8 @@ class TensorEnv:
                 **{key: st[key].clone() for key in keys},
             }
         if self.autoreset:
+            if bool(truncated.any()):
+                info["final_obs"] = self._observe()
             if any_done:
                 st["episode_return"].masked_fill_(done, 0.0)
                 st["episode_length"].masked_fill_(done, 0)

@@ -40,6 +40,8 @@ class GridEnv(TensorEnv):
     Subclasses call ``_init_grid(rows, cols, num_colours)`` in their constructor.
     """
 
+    observation_kinds = {"image": "grid"}  # noqa: RUF012 (one-hot channels per cell)
+
     def _init_grid(self, rows: int, cols: int, num_colours: int) -> None:
         self.rows, self.cols = rows, cols
         self.num_channels = COLOUR + num_colours

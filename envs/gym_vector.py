@@ -1,12 +1,17 @@
-"""Any gymnasium environment (minigrid's included) behind rlgate's batched tensor API.
+"""Any gymnasium environment (minigrid's and popgym's included) behind rlgate's batched API.
 
 Runs gymnasium's own vector env (``SyncVectorEnv`` or ``AsyncVectorEnv``) in same-step
-autoreset mode and converts to torch tensors on ``device``. Dict observations keep their array
-entries (minigrid's "image" and "direction"; the constant "mission" string is dropped).
+autoreset mode and converts to torch tensors on ``device``. Observations become flat dicts of
+tensors (``rlgate.envs.spaces``); a Dict's text entries (minigrid's "mission") are removed.
+An episode's success is what the env reports in its last step's info (``info["success"]`` or
+``info["is_success"]``, the gymnasium-robotics convention); minigrid's envs, which report
+none, succeed when they terminate with a positive reward; otherwise success is NaN (not
+logged).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -15,66 +20,110 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
-from rlgate.envs.base import check_actions, resolve_device
+from rlgate.envs import minigrid_tasks
+from rlgate.envs.base import resolve_device
+from rlgate.envs.spaces import check_action_space, flatten_obs, flatten_space, text_keys
 
 VECTORIZATION = ("sync", "async")
+SUCCESS_KEYS = ("success", "is_success")
 
 
-def _array_keys(space: gym.Space) -> list[str] | None:
-    if not isinstance(space, gym.spaces.Dict):
-        return None
-    arrays = (gym.spaces.Box, gym.spaces.Discrete)
-    return [k for k, s in space.spaces.items() if isinstance(s, arrays)]
+def _without_text(env: gym.Env) -> gym.Env:
+    keys = text_keys(env.observation_space)
+    if not keys:
+        return env
+    kept = [k for k in env.observation_space.spaces if k not in keys]
+    return gym.wrappers.FilterObservation(env, kept)
 
 
 class GymVectorEnv:
-    """Batched tensor API over ``gymnasium.vector`` for a registered gymnasium id.
+    """Batched tensor API over ``gymnasium.vector``.
 
     Args:
-        env_id: a gymnasium id, e.g. "MiniGrid-MemoryS7-v0".
-        num_envs: N copies; device: where tensors go; seed: seeds copy b with seed + b.
+        env: a gymnasium id (e.g. "MiniGrid-MemoryS7-v0"), a function that returns a
+            ``gymnasium.Env``, or a ``gymnasium.vector.VectorEnv`` made with
+            ``autoreset_mode=AutoresetMode.SAME_STEP``.
+        num_envs: N copies (ignored for a VectorEnv, which has its own).
+        device: where tensors go; seed: seeds copy b with seed + b.
         vectorization: "sync" (one process) or "async" (one subprocess per copy).
-        **kwargs: passed to ``gymnasium.make``.
+        **kwargs: passed to ``gymnasium.make`` (an id only).
+
+    Raises:
+        ValueError: invalid arguments; UnsupportedSpace (a ValueError) for a space rlgate has
+            no encoder or distribution for.
     """
 
     def __init__(
         self,
-        env_id: str,
-        num_envs: int,
+        env: str | Callable[[], gym.Env] | gym.vector.VectorEnv,
+        num_envs: int = 1,
         device: torch.device | str = "cpu",
         seed: int | None = None,
         vectorization: str = "sync",
         **kwargs: Any,
     ):
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if vectorization not in VECTORIZATION:
             raise ValueError(f"vectorization must be one of {VECTORIZATION}, got {vectorization!r}")
         self.device = resolve_device(device)
-        self.num_envs, self.seed = num_envs, seed
-        probe = gym.make(env_id, **kwargs)
-        keys = _array_keys(probe.observation_space)
-        probe.close()
+        self.seed = seed
+        if isinstance(env, gym.vector.VectorEnv):
+            mode = env.metadata.get("autoreset_mode")
+            if mode != AutoresetMode.SAME_STEP:
+                raise ValueError(
+                    "a vector env must reset in the same step: make it with "
+                    f"autoreset_mode=AutoresetMode.SAME_STEP (it has {mode})"
+                )
+            self.env = env
+            self.num_envs = env.num_envs
+            # a sync vector env's copies can be asked what they are; an async one's cannot
+            probe = env.envs[0] if isinstance(env, gym.vector.SyncVectorEnv) else None
+            self.observation_kinds = minigrid_tasks.observation_kinds(probe) if probe else {}
+            self._minigrid = probe is not None and minigrid_tasks.is_minigrid(probe)
+            self.max_episode_steps = None
+        else:
+            if not isinstance(num_envs, int) or num_envs < 1:
+                raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+            self.num_envs = num_envs
+            if isinstance(env, str):
+                env_id = env
 
-        def make():
-            env = gym.make(env_id, **kwargs)
-            return gym.wrappers.FilterObservation(env, keys) if keys is not None else env
+                def make():
+                    return _without_text(gym.make(env_id, **kwargs))
+            else:
+                if kwargs:
+                    raise ValueError("env options go to gymnasium.make: pass an id, not a function")
+                factory = env
 
-        cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
-        self.env = cls([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+                def make():
+                    return _without_text(factory())
+
+            try:
+                probe = make()
+            except (TypeError, ImportError, gym.error.Error) as err:
+                # an option the env does not take, a missing dependency of the env
+                raise ValueError(f"cannot make env {env!r}: {err}") from None
+            self.observation_kinds = minigrid_tasks.observation_kinds(probe)
+            self._minigrid = minigrid_tasks.is_minigrid(probe)
+            spec = probe.spec
+            self.max_episode_steps = spec.max_episode_steps if spec is not None else None
+            probe.close()
+            cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+            self.env = cls([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        del probe
         self.single_observation_space = self.env.single_observation_space
-        self.single_action_space = self.env.single_action_space
-        self._return = np.zeros(num_envs)
-        self._length = np.zeros(num_envs, dtype=np.int64)
+        self.single_action_space = check_action_space(self.env.single_action_space)
+        flatten_space(self.single_observation_space)  # refuse what no encoder reads, now
+        self._return = np.zeros(self.num_envs)
+        self._length = np.zeros(self.num_envs, dtype=np.int64)
 
     @property
     def num_actions(self) -> int:
+        """Discrete action spaces: the number of actions."""
         return int(self.single_action_space.n)
 
     def _tensors(self, obs) -> dict[str, Tensor]:
-        if not isinstance(obs, dict):
-            obs = {"obs": obs}
-        return {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
+        flat = flatten_obs(obs, self.single_observation_space)
+        return {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in flat.items()}
 
     def reset(self, seed: int | None = None):
         seed = self.seed if seed is None else seed
@@ -84,28 +133,76 @@ class GymVectorEnv:
         first = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         return self._tensors(obs), {"is_first": first}
 
+    def _actions(self, actions) -> np.ndarray:
+        """Validate a batch of actions [N, *shape] of the action space -> numpy."""
+        space, n = self.single_action_space, self.num_envs
+        a = torch.as_tensor(actions).detach().cpu()
+        shape = (n, *space.shape)
+        if tuple(a.shape) != shape:
+            raise ValueError(f"actions must have shape {list(shape)}, got {tuple(a.shape)}")
+        if isinstance(space, gym.spaces.Box):
+            if not bool(torch.isfinite(a).all()):
+                raise ValueError("actions must be finite")
+            return a.numpy().astype(space.dtype)
+        if a.dtype.is_floating_point and isinstance(space, gym.spaces.Discrete):
+            raise ValueError(f"actions must be an integer tensor of shape {list(shape)}")
+        arr = a.numpy()
+        if isinstance(space, gym.spaces.Discrete):
+            low, high = int(space.start), int(space.start + space.n - 1)
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            low, high = space.start, space.start + space.nvec - 1
+        else:  # MultiBinary
+            low, high = 0, 1
+        if np.any(arr < low) or np.any(arr > high) or np.any(arr != np.round(arr)):
+            raise ValueError(f"actions out of range: valid actions are {low}..{high}")
+        return arr.astype(space.dtype if space.dtype is not None else np.int64)
+
+    def _success(self, terminated, reward, done, info) -> np.ndarray:
+        final = info.get("final_info", {})
+        for key in SUCCESS_KEYS:
+            if key in final:
+                mask = final.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
+                return np.where(mask, np.asarray(final[key], dtype=np.float32), np.nan)
+        if self._minigrid:
+            return minigrid_tasks.success(terminated, reward).astype(np.float32)
+        return np.full(self.num_envs, np.nan, dtype=np.float32)
+
+    def _final_obs(self, obs, truncated: np.ndarray, info) -> dict[str, Tensor]:
+        """The observations with each truncated copy's last one (before its reset) in place."""
+        space = self.single_observation_space
+        flat = {k: np.array(v, copy=True) for k, v in flatten_obs(obs, space).items()}
+        for b in np.flatnonzero(truncated):
+            for k, v in flatten_obs(info["final_obs"][b], space).items():
+                flat[k][b] = v
+        return {k: torch.as_tensor(v, device=self.device) for k, v in flat.items()}
+
     def step(self, actions):
-        a = check_actions(actions, self.num_envs, self.num_actions, "cpu").numpy()
-        obs, reward, terminated, truncated, _ = self.env.step(a)
+        obs, reward, terminated, truncated, info = self.env.step(self._actions(actions))
+        terminated, truncated = np.asarray(terminated), np.asarray(truncated)
+        reward = np.asarray(reward, dtype=np.float64)
         self._return += reward
         self._length += 1
         done = terminated | truncated
         dev = self.device
-        episode = {
-            "return": torch.as_tensor(self._return.copy(), dtype=torch.float32, device=dev),
-            "length": torch.as_tensor(self._length.copy(), device=dev),
-            "success": torch.as_tensor(terminated & (reward > 0), dtype=torch.float32, device=dev),
-        }
+        out_info: dict[str, Any] = {"episode": {}}
+        if done.any():
+            out_info["episode"] = {
+                "return": torch.as_tensor(self._return.copy(), dtype=torch.float32, device=dev),
+                "length": torch.as_tensor(self._length.copy(), device=dev),
+                "success": torch.as_tensor(self._success(terminated, reward, done, info), device=dev),
+            }
+        if truncated.any():
+            out_info["final_obs"] = self._final_obs(obs, truncated, info)
         self._return[done] = 0
         self._length[done] = 0
         done_t = torch.as_tensor(done, device=dev)
-        info = {"done": done_t, "is_first": done_t, "episode": episode}
+        out_info["done"], out_info["is_first"] = done_t, done_t
         return (
             self._tensors(obs),
             torch.as_tensor(reward, dtype=torch.float32, device=dev),
             torch.as_tensor(terminated, device=dev),
             torch.as_tensor(truncated, device=dev),
-            info,
+            out_info,
         )
 
     def close(self) -> None:

@@ -123,6 +123,8 @@ class MemoryEnv(TensorEnv):
     5 toggle, 6 done; only the first three change anything in this task.
     """
 
+    observation_kinds = {"image": "minigrid"}  # noqa: RUF012 (minigrid's code image)
+
     def __init__(
         self,
         num_envs: int,

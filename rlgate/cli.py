@@ -145,12 +145,13 @@ def _train(args: list[str]) -> int:
         return 130 if result.interrupted else 0
     last = result.history[-1] if result.history else {}
     ret = last.get("charts/episodic_return", float("nan"))
-    succ = last.get("charts/success_rate", float("nan"))
+    succ = last.get("charts/success_rate")
+    success = f", success {succ:.3f}" if succ is not None else ""
     sps = last.get("perf/sps", float("nan"))
     state = "interrupted, checkpoint saved" if result.interrupted else "done"
     print(
         f"rlgate: {state}: {result.global_step} steps ({sps:.0f}/s), {result.updates} updates, "
-        f"recent return {ret:.3f}, success {succ:.3f}; tensorboard --logdir {result.run_dir.parent}"
+        f"recent return {ret:.3f}{success}; tensorboard --logdir {result.run_dir.parent}"
     )
     return 130 if result.interrupted else 0
 

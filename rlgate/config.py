@@ -14,6 +14,8 @@ from typing import Any, Literal
 from rlgate.cores import BACKENDS, CORES
 
 AGENTS = ("ppo", "impala")
+#: the ``env`` of a run that trained on an env given in Python (``rlgate.fit(cfg, env=...)``)
+CUSTOM_ENV = "custom"
 #: --core choices, from the cores registry (tyro lists them in --help and in errors)
 CoreName = Literal[tuple(CORES)]  # type: ignore[valid-type]
 
@@ -102,12 +104,17 @@ class TrainConfig:
     core: CoreName = "ur-lstm"
     """The recurrent core (see `rlgate cores` for what each one is)."""
     env: str = "rlgate/TMaze-v0"
-    """Environment id: rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0, rlgate/TMaze-v0,
-    rlgate/MemoryS7-v0 .. S17, or any gymnasium id (e.g. MiniGrid-MemoryS7-v0)."""
+    """Environment: an rlgate task (rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0,
+    rlgate/TMaze-v0, rlgate/MemoryS7-v0 .. S17), any registered gymnasium id (CartPole-v1,
+    MiniGrid-MemoryS7-v0, popgym-RepeatPreviousEasy-v0 with the popgym extra, ...), or
+    module:EnvId (imports module first, which registers your own env). Observations: Box
+    (vectors and images), Discrete, MultiDiscrete, MultiBinary, Dict and Tuple of these;
+    actions: Discrete, MultiDiscrete, Box, MultiBinary."""
     delay: int | None = None
     """The Match tasks' distractor length (shorthand for --env-option delay=N)."""
     env_option: tuple[str, ...] = ()
-    """Other env options as KEY=VALUE (e.g. length=6 num_colours=3)."""
+    """Env options as KEY=VALUE (e.g. length=6 num_colours=3): an rlgate task's options, or
+    keyword arguments of gymnasium.make for other ids."""
     num_envs: int = 32
     """Environments stepped together (per process: torchrun ranks each step this many)."""
     total_timesteps: int = 300_000

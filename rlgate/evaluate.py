@@ -8,19 +8,26 @@ import torch
 from torch import Tensor
 
 from rlgate import checkpoint as ckpt
-from rlgate.agents.rollout import RolloutWorker, pick_actions
-from rlgate.config import TrainConfig
+from rlgate.agents.rollout import RolloutWorker
+from rlgate.config import CUSTOM_ENV, TrainConfig
 from rlgate.envs import make_vec
-from rlgate.train import build_model, pick_device
+from rlgate.agents.actor_critic import build_model
+from rlgate.train import pick_device
 
 
-def load_policy(path: str, num_envs: int, device: str, seed: int):
-    """The checkpoint's config, its env (num_envs copies) and its model in eval mode, and the
+def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):
+    """The checkpoint's config, its env (num_envs copies; ``env``, as ``rlgate.fit`` takes
+    it, for a run trained on an env given in Python) and its model in eval mode, and the
     device: (cfg, env, model, device)."""
     data = ckpt.load(path)
     cfg = TrainConfig.from_dict({**data["config"], "resume": None})
     dev = pick_device(device)
-    env = make_vec(cfg.env, num_envs, device=dev, seed=seed, **cfg.env_options)
+    if env is None and cfg.env == CUSTOM_ENV:
+        raise ValueError(
+            "this run trained on an env given in Python: evaluate it with "
+            "rlgate.evaluate.evaluate(run, env=...)"
+        )
+    env = make_vec(cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options)
     model = build_model(cfg, env).to(dev)
     try:
         model.load_state_dict(data["model"])
@@ -38,13 +45,15 @@ def evaluate(
     device: str = "auto",
     seed: int = 12345,
     greedy: bool = False,
+    env=None,
 ) -> dict[str, Any]:
-    """Run ``episodes`` episodes of the checkpoint's env with its policy.
+    """Run ``episodes`` episodes of the checkpoint's env (or ``env``) with its policy.
 
     Returns:
-        dict with env, core, episodes, success_rate and mean_return.
+        dict with env, core, episodes, success_rate (NaN for an env that reports no
+        success) and mean_return.
     """
-    cfg, env, model, dev = load_policy(path, num_envs, device, seed)
+    cfg, env, model, dev = load_policy(path, num_envs, device, seed, env)
     worker = RolloutWorker(
         env, model, 64, generator=torch.Generator(device=dev).manual_seed(seed), greedy=greedy
     )
@@ -59,7 +68,7 @@ def evaluate(
         "env": cfg.env,
         "core": cfg.core,
         "episodes": len(returns),
-        "success_rate": sum(successes) / len(successes),
+        "success_rate": float(torch.tensor(successes).nanmean()),
         "mean_return": sum(returns) / len(returns),
     }
 
@@ -153,7 +162,7 @@ def choice_report(
             first[None],
             state,
         )
-        probs = torch.softmax(logits[0], dim=-1)
+        probs = torch.softmax(logits[0], dim=-1)  # the Match tasks' actions are Discrete
         starting = ((st["phase"] == CHOICE) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
@@ -164,7 +173,7 @@ def choice_report(
                 first_gates.setdefault(int(cue[b]), []).append(gate)
         gate_out.clear()
         core_out.clear()
-        action = pick_actions(probs, greedy, generator)
+        action = model.action_dist.sample(logits[0], generator, greedy)
         obs, reward, _, _, info = env.step(action)
         done = info["done"]
         for b in done.nonzero().squeeze(1).tolist():

@@ -12,12 +12,11 @@ from typing import Any
 import torch
 
 from rlgate import checkpoint as ckpt
-from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.actor_critic import build_model
 from rlgate.agents.impala import IMPALA
 from rlgate.agents.ppo import PPO
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
-from rlgate.cores import CORES
 from rlgate.distributed import World, close_world, join, rank_device, world_from_env
 from rlgate.envs import make_vec
 from rlgate.envs.base import resolve_device
@@ -46,30 +45,9 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     if cfg.resume is not None:
         p = ckpt.checkpoint_path(cfg.resume)
         return p.parent
-    name = cfg.run_name or (
-        f"{cfg.env.replace('/', '-')}__{cfg.agent}__{cfg.core}__s{cfg.seed}__{int(time.time())}"
-    )
+    env = cfg.env.replace("/", "-").replace(":", "-")
+    name = cfg.run_name or f"{env}__{cfg.agent}__{cfg.core}__s{cfg.seed}__{int(time.time())}"
     return Path(cfg.logdir) / name
-
-
-def build_model(cfg: TrainConfig, env) -> ActorCritic:
-    core_options: dict[str, Any] = {"backend": cfg.backend}
-    if cfg.core in ("c-lstm", "chrono", "chrono-lstm"):
-        t_max = cfg.chrono_t_max or getattr(env, "max_episode_steps", None) or 100.0
-        core_options["chrono_t_max"] = max(float(t_max), 3.0)
-    if CORES[cfg.core].master:
-        core_options["chunk_size"] = cfg.chunk_size
-    return ActorCritic(
-        env.single_observation_space,
-        env.num_actions,
-        cfg.core,
-        cfg.hidden_size,
-        cfg.encoder_size,
-        core_options,
-        cfg.head_size,
-        cfg.view_gate,
-        cfg.policy_init_gain,
-    )
 
 
 @dataclass
@@ -91,7 +69,7 @@ class Trainer:
     averaged, and rank 0 alone writes the run folder.
     """
 
-    def __init__(self, cfg: TrainConfig, world: World | None = None):
+    def __init__(self, cfg: TrainConfig, world: World | None = None, env=None):
         self.cfg = cfg
         self.world = world or world_from_env(cfg.dist_timeout)
         self.device = pick_device(rank_device(cfg.device, self.world))
@@ -101,7 +79,17 @@ class Trainer:
         join(self.world, self.device)
         seed = self.world.seed(cfg.seed)  # rank 0: cfg.seed
         torch.manual_seed(cfg.seed)  # the same initial parameters on every rank
-        self.env = make_vec(cfg.env, cfg.num_envs, device=self.device, seed=seed, **cfg.env_options)
+        if env is not None and cfg.agent == "impala" and cfg.impala.num_actors > 0:
+            raise ValueError(
+                "impala.num-actors > 0 needs an env id: actor processes make their own envs"
+            )
+        self.env = make_vec(
+            cfg.env if env is None else env,
+            cfg.num_envs,
+            device=self.device,
+            seed=seed,
+            **cfg.env_options,
+        )
         self.model = build_model(cfg, self.env).to(self.device)
         # Refuse a backend that can't run here now, before anything is written.
         core = self.model.core
@@ -193,7 +181,7 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     @torch.no_grad()
     def _gates(self, r) -> dict[str, torch.Tensor]:
-        """Gates at the first step of the unroll just trained on (every mode has one)."""
+        """Gates at the first step of the unroll just trained on ({} for the memoryless core)."""
         x = self.model.core_features(
             {k: v[:1] for k, v in r.obs.items()}, r.prev_action[:1], r.prev_reward[:1]
         )[0]
@@ -282,16 +270,18 @@ class Trainer:
                 if logger is not None:
                     logger.scalars({**scalars, **means}, self.global_step)
                     if self.update_index % cfg.gate_log_interval == 0:
-                        logger.gates(self._gates(rollout), self.global_step)
+                        gates = self._gates(rollout)
+                        if gates:
+                            logger.gates(gates, self.global_step)
                 if self.update_index % cfg.checkpoint_interval == 0:
                     self.save()
                 if bar is not None:
                     bar.update(steps)
-                    bar.set_postfix(
-                        sps=f"{sps:.0f}",
-                        ret=f"{recent.get('charts/episodic_return', 0):.2f}",
-                        success=f"{recent.get('charts/success_rate', 0):.2f}",
-                    )
+                    shown = {"sps": f"{sps:.0f}"}
+                    shown["ret"] = f"{recent.get('charts/episodic_return', 0):.2f}"
+                    if "charts/success_rate" in recent:  # envs that say what success is
+                        shown["success"] = f"{recent['charts/success_rate']:.2f}"
+                    bar.set_postfix(shown)
             self.save()
         except KeyboardInterrupt:
             self.save()

@@ -13,11 +13,15 @@ from __future__ import annotations
 from rlgate.cores.base import BACKENDS, GRUState, LSTMState, RecurrentCore
 from rlgate.cores.gru import GRUCore
 from rlgate.cores.lstm import LSTMCore
-from rlgate.cores.presets import CORES, Preset, get_preset
+from rlgate.cores.feedforward import FeedForwardCore, FFState
+from rlgate.cores.presets import CORES, RECURRENT, Preset, get_preset
 
 __all__ = [
     "BACKENDS",
     "CORES",
+    "RECURRENT",
+    "FFState",
+    "FeedForwardCore",
     "GRUCore",
     "GRUState",
     "LSTMCore",
@@ -50,5 +54,5 @@ def make_core(name: str, input_size: int, hidden_size: int, **options) -> Recurr
             f"unknown option(s) {', '.join(unknown)} for core {preset.name!r}; "
             f"valid options: {', '.join(preset.options)}"
         )
-    cls = LSTMCore if preset.family == "lstm" else GRUCore
+    cls = {"lstm": LSTMCore, "gru": GRUCore, "ff": FeedForwardCore}[preset.family]
     return cls(preset, input_size, hidden_size, **options)

@@ -16,7 +16,7 @@ class Preset:
 
     Attributes:
         name: canonical name (aliases map to the same preset).
-        family: "lstm" or "gru".
+        family: "lstm", "gru" or "ff" (the memoryless control).
         tied: tied-input LSTM, c_t = g * c_{t-1} + (1 - g) * u (paper.md 1.1).
         forget_act: "sigmoid" or "cumax" for the primary gate f (paper.md 1.5, letter O).
         init: forget-bias initialisation: "standard" (constant), "uniform" (UGI, letter U)
@@ -27,7 +27,7 @@ class Preset:
     """
 
     name: str
-    family: Literal["lstm", "gru"]
+    family: Literal["lstm", "gru", "ff"]
     tied: bool = False
     forget_act: Literal["sigmoid", "cumax"] = "sigmoid"
     init: Literal["standard", "uniform", "chrono"] = "standard"
@@ -39,6 +39,8 @@ class Preset:
     def options(self) -> tuple[str, ...]:
         """Names of the keyword options that ``make_core`` accepts for this preset."""
         opts = ["backend"]
+        if self.family == "ff":
+            return tuple(opts)
         if self.init == "standard" and self.forget_act == "sigmoid":
             opts.append("forget_bias")
         if self.init == "chrono":
@@ -75,9 +77,13 @@ _PRESETS = (
     ),
     Preset("gru", "gru", description="standard GRU (matches nn.GRU)"),
     Preset("ur-gru", "gru", init="uniform", refine=True, description="GRU, UGI + refine gate"),
+    Preset("mlp", "ff", description="no memory: one tanh layer (the control of a memory comparison)"),
 )
 
-_ALIASES = {"chrono": "c-lstm", "chrono-lstm": "c-lstm", "on-lstm": "om-lstm"}
+#: the presets with a recurrent state (every one but the memoryless control)
+RECURRENT = tuple(p.name for p in _PRESETS if p.family != "ff")
+
+_ALIASES = {"chrono": "c-lstm", "chrono-lstm": "c-lstm", "on-lstm": "om-lstm", "ff": "mlp"}
 
 _by_name = {p.name: p for p in _PRESETS}
 

@@ -1,0 +1,297 @@
+"""Observation encoders, chosen from the env's single observation space.
+
+Each leaf of the space (``rlgate.envs.spaces.flatten_space``) gets the encoder of its kind,
+from the registry ``LEAF_ENCODERS``:
+
+| kind        | space                                          | features                        |
+|-------------|------------------------------------------------|---------------------------------|
+| ``discrete``  | Discrete(n)                                  | one-hot, n                      |
+| ``multi_discrete`` | MultiDiscrete(nvec)                     | concatenated one-hots, sum(nvec)|
+| ``multi_binary`` | MultiBinary(n)                            | the bits as they are            |
+| ``vector``    | Box that is not an image (any rank)          | flattened                       |
+| ``image``     | Box image (``image_layout``)                 | IMPALA-style CNN                |
+| ``grid``      | a one-hot grid view the env declares          | flattened per-cell channels    |
+| ``minigrid``  | minigrid's (object, colour, state) code image | per-channel one-hot of the codes|
+
+The kind of a leaf is what the env declares for it (``observation_kinds``: the rlgate grid
+tasks declare "grid", minigrid's envs "minigrid"), else the one its space implies. The
+features of every leaf, the previous action's (``ActionDist.features``) and the previous
+reward's are concatenated and mapped by one affine layer and a ReLU to the core's input
+(a one-hidden-layer MLP over a vector observation). A grid or minigrid view keeps its own
+bias-free affine map, so that the view gate can read it per cell (``ObsEncoder.view``).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlgate.envs.spaces import flatten_space
+
+# minigrid's code ranges: objects 0..10, colours 0..5, states 0..2
+MINIGRID_CODES = (11, 6, 3)
+#: the kinds an env may declare for a leaf (``observation_kinds``)
+DECLARED_KINDS = ("grid", "minigrid")
+
+
+def reward_feature(r: Tensor) -> Tensor:
+    """sign(r) log(1 + |r|): keeps the sign and order of rewards of any scale."""
+    return torch.sign(r) * torch.log1p(r.abs())
+
+
+def image_layout(space: gym.Space) -> str | None:
+    """"hwc" or "chw" for a Box that is an image, None for any other space.
+
+    A Box is an image when it has rank 3 and is uint8 (0..255) or has the bounds [0, 1] or
+    [0, 255]. The channel axis is the last when it has at most 4 entries and the first has
+    more, the first when it has at most 4 and the last more, and the last otherwise
+    (gymnasium's H x W x C convention).
+    """
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:
+        return None
+    low, high = np.unique(space.low), np.unique(space.high)
+    bounded = len(low) == 1 and len(high) == 1 and low[0] == 0 and high[0] in (1, 255)
+    if not (space.dtype == np.uint8 or bounded):
+        return None
+    first, last = space.shape[0], space.shape[-1]
+    if first <= 4 < last:
+        return "chw"
+    return "hwc"
+
+
+def leaf_kind(space: gym.Space, declared: str | None = None) -> str:
+    """The encoder kind of one observation leaf (see the module docstring)."""
+    if declared is not None:
+        if declared not in DECLARED_KINDS:
+            raise ValueError(f"unknown observation kind {declared!r}; valid: {DECLARED_KINDS}")
+        return declared
+    if isinstance(space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return "multi_discrete"
+    if isinstance(space, gym.spaces.MultiBinary):
+        return "multi_binary"
+    return "image" if image_layout(space) else "vector"
+
+
+class OneHot(nn.Module):
+    """Discrete(n, start): [..] integers -> [.., n] one-hot."""
+
+    def __init__(self, space: gym.spaces.Discrete):
+        super().__init__()
+        self.n, self.start = int(space.n), int(space.start)
+        self.size = self.n
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.one_hot(x.long() - self.start, self.n).float()
+
+
+class MultiOneHot(nn.Module):
+    """MultiDiscrete(nvec, start): [.., *nvec.shape] integers -> [.., sum(nvec)], the one-hots
+    of the entries side by side (one scatter)."""
+
+    def __init__(self, space: gym.spaces.MultiDiscrete):
+        super().__init__()
+        nvec = torch.as_tensor(np.asarray(space.nvec).reshape(-1), dtype=torch.long)
+        start = torch.as_tensor(np.asarray(space.start).reshape(-1), dtype=torch.long)
+        self.size = int(nvec.sum())
+        self.entries = int(nvec.numel())
+        offsets = torch.cumsum(nvec, 0) - nvec
+        self.register_buffer("_offsets", offsets - start, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:2]  # observations are [T, B, ...]
+        rows = x.reshape(*lead, self.entries).long() + self._offsets
+        out = torch.zeros(*lead, self.size, device=x.device)
+        return out.scatter_(-1, rows, 1.0)
+
+
+class Flatten(nn.Module):
+    """Box or MultiBinary: [T, B, ...] -> [T, B, prod(shape)] float."""
+
+    def __init__(self, space: gym.Space):
+        super().__init__()
+        self.size = int(np.prod(space.shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(*x.shape[:2], self.size).float()
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """An image Box -> [T, B, features]: the IMPALA network's stack (Espeholt et al. 2018),
+    with one residual block per stage instead of two (a laptop-sized network): for each of
+    16, 32, 32 channels, a 3x3 convolution, a 3x3 max-pool of stride 2 and a residual block;
+    then a ReLU and a flatten. uint8 images are scaled to [0, 1], float images by their
+    upper bound; channel-last images are moved to channel-first."""
+
+    CHANNELS = (16, 32, 32)
+
+    def __init__(self, space: gym.spaces.Box):
+        super().__init__()
+        self.layout = image_layout(space)
+        if self.layout is None:
+            raise ValueError(f"{space} is not an image")
+        shape = space.shape if self.layout == "chw" else (space.shape[2], *space.shape[:2])
+        self.scale = 1.0 / float(np.max(space.high)) if space.dtype != np.uint8 else 1 / 255.0
+        layers: list[nn.Module] = []
+        channels = shape[0]
+        for out in self.CHANNELS:
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                _Residual(out),
+            ]
+            channels = out
+        self.net = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            self.size = int(self.net(torch.zeros(1, *shape)).shape[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:2]
+        x = x.reshape(-1, *x.shape[2:]).float() * self.scale
+        if self.layout == "hwc":
+            x = x.permute(0, 3, 1, 2)
+        return self.net(x).reshape(*lead, self.size)
+
+
+class GridView(nn.Module):
+    """A one-hot grid view [.., H, W, C] in {0, 1} -> per-cell channels [.., H * W, C]."""
+
+    def __init__(self, space: gym.spaces.Box):
+        super().__init__()
+        if len(space.shape) != 3:
+            raise ValueError(f"a grid view is [H, W, channels], got {space}")
+        self.cells = int(space.shape[0] * space.shape[1])
+        self.channels = int(space.shape[2])
+        self.size = self.cells * self.channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(*x.shape[:2], self.cells, self.channels).float()
+
+
+class MinigridView(nn.Module):
+    """minigrid's code image [.., H, W, 3] -> [.., H * W, 20]: per cell the one-hots of its
+    object, colour and state codes, written with one ``scatter_`` (a dense matmul after it
+    beats ``embedding_bag``'s CPU backward here)."""
+
+    def __init__(self, space: gym.spaces.Box):
+        super().__init__()
+        if len(space.shape) != 3 or space.shape[-1] != len(MINIGRID_CODES):
+            raise ValueError(f"a minigrid view is [H, W, 3] codes, got {space}")
+        self.cells = int(space.shape[0] * space.shape[1])
+        self.channels = sum(MINIGRID_CODES)
+        self.size = self.cells * self.channels
+        offsets = torch.tensor([0, MINIGRID_CODES[0], MINIGRID_CODES[0] + MINIGRID_CODES[1]])
+        base = torch.arange(self.cells)[:, None] * self.channels + offsets  # [cells, 3]
+        self.register_buffer("_rows", base, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:2]
+        rows = self._rows + x.long().reshape(*lead, -1, len(MINIGRID_CODES))
+        one_hot = torch.zeros(*lead, self.size, device=x.device)
+        one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
+        return one_hot.reshape(*lead, self.cells, self.channels)
+
+
+#: kind -> encoder class (each takes the leaf's space and has ``size`` features)
+LEAF_ENCODERS: dict[str, type[nn.Module]] = {
+    "discrete": OneHot,
+    "multi_discrete": MultiOneHot,
+    "multi_binary": Flatten,
+    "vector": Flatten,
+    "image": ImpalaCNN,
+    "grid": GridView,
+    "minigrid": MinigridView,
+}
+VIEW_KINDS = ("grid", "minigrid")
+
+
+class ObsEncoder(nn.Module):
+    """Observation + previous action and reward -> [T, B, out_size] features.
+
+    ``relu(view_map(view) + extra([action features, f(prev reward), other leaves]))``: the
+    first grid or minigrid leaf is the view (bias-free map); every other leaf's features go
+    into one affine map with the previous action's and reward's.
+
+    Args:
+        space: the env's single observation space.
+        action_features: size of the previous action's features (``ActionDist.feature_size``).
+        out_size: feature size.
+        declared: the kinds the env declares per leaf path (``observation_kinds``).
+    """
+
+    def __init__(
+        self,
+        space: gym.Space,
+        action_features: int,
+        out_size: int,
+        declared: dict[str, str] | None = None,
+    ):
+        super().__init__()
+        declared = dict(declared or {})
+        leaves = flatten_space(space)
+        unknown = sorted(set(declared) - set(leaves))
+        if unknown:
+            raise ValueError(f"declared observation kinds for missing entries {unknown}")
+        self.kinds = {path: leaf_kind(sub, declared.get(path)) for path, sub in leaves.items()}
+        self.view_key = next((p for p, k in self.kinds.items() if k in VIEW_KINDS), None)
+        self.leaves = nn.ModuleDict(
+            {_key(p): LEAF_ENCODERS[k](leaves[p]) for p, k in self.kinds.items()}
+        )
+        self.paths = list(self.kinds)
+        self.rest = [p for p in self.paths if p != self.view_key]
+        extra = action_features + 1 + sum(self.leaves[_key(p)].size for p in self.rest)
+        if self.view_key is not None:
+            view = self.leaves[_key(self.view_key)]
+            self.cells, self.channels, self.image_size = view.cells, view.channels, view.size
+            self.image = nn.Linear(view.size, out_size, bias=False)
+        else:
+            self.cells = self.channels = self.image_size = 0
+            self.image = None
+        self.extra = nn.Linear(extra, out_size)
+        bound = 1.0 / (self.image_size + extra) ** 0.5  # nn.Linear's init over the whole input
+        weights = [self.extra.weight, self.extra.bias]
+        if self.image is not None:
+            weights.insert(0, self.image.weight)
+        for w in weights:
+            nn.init.uniform_(w, -bound, bound)
+
+    @property
+    def has_view(self) -> bool:
+        return self.view_key is not None
+
+    def view(self, obs: dict[str, Tensor]) -> Tensor | None:
+        """The view as per-cell channels, [T, B, cells, channels] float (None without one)."""
+        if self.view_key is None:
+            return None
+        return self.leaves[_key(self.view_key)](obs[self.view_key])
+
+    def embed(
+        self, view: Tensor | None, obs: dict[str, Tensor], action_feats: Tensor, prev_reward: Tensor
+    ) -> Tensor:
+        """``view`` (from ``view(obs)``), the other leaves of obs, the previous action's
+        features [T, B, F] and the previous reward [T, B] -> [T, B, out_size]."""
+        feats = [action_feats, reward_feature(prev_reward).unsqueeze(-1)]
+        feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
+        x = self.extra(torch.cat(feats, dim=-1))
+        if view is not None:
+            x = x + self.image(view.flatten(-2))
+        return torch.relu(x)
+
+
+def _key(path: str) -> str:
+    """A ModuleDict key for a leaf path ("." is not allowed in module names)."""
+    return "leaf_" + path.replace(".", "__")
