@@ -66,9 +66,9 @@ def _read(slot: dict[str, torch.Tensor], version: int, device) -> Rollout:
 def _actor_main(
     actor_id: int, cfg_dict: dict, params: dict, version, slots, free, full, seed: int
 ) -> None:
+    from rlgate.agents.actor_critic import build_model
     from rlgate.config import TrainConfig
     from rlgate.envs import make_vec
-    from rlgate.agents.actor_critic import build_model
 
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict(cfg_dict)

@@ -43,7 +43,7 @@ def reward_feature(r: Tensor) -> Tensor:
 
 
 def image_layout(space: gym.Space) -> str | None:
-    """"hwc" or "chw" for a Box that is an image, None for any other space.
+    """ "hwc" or "chw" for a Box that is an image, None for any other space.
 
     A Box is an image when it has rank 3 and is uint8 (0..255) or has the bounds [0, 1] or
     [0, 255]. The channel axis is the last when it has at most 4 entries and the first has

@@ -189,7 +189,9 @@ class GymVectorEnv:
             out_info["episode"] = {
                 "return": torch.as_tensor(self._return.copy(), dtype=torch.float32, device=dev),
                 "length": torch.as_tensor(self._length.copy(), device=dev),
-                "success": torch.as_tensor(self._success(terminated, reward, done, info), device=dev),
+                "success": torch.as_tensor(
+                    self._success(terminated, reward, done, info), device=dev
+                ),
             }
         if truncated.any():
             out_info["final_obs"] = self._final_obs(obs, truncated, info)

@@ -22,7 +22,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: the leaves an encoder exists for, and the containers around them
-LEAF_SPACES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+LEAF_SPACES = (
+    gym.spaces.Box,
+    gym.spaces.Discrete,
+    gym.spaces.MultiDiscrete,
+    gym.spaces.MultiBinary,
+)
 ACTION_SPACES = LEAF_SPACES
 SUPPORTED = "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of these (nested too)"
 

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from rlgate import checkpoint as ckpt
+from rlgate.agents.actor_critic import build_model
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import CUSTOM_ENV, TrainConfig
 from rlgate.envs import make_vec
-from rlgate.agents.actor_critic import build_model
 from rlgate.train import pick_device
 
 
@@ -27,7 +27,9 @@ def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):
             "this run trained on an env given in Python: evaluate it with "
             "rlgate.evaluate.evaluate(run, env=...)"
         )
-    env = make_vec(cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options)
+    env = make_vec(
+        cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options
+    )
     model = build_model(cfg, env).to(dev)
     try:
         model.load_state_dict(data["model"])

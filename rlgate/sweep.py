@@ -187,7 +187,7 @@ def gate_histogram(trainer) -> list[int]:
     model = trainer.model
     r, _ = trainer.worker.collect(trainer.update_index)
     t_len = r.length
-    feats = model.encoder(
+    feats = model.core_features(
         {k: v[:t_len] for k, v in r.obs.items()}, r.prev_action[:t_len], r.prev_reward[:t_len]
     )
     state = r.states[0]

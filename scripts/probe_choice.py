@@ -62,13 +62,14 @@ def probe(args, view_gate: bool, gain: float) -> list[float]:
     h = args.hidden_size
     model = ActorCritic(
         env.single_observation_space,
-        env.num_actions,
+        env.single_action_space,
         args.core,
         h,
         h,
         head_size=h,
         view_gate=view_gate,
         policy_gain=gain,
+        observation_kinds=env.observation_kinds,
     )
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps = env.cue_steps + env.delay + 1  # the cue phase, the delay, the first choice step

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from rlgate.cores import CORES, make_core
+from rlgate.cores import CORES, RECURRENT, make_core
 from rlgate.cores.gates import cumax, refine_gate
 
-PRESETS = sorted({p.name for p in CORES.values()})
+PRESETS = sorted(RECURRENT)  # the memoryless mlp has its own tests below
 REFINED = [n for n in PRESETS if CORES[n].refine]
 
 
@@ -46,12 +46,17 @@ def test_registry_has_every_preset_and_alias():
         "or-lstm",
         "gru",
         "ur-gru",
+        "mlp",
         "chrono",
         "chrono-lstm",
         "on-lstm",
+        "ff",
     }
     assert set(CORES) == expected
     assert CORES["chrono"] is CORES["c-lstm"] and CORES["on-lstm"] is CORES["om-lstm"]
+    assert CORES["ff"] is CORES["mlp"] and set(RECURRENT) == {p.name for p in CORES.values()} - {
+        "mlp"
+    }
     with pytest.raises(TypeError):
         CORES["mine"] = CORES["lstm"]  # read-only
 
@@ -345,3 +350,31 @@ def test_bad_shapes_are_rejected():
         core(torch.randn(2, 3), core.initial_state(3))
     with pytest.raises(ValueError, match="is_first"):
         core(torch.randn(2, 1, 3), core.initial_state(1), torch.zeros(3, 1, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- the memoryless control
+def test_mlp_core_is_a_tanh_layer_of_each_step_alone():
+    core = make_core("mlp", 5, 7)
+    x = torch.randn(6, 3, 5)
+    is_first = torch.rand(6, 3) < 0.3
+    y, state = core(x, core.initial_state(3), is_first)
+    assert state == () and y.shape == (6, 3, 7)
+    expected = torch.stack(
+        [torch.tanh(x[t] @ core.linear.weight.t() + core.linear.bias) for t in range(6)]
+    )
+    torch.testing.assert_close(y, expected)
+    # no memory: a step's output does not depend on what came before it
+    y_last, _ = core(x[-1:], core.initial_state(3))
+    torch.testing.assert_close(y_last[0], y[-1])
+    torch.testing.assert_close(core.step(x[0], ())[0], y[0])
+    assert core.gates(x[0], ()) == {}
+
+
+def test_mlp_core_refuses_kernels_it_does_not_have():
+    from rlgate.cores.base import BackendUnavailable
+
+    for backend in ("native", "triton"):
+        with pytest.raises(BackendUnavailable, match="no recurrence"):
+            make_core("mlp", 5, 7, backend=backend)
+    with pytest.raises(ValueError, match="valid options: backend"):
+        make_core("mlp", 5, 7, forget_bias=1.0)

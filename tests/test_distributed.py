@@ -107,7 +107,8 @@ def split(r, lo, hi):
         obs={k: cols(v) for k, v in r.obs.items()},
         prev_action=cols(r.prev_action), prev_reward=cols(r.prev_reward),
         is_first=cols(r.is_first), actions=cols(r.actions), logp=cols(r.logp),
-        values=cols(r.values), rewards=cols(r.rewards), dones=cols(r.dones),
+        values=cols(r.values), rewards=cols(r.rewards), terminated=cols(r.terminated),
+        truncated=cols(r.truncated), final_values=cols(r.final_values),
         states=[tuple(s[lo:hi] for s in st) for st in r.states],
         bootstrap_value=r.bootstrap_value[lo:hi], param_version=r.param_version,
     )

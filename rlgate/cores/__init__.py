@@ -11,9 +11,9 @@ Every core is a ``RecurrentCore``: ``initial_state``, ``forward(x [T,B,I], state
 from __future__ import annotations
 
 from rlgate.cores.base import BACKENDS, GRUState, LSTMState, RecurrentCore
+from rlgate.cores.feedforward import FeedForwardCore, FFState
 from rlgate.cores.gru import GRUCore
 from rlgate.cores.lstm import LSTMCore
-from rlgate.cores.feedforward import FeedForwardCore, FFState
 from rlgate.cores.presets import CORES, RECURRENT, Preset, get_preset
 
 __all__ = [

@@ -72,4 +72,6 @@ class FeedForwardCore(nn.Module):
         return "reference"
 
     def extra_repr(self) -> str:
-        return f"core={self.preset.name}, input_size={self.input_size}, hidden_size={self.hidden_size}"
+        return (
+            f"core={self.preset.name}, input_size={self.input_size}, hidden_size={self.hidden_size}"
+        )

@@ -77,7 +77,9 @@ _PRESETS = (
     ),
     Preset("gru", "gru", description="standard GRU (matches nn.GRU)"),
     Preset("ur-gru", "gru", init="uniform", refine=True, description="GRU, UGI + refine gate"),
-    Preset("mlp", "ff", description="no memory: one tanh layer (the control of a memory comparison)"),
+    Preset(
+        "mlp", "ff", description="no memory: one tanh layer (the control of a memory comparison)"
+    ),
 )
 
 #: the presets with a recurrent state (every one but the memoryless control)
