@@ -102,7 +102,7 @@ class TrainConfig:
     agent: Literal["ppo", "impala"] = "ppo"
     """The learning algorithm."""
     core: CoreName = "ur-lstm"
-    """The recurrent core (see `rlgate cores` for what each one is)."""
+    """The recurrent core, or mlp for the memoryless control (see `rlgate cores`)."""
     env: str = "rlgate/TMaze-v0"
     """Environment: an rlgate task (rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0,
     rlgate/TMaze-v0, rlgate/MemoryS7-v0 .. S17), any registered gymnasium id (CartPole-v1,

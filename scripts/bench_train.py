@@ -1,23 +1,28 @@
-"""End-to-end training benchmark: rlgate's PPO (lstm and ur-lstm) on PassiveMatch (delay 30) and
-MemoryS7, next to sb3-contrib's RecurrentPPO on minigrid's own MiniGrid-MemoryS7-v0.
+"""End-to-end training benchmark: rlgate's PPO (lstm and ur-lstm) on PassiveMatch (delay 30),
+MemoryS7, CartPole-v1 and POPGym's RepeatPreviousEasy, next to sb3-contrib's RecurrentPPO.
 
 Usage:
     pip install -e ".[bench]" && python scripts/bench_train.py    # 25-45 min on 2 cores
     python scripts/bench_train.py --steps 600000 --sb3-steps 20000
     python scripts/bench_train.py --tasks MemoryS7 --cores ur-lstm --no-sb3
     python scripts/bench_train.py --jobs 2 --seeds 1 2 3   # two 1-thread runs at a time
+    python scripts/bench_train.py --tasks CartPole-v1 RepeatPreviousEasy --jobs 2
 
 Every task has its settings (``TASKS``: envs, unroll, sizes, heads, reward scale, entropy,
 budget: 8M steps on PassiveMatch, 3M on MemoryS7), the same for both cores; the flags override
 them.
 
 rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
-tests/test_envs_memory.py). Throughput is end to end: env steps over the wall time of the whole
-run (envs, rollouts, updates, logging). RecurrentPPO (MlpLstmPolicy, 8 envs, n_steps 128,
-hidden 128) is slow (its update steps the LSTM one step at a time whenever a sequence holds an
-episode start), so its budget is ``--sb3-steps``; pass the same number as ``--steps`` for a
-same-budget comparison. Targets: ur-lstm >= 0.9 success on both tasks within the budget, and
-rlgate's throughput >= 50x RecurrentPPO's.
+tests/test_envs_memory.py); CartPole-v1 and popgym-RepeatPreviousEasy-v0 are gymnasium envs,
+which rlgate and RecurrentPPO both step through gymnasium's SyncVectorEnv. Throughput is end
+to end: env steps over the wall time of the whole run (envs, rollouts, updates, logging).
+RecurrentPPO (MlpLstmPolicy, 8 envs, n_steps 128, hidden 128) runs on the same env id as
+rlgate (minigrid's own MiniGrid-MemoryS7-v0 for the MemoryS7 rows); on MemoryS7 it is slow (its
+update steps the LSTM one step at a time whenever a sequence holds an episode start), so its
+budget there is ``--sb3-steps``; on the gymnasium tasks it gets rlgate's budget. Targets:
+ur-lstm >= 0.9 success on PassiveMatch and MemoryS7 within the budget, and rlgate's
+throughput >= 50x RecurrentPPO's there. The gymnasium tasks report returns (they have no
+success): CartPole-v1 pays 1 a step up to 500, RepeatPreviousEasy's returns lie in [-1, 1].
 """
 
 from __future__ import annotations
@@ -88,6 +93,24 @@ TASKS = {
         },
     ),
     "MemoryS7": ("rlgate/MemoryS7-v0", (), {**RECIPE, "num_envs": 64, "ent_coef": 0.05}),
+    # gymnasium envs stepped by SyncVectorEnv: 16 envs x 32 steps, linear heads; RecurrentPPO
+    # gets the same budget on the same id
+    "CartPole-v1": (
+        "CartPole-v1",
+        (),
+        {**RECIPE, "num_envs": 16, "unroll_length": 32, "head_size": 0, "steps": 200_000},
+    ),
+    "RepeatPreviousEasy": (
+        "popgym-RepeatPreviousEasy-v0",
+        (),
+        {**RECIPE, "num_envs": 16, "unroll_length": 64, "head_size": 0, "steps": 200_000},
+    ),
+}
+#: the env RecurrentPPO trains on for each task, and whether it gets rlgate's budget
+SB3_ENVS = {
+    "MemoryS7": ("MiniGrid-MemoryS7-v0", False),
+    "CartPole-v1": ("CartPole-v1", True),
+    "RepeatPreviousEasy": ("popgym-RepeatPreviousEasy-v0", True),
 }
 SETTINGS = tuple(RECIPE)
 EVAL_EPISODES = 1000
@@ -118,7 +141,8 @@ def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
     result = Trainer(cfg).run()
     seconds = time.perf_counter() - t0
     success = [h["charts/success_rate"] for h in result.history if "charts/success_rate" in h]
-    final = sum(success[-10:]) / max(1, len(success[-10:]))
+    final = sum(success[-10:]) / len(success[-10:]) if success else float("nan")
+    returns = [h["charts/episodic_return"] for h in result.history if "charts/episodic_return" in h]
     # the trained policy on fresh episodes, most likely action (the training rate above samples
     # actions and so pays for the entropy bonus's exploration)
     greedy = evaluate(
@@ -131,6 +155,7 @@ def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
     )
     return {
         "success": final,
+        "return": sum(returns[-10:]) / max(1, len(returns[-10:])),
         "greedy": greedy["success_rate"],
         "sps": result.global_step / seconds,
         "seconds": seconds,
@@ -138,17 +163,25 @@ def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
     }
 
 
-def run_sb3(steps: int, seed: int) -> dict:
+def run_sb3(env_id: str, steps: int, seed: int) -> dict:
     import gymnasium as gym
-    import minigrid  # noqa: F401  (registers the ids)
-    from minigrid.wrappers import ImgObsWrapper
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    def wrap(env):
-        return gym.wrappers.FlattenObservation(ImgObsWrapper(env))
+    from rlgate.envs import resolve_id
 
-    env = make_vec_env("MiniGrid-MemoryS7-v0", n_envs=8, seed=seed, wrapper_class=wrap)
+    env_id = resolve_id(env_id)  # imports minigrid or popgym, which register their ids
+    wrap = None
+    if env_id.startswith("MiniGrid-"):
+        from minigrid.wrappers import ImgObsWrapper
+
+        def wrap(env):
+            return gym.wrappers.FlattenObservation(ImgObsWrapper(env))
+
+    elif env_id.startswith("popgym-"):
+        wrap = gym.wrappers.FlattenObservation  # its Discrete observation as a one-hot vector
+
+    env = make_vec_env(env_id, n_envs=8, seed=seed, wrapper_class=wrap)
     model = RecurrentPPO(
         "MlpLstmPolicy",
         env,
@@ -164,7 +197,9 @@ def run_sb3(steps: int, seed: int) -> dict:
     episodes = list(model.ep_info_buffer)[-100:]
     success = sum(e["r"] > 0 for e in episodes) / max(1, len(episodes))
     return {
-        "success": success,
+        # minigrid's success rule (a positive reward); the other tasks report no success
+        "success": success if env_id.startswith("MiniGrid-") else float("nan"),
+        "return": sum(e["r"] for e in episodes) / max(1, len(episodes)),
         "sps": model.num_timesteps / seconds,
         "seconds": seconds,
         "steps": model.num_timesteps,
@@ -233,35 +268,43 @@ def main(argv=None) -> int:
         tempfile.TemporaryDirectory() as logdir,
         ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool,
     ):
-        sb3 = None
-        if not args.no_sb3:
-            sb3 = pool.submit(_job, "sb3", (args.sb3_steps, args.seeds[0]), threads)
+        sb3 = {}
+        for task in [] if args.no_sb3 else [t for t in args.tasks if t in SB3_ENVS]:
+            env_id, same_budget = SB3_ENVS[task]
+            steps = {**TASKS[task][2], **override}["steps"] if same_budget else args.sb3_steps
+            sb3[task] = pool.submit(_job, "sb3", (env_id, steps, args.seeds[0]), threads)
         futures = {}
         for task, core, seed in runs:
             env_id, options, recipe = TASKS[task]
             job = (env_id, options, core, seed, logdir, {**recipe, **override})
             futures[(task, core, seed)] = pool.submit(_job, "rlgate", job, threads)
-        base = sb3.result() if sb3 else None
+        base = {task: f.result() for task, f in sb3.items()}
         results = {key: f.result() for key, f in futures.items()}
+
+    def num(x: float, fmt: str) -> str:
+        return "-" if x != x else format(x, fmt)
+
     rows = []
-    if base:
-        print(f"  RecurrentPPO: {base}", file=sys.stderr, flush=True)
+    for task, out in base.items():
+        print(f"  RecurrentPPO {task}: {out}", file=sys.stderr, flush=True)
         rows.append(
             [
-                "MiniGrid-MemoryS7-v0",
+                SB3_ENVS[task][0],
                 "sb3-contrib RecurrentPPO",
                 "lstm",
                 "-",
-                base["steps"],
-                f"{base['success']:.2f}",
+                out["steps"],
+                num(out["return"], ".2f"),
+                num(out["success"], ".2f"),
                 "-",
-                f"{base['sps']:,.0f}",
+                f"{out['sps']:,.0f}",
                 "1.0x",
-                f"{base['seconds']:.0f}",
+                f"{out['seconds']:.0f}",
             ]
         )
     for (task, core, seed), out in results.items():
         print(f"  {task} {core} seed {seed}: {out}", file=sys.stderr, flush=True)
+        ref = base.get(task)
         rows.append(
             [
                 task,
@@ -269,10 +312,11 @@ def main(argv=None) -> int:
                 core,
                 seed,
                 out["steps"],
-                f"{out['success']:.2f}",
-                f"{out['greedy']:.3f}",
+                num(out["return"], ".2f"),
+                num(out["success"], ".2f"),
+                num(out["greedy"], ".3f"),
                 f"{out['sps']:,.0f}",
-                f"{out['sps'] / base['sps']:.0f}x" if base else "-",
+                f"{out['sps'] / ref['sps']:.0f}x" if ref else "-",
                 f"{out['seconds']:.0f}",
             ]
         )
@@ -284,33 +328,36 @@ def main(argv=None) -> int:
                 "core",
                 "seed",
                 "env steps",
+                "final return (training)",
                 "final success (training)",
                 f"greedy success ({EVAL_EPISODES} episodes)",
                 "steps/s",
-                "vs RecurrentPPO",
+                "vs RecurrentPPO (same task)",
                 "seconds",
             ],
             rows,
         )
     )
     print(
-        "\n# targets: ur-lstm >= 0.9 success on each task (greedy, fresh episodes; the mean "
-        "over seeds); throughput >= 50x RecurrentPPO"
+        "\n# targets: ur-lstm >= 0.9 success on PassiveMatch and MemoryS7 (greedy, fresh "
+        "episodes; the mean over seeds); throughput >= 50x RecurrentPPO"
     )
     for task in args.tasks:
         for core in args.cores:
             got = [results[(task, core, seed)]["greedy"] for seed in args.seeds]
+            if any(g != g for g in got):  # no success to judge: the table has the returns
+                continue
             mean = sum(got) / len(got)
             verdict = f" ({'met' if mean >= 0.9 else 'MISSED'})" if core == "ur-lstm" else ""
             print(
                 f"{task}: {core} success {mean:.3f} over {len(got)} seed(s), "
                 f"{sum(g >= 0.9 for g in got)} at >= 0.9{verdict}"
             )
-    if base:
-        worst = min(r["sps"] for r in results.values()) / base["sps"]
+    for task, ref in base.items():
+        worst = min(r["sps"] for (t, _, _), r in results.items() if t == task) / ref["sps"]
         print(
-            f"throughput: slowest rlgate run {worst:.0f}x RecurrentPPO "
-            f"({'met' if worst >= 50 else 'MISSED'})"
+            f"throughput on {task}: slowest rlgate run {worst:.0f}x RecurrentPPO"
+            + (f" ({'met' if worst >= 50 else 'MISSED'})" if task == "MemoryS7" else "")
         )
     return 0
 

@@ -181,27 +181,36 @@ def test_a_time_limit_is_bootstrapped_and_the_agent_invests(tmp_path, as_termina
 CARTPOLE = dict(
     num_envs=8,
     unroll_length=32,
-    total_timesteps=120_000,
+    total_timesteps=100_000,
     head_size=64,
+    gamma=0.95,
     ppo=PPOConfig(ent_coef=0.0, epochs=10, num_minibatches=1, gae_lambda=0.98),
 )
 
 
+def _second_half_and_best(curve: list[float]) -> tuple[float, float]:
+    """The mean return over the second half of training (how well and how soon it learned)
+    and the best mean of 10 consecutive updates."""
+    best = max(np.convolve(curve, np.ones(10) / 10, "valid"))
+    return float(np.mean(curve[len(curve) // 2 :])), float(best)
+
+
 @pytest.fixture(scope="module")
 def memoryless_cartpole(tmp_path_factory):
-    """The best 10-update mean return of the memoryless control on position-only CartPole."""
     cfg = _cfg(tmp_path_factory.mktemp("mlp"), core="mlp", **CARTPOLE)
-    curve = _curve(Trainer(cfg, env=position_only_cartpole).run())
-    return max(np.convolve(curve, np.ones(10) / 10, "valid"))
+    return _second_half_and_best(_curve(Trainer(cfg, env=position_only_cartpole).run()))
 
 
 @pytest.mark.parametrize("core", ["lstm", "ur-lstm"])
 def test_memory_balances_position_only_cartpole_and_the_mlp_does_not(
     tmp_path, core, memoryless_cartpole
 ):
-    curve = _curve(Trainer(_cfg(tmp_path, core=core, **CARTPOLE), env=position_only_cartpole).run())
-    final = sum(curve[-10:]) / 10
-    assert final >= 150 and final >= 1.3 * memoryless_cartpole, (final, memoryless_cartpole)
+    cfg = _cfg(tmp_path, core=core, **CARTPOLE)
+    half, best = _second_half_and_best(_curve(Trainer(cfg, env=position_only_cartpole).run()))
+    mlp_half, mlp_best = memoryless_cartpole
+    # measured: memory 162-189 over the second half and 199-200 at best (the 200-step cap),
+    # the mlp 106 and 126
+    assert half >= 1.3 * mlp_half and best >= 180, (half, best, mlp_half, mlp_best)
 
 
 def test_a_continuous_action_recalls_a_scalar_beyond_the_memoryless_optimum(tmp_path):

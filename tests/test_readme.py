@@ -45,3 +45,14 @@ def test_readme_training_commands_parse():
     for cmd in commands:
         cfg = _parse(TrainConfig, shlex.split(cmd)[2:], "rlgate train")
         assert isinstance(cfg, TrainConfig), cmd
+
+
+def test_readme_python_example_of_an_own_env_trains(tmp_path, monkeypatch):
+    """The "Your own environment" section's Python example runs (on a small budget)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own environment", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.S)
+    assert "rlgate.fit(" in code and "total_timesteps=200_000" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("200_000", "512"), "README.md", "exec"), {"__name__": "readme"})
+    assert any((tmp_path / "runs").iterdir())

@@ -300,3 +300,18 @@ def test_tensor_tasks_hand_over_the_final_observation_of_a_time_limit():
     assert trunc.all() and not term.any()
     assert torch.equal(info["final_obs"]["image"], last["image"])
     assert torch.equal(env.state["pos"], manual._start.expand(4, 2))  # and then reset
+
+
+def test_async_vector_env_hands_over_the_same_final_observations_as_sync():
+    finals = {}
+    for mode in ("sync", "async"):
+        env = make_vec("CartPole-v1", 3, seed=0, vectorization=mode, max_episode_steps=5)
+        env.reset()
+        for _ in range(5):
+            obs, _, _, trunc, info = env.step(torch.zeros(3, dtype=torch.long))
+        assert trunc.all()
+        finals[mode] = (info["final_obs"]["obs"], obs["obs"])
+        env.close()
+    assert torch.equal(finals["sync"][0], finals["async"][0])
+    assert torch.equal(finals["sync"][1], finals["async"][1])
+    assert not torch.equal(finals["sync"][0], finals["sync"][1])  # final obs != reset obs
