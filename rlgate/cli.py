@@ -197,9 +197,11 @@ def _eval(args: list[str]) -> int:
                 print(f"    colour {colour}:" + "".join(f"{g:6.2f}" for g in gate))
         return 0
     out = evaluate(*run)
+    rate = out["success_rate"]
+    success = f"success rate {rate:.3f}, " if rate == rate else ""  # NaN: the env has none
     print(
         f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
-        f"success rate {out['success_rate']:.3f}, mean return {out['mean_return']:.3f}"
+        f"{success}mean return {out['mean_return']:.3f}"
     )
     return 0
 

@@ -413,3 +413,17 @@ def test_a_popgym_id_trains_and_impala_reads_its_multidiscrete_observations(tmp_
     trainer = Trainer(cfg)
     assert trainer.model.encoder.kinds == {"obs": "multi_discrete"}
     assert trainer.run().updates == 2
+
+
+def test_eval_of_gymnasium_and_python_env_runs(tmp_path):
+    from rlgate.evaluate import evaluate
+
+    run = Trainer(_cfg(tmp_path, env="CartPole-v1", num_envs=4, total_timesteps=128)).run()
+    out = _cli("eval", str(run.run_dir), "--episodes", "4", "--num-envs", "2")
+    assert out.returncode == 0 and "mean return" in out.stdout and "success" not in out.stdout
+    custom = rlgate.fit(_cfg(tmp_path, num_envs=4, total_timesteps=128, run_name="side"), env=Side)
+    assert custom.run_dir.name == "side"
+    refused = _cli("eval", str(custom.run_dir))
+    assert refused.returncode == 2 and "env=" in refused.stderr
+    result = evaluate(str(custom.run_dir), episodes=6, num_envs=2, device="cpu", env=Side)
+    assert result["episodes"] == 6 and 0 <= result["success_rate"] <= 1
