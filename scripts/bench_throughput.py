@@ -45,7 +45,8 @@ cfg = TrainConfig(env=spec["env"], env_option=tuple(spec["options"]), core=spec[
     num_envs=r["num_envs"], unroll_length=r["unroll_length"], hidden_size=r["hidden_size"],
     encoder_size=r["hidden_size"], head_size=r["head_size"], view_gate=r["view_gate"],
     policy_init_gain=r["policy_init_gain"], reward_scale=r["reward_scale"],
-    ppo=PPOConfig(ent_coef=r["ent_coef"], vf_coef=r["vf_coef"]), total_timesteps=spec["steps"],
+    ppo=PPOConfig(ent_coef=r["ent_coef"], vf_coef=r["vf_coef"], epochs=r["epochs"],
+        num_minibatches=r["num_minibatches"]), total_timesteps=spec["steps"],
     seed=1, logdir=spec["logdir"], progress=False)
 t0 = time.perf_counter()
 result = Trainer(cfg).run()
