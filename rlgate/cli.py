@@ -20,7 +20,7 @@ import tyro
 
 from rlgate.cores import CORES
 
-USAGE = "usage: rlgate {train,eval,cores} [--help]"
+USAGE = "usage: rlgate {train,eval,cores} [--help] [--version]"
 
 
 class UsageError(ValueError):
@@ -31,7 +31,7 @@ class UsageError(ValueError):
 class EvalConfig:
     """Run a trained agent for some episodes and print its success rate and return."""
 
-    checkpoint: Annotated[str, tyro.conf.Positional]
+    checkpoint: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """A run folder or checkpoint file."""
     episodes: int = 100
     """Episodes to finish."""
@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     from rlgate.distributed import DistributedError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        from rlgate import __version__
+
+        print(f"rlgate {__version__}")
+        sys.exit(0)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         print("  train  train an agent (rlgate train --help)")

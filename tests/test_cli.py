@@ -41,3 +41,12 @@ def test_a_backend_that_cannot_run_is_bad_input(tmp_path):
     assert proc.stderr.count("\n") == 1 and "backend='native' is unavailable here" in proc.stderr
     assert "no-cc" in proc.stderr and "Traceback" not in proc.stderr
     assert not logdir.exists()
+
+
+def test_version_and_the_eval_positional_name():
+    from rlgate import __version__
+
+    proc = _run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"rlgate {__version__}"
+    usage = _run("eval", "--help").stdout.splitlines()[0]
+    assert usage.endswith("RUN") and "STR" not in usage
