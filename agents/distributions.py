@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
+from rlgate.agents.encoders import multi_one_hot
 from rlgate.envs.spaces import check_action_space
 
 
@@ -137,9 +138,7 @@ class MultiCategoricalDist(ActionDist):
 
     def features(self, action: Tensor) -> Tensor:
         lead = action.shape[: action.dim() - len(self.shape)]
-        rows = action.reshape(*lead, self.entries) + self._offsets
-        out = torch.zeros(*lead, self.feature_size, device=action.device)
-        return out.scatter_(-1, rows, 1.0)
+        return multi_one_hot(action.reshape(*lead, self.entries), self._offsets, self.feature_size)
 
     def env_action(self, action: Tensor) -> Tensor:
         return action + self._start

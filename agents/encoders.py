@@ -77,6 +77,13 @@ def leaf_kind(space: gym.Space, declared: str | None = None) -> str:
     return "image" if image_layout(space) else "vector"
 
 
+def multi_one_hot(x: Tensor, offsets: Tensor, size: int) -> Tensor:
+    """Integers [.., K] (entry k in 0..n_k-1) -> [.., size]: the one-hots of the K entries side
+    by side, entry k's at ``offsets[k]``, written with one ``scatter_``."""
+    out = torch.zeros(*x.shape[:-1], size, device=x.device)
+    return out.scatter_(-1, x + offsets, 1.0)
+
+
 class OneHot(nn.Module):
     """Discrete(n, start): [..] integers -> [.., n] one-hot."""
 
@@ -103,10 +110,8 @@ class MultiOneHot(nn.Module):
         self.register_buffer("_offsets", offsets - start, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:2]  # observations are [T, B, ...]
-        rows = x.reshape(*lead, self.entries).long() + self._offsets
-        out = torch.zeros(*lead, self.size, device=x.device)
-        return out.scatter_(-1, rows, 1.0)
+        entries = x.reshape(*x.shape[:2], self.entries).long()  # observations are [T, B, ...]
+        return multi_one_hot(entries, self._offsets, self.size)
 
 
 class Flatten(nn.Module):
@@ -251,8 +256,7 @@ class ObsEncoder(nn.Module):
         self.leaves = nn.ModuleDict(
             {_key(p): LEAF_ENCODERS[k](leaves[p]) for p, k in self.kinds.items()}
         )
-        self.paths = list(self.kinds)
-        self.rest = [p for p in self.paths if p != self.view_key]
+        self.rest = [p for p in self.kinds if p != self.view_key]
         extra = action_features + 1 + sum(self.leaves[_key(p)].size for p in self.rest)
         if self.view_key is not None:
             view = self.leaves[_key(self.view_key)]

@@ -139,9 +139,9 @@ class TensorEnv:
                 **{key: st[key].clone() for key in keys},
             }
         if self.autoreset:
-            if bool(truncated.any()):
-                info["final_obs"] = self._observe()
             if any_done:
+                if bool(truncated.any()):  # the last observation, before the reset
+                    info["final_obs"] = self._observe()
                 st["episode_return"].masked_fill_(done, 0.0)
                 st["episode_length"].masked_fill_(done, 0)
                 self._reset(done)

@@ -109,7 +109,6 @@ class GymVectorEnv:
             probe.close()
             cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
             self.env = cls([make] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-        del probe
         self.single_observation_space = self.env.single_observation_space
         self.single_action_space = check_action_space(self.env.single_action_space)
         flatten_space(self.single_observation_space)  # refuse what no encoder reads, now

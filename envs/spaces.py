@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +110,3 @@ def check_action_space(space: gym.Space) -> gym.Space:
         f"unsupported action space {space}; rlgate acts in Box, Discrete, MultiDiscrete and "
         "MultiBinary spaces"
     )
-
-
-def leaf_dtype(space: gym.Space) -> np.dtype:
-    """The numpy dtype a leaf's batched array is stored in."""
-    if isinstance(space, gym.spaces.Discrete):
-        return np.dtype(np.int64)
-    return np.dtype(space.dtype)
