@@ -242,3 +242,20 @@ def test_one_openmp_runtime():
     if not native.openmp():
         pytest.skip("native.c built without OpenMP here")
     assert len(native.openmp_runtimes()) == 1
+
+
+@pytest.mark.parametrize("name", ["ur-lstm", "gru"])
+def test_native_refuses_what_it_cannot_read(name):
+    """The kernels trust their shapes: a state of the wrong size or dtype is refused before any
+    raw pointer is handed over."""
+    core = make_core(name, 8, 16, backend="native")
+    x = torch.randn(4, 3, 8)
+    good = core.initial_state(3)
+    for bad in (torch.zeros(3, 17), torch.zeros(2, 16), torch.zeros(3, 16, dtype=torch.float64)):
+        state = (bad, *good[1:])
+        with pytest.raises(ValueError, match="native kernels"):
+            fused.check_native_inputs(
+                x, torch.zeros(4, 3, dtype=torch.bool), *core._weights(), *state
+            )
+        with pytest.raises((ValueError, RuntimeError)):
+            core(x, state)

@@ -116,15 +116,11 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"is_first must be [T, B] = {tuple(x.shape[:2])}")
         state = self.State(*state)
         path = self.resolve_backend(x)
-        if path in ("pytorch", "native"):
-            y, final = self._fused(x, state, is_first.to(torch.bool), native=path == "native")
+        if path in ("native", "triton"):
+            y, final = _kernel_forward(self, path, x, state, is_first.to(torch.bool))
             return y, self.State(*final)
-        if path == "triton":
-            from rlgate.cores import triton_fused
-
-            y, final = triton_fused.run(
-                self.triton_mode(), x, is_first.to(torch.bool), *self._weights(), tuple(state)
-            )
+        if path == "pytorch":
+            y, final = self._fused(x, state, is_first.to(torch.bool), native=False)
             return y, self.State(*final)
         return self._reference(x, state, is_first)
 
@@ -145,6 +141,7 @@ class RecurrentCore(nn.Module):
         return gates
 
     # ----------------------------------------------------------------- backends
+    @torch.compiler.disable  # reads files and caches: decided eagerly under torch.compile
     def resolve_backend(self, x: Tensor) -> str:
         """Which path runs for input x: "reference", "native", "triton" or "pytorch".
 
@@ -294,3 +291,18 @@ class RecurrentCore(nn.Module):
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:  # pragma: no cover
         """(W_ih, W_hh, b_ih, b_hh or None) for the Triton kernels."""
         raise NotImplementedError
+
+
+@torch.compiler.disable
+def _kernel_forward(core: RecurrentCore, path: str, x: Tensor, state, is_first: Tensor):
+    """The native or Triton kernels' recurrence (y, final state tuple).
+
+    Opaque to ``torch.compile``: the kernels read raw pointers and keep their workspace in
+    Python objects, which Dynamo can neither trace nor fake, so a compiled model runs this call
+    eagerly (one graph break) with its own autograd, and the rest of the model compiled.
+    """
+    if path == "native":
+        return core._fused(x, state, is_first, native=True)
+    from rlgate.cores import triton_fused
+
+    return triton_fused.run(core.triton_mode(), x, is_first, *core._weights(), tuple(state))

@@ -568,9 +568,41 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
         return dh
 
 
+def check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0) -> None:
+    """ValueError unless the tensors are what native.c reads through raw pointers: real
+    (not fake or meta) float32 CPU tensors of matching shapes. The kernels themselves trust
+    these shapes, so a wrong one would read or write outside a buffer."""
+    t_len, batch, in_size = x.shape
+    g, hid = w_hh.shape
+    expected = {
+        "x": (x, (t_len, batch, in_size)),
+        "is_first": (is_first, (t_len, batch)),
+        "w_ih": (w_ih, (g, in_size)),
+        "w_hh": (w_hh, (g, hid)),
+        "b_ih": (b_ih, (g,)),
+        "b_hh": (b_hh, (g,)),
+        "h0": (h0, (batch, hid)),
+        **{f"state[{i + 1}]": (r, (batch, hid)) for i, r in enumerate(rest0)},
+    }
+    for name, (t, shape) in expected.items():
+        if t is None and name == "b_hh":
+            continue
+        if type(t) not in (Tensor, torch.nn.Parameter) or t.device.type != "cpu":
+            raise ValueError(f"the native kernels take plain CPU tensors, got {name}={type(t)}")
+        if tuple(t.shape) != shape or t.dtype != (
+            torch.bool if name == "is_first" else torch.float32
+        ):
+            raise ValueError(
+                f"native kernels: {name} must be {shape} "
+                f"{'bool' if name == 'is_first' else 'float32'}, got {tuple(t.shape)} {t.dtype}"
+            )
+
+
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
+        if kernel.native:
+            check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0)
         t_len, batch, in_size = x.shape
         g, hid = w_hh.shape
         xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
