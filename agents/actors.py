@@ -11,7 +11,14 @@ the version, so the policy lag of an unroll is (learner updates so far) - v.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import queue
+import signal
+import sys
+import threading
+import time
 from typing import Any
 
 import torch
@@ -20,6 +27,7 @@ import torch.multiprocessing as mp
 from rlgate.agents.rollout import EpisodeLog, Rollout, RolloutWorker
 
 _POLL_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: Rollout fields copied through a slot as they are (obs and the start state are split up)
 _FIELDS = (
     "prev_action",
@@ -63,13 +71,49 @@ def _read(slot: dict[str, torch.Tensor], version: int, device) -> Rollout:
     )
 
 
+def _die_with_parent(parent: int) -> None:
+    """End this process when its parent (the learner) dies, whatever kills it.
+
+    Linux delivers SIGKILL to this process at the parent's death (``PR_SET_PDEATHSIG``);
+    everywhere, a daemon thread also watches the parent's pid and leaves once it has changed
+    (the process was re-parented). An actor also ignores SIGINT: Ctrl-C reaches the whole
+    process group, and the learner, which finishes its update first, stops its actors itself.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher thread below still works
+    if os.getppid() != parent:  # the learner died before the request took effect (or before
+        # this process got here: its start-up imports take seconds)
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rlgate-learner-watch", daemon=True).start()
+
+
 def _actor_main(
-    actor_id: int, cfg_dict: dict, params: dict, version, slots, free, full, seed: int
+    actor_id: int,
+    cfg_dict: dict,
+    params: dict,
+    version,
+    slots,
+    free,
+    full,
+    seed: int,
+    learner: int,
 ) -> None:
     from rlgate.agents.actor_critic import build_model
     from rlgate.config import TrainConfig
     from rlgate.envs import make_vec
 
+    _die_with_parent(learner)
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict(cfg_dict)
     env = make_vec(cfg.env, cfg.impala.envs_per_actor, device="cpu", seed=seed, **cfg.env_options)
@@ -124,6 +168,7 @@ class ActorPool:
                     self.free,
                     self.full,
                     (cfg.seed if seed is None else seed) + 1000 * (a + 1),
+                    os.getpid(),
                 ),
                 daemon=True,
             )

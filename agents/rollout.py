@@ -10,6 +10,7 @@ the core state before the reset, is stored too: the returns bootstrap from it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -114,6 +115,29 @@ class RolloutWorker:
         self.prev_action = torch.zeros(n, *dist.shape, dtype=dist.dtype, device=self.device)
         self.prev_reward = torch.zeros(n, device=self.device)
         self.state = model.initial_state(n, self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the worker carries from one unroll into the next (the envs' current
+        observation, reset flags, previous action and reward, the core state), for a
+        checkpoint. Plain tensors and lists only."""
+        return {
+            "obs": {k: v.cpu().clone() for k, v in self.obs.items()},
+            "is_first": self.is_first.cpu().clone(),
+            "prev_action": self.prev_action.cpu().clone(),
+            "prev_reward": self.prev_reward.cpu().clone(),
+            "state": [s.cpu().clone() for s in self.state],
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Continue from a ``state_dict`` of a worker of the same env and model."""
+        dev = self.device
+        if set(data["obs"]) != set(self.obs) or len(data["state"]) != len(self.state):
+            raise ValueError("the saved rollout state does not fit this env and model")
+        self.obs = {k: v.to(dev) for k, v in data["obs"].items()}
+        self.is_first = data["is_first"].to(dev)
+        self.prev_action = data["prev_action"].to(dev)
+        self.prev_reward = data["prev_reward"].to(dev)
+        self.state = type(self.state)(*(s.to(dev) for s in data["state"]))
 
     @torch.no_grad()
     def collect(self, param_version: int = 0) -> tuple[Rollout, EpisodeLog]:

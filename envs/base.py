@@ -161,6 +161,24 @@ class TensorEnv:
         for k, v in state.items():
             self.state[k][index : index + 1] = v.to(self.device)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes as the copies step (their state tensors and the generator),
+        for a checkpoint: ``load_state_dict`` of it continues exactly where this env was."""
+        return {
+            "state": {k: v.detach().cpu().clone() for k, v in self.state.items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Continue from a ``state_dict`` of an env of the same task, options and num_envs."""
+        state = data["state"]
+        if set(state) != set(self.state) or any(
+            state[k].shape != v.shape for k, v in self.state.items()
+        ):
+            raise ValueError("the saved env state does not fit this env (task, options, num_envs)")
+        self.state = {k: v.to(self.device, dtype=self.state[k].dtype) for k, v in state.items()}
+        self.generator.set_state(data["generator"])
+
     # ----------------------------------------------------------------- helpers
     def _seed(self, seed: int | None) -> None:
         if seed is None:

@@ -1,5 +1,10 @@
 """Checkpoints: written atomically (temp file + rename), holding model, optimizer, RNG states,
-step counters and the run's config."""
+step counters, the envs' and the rollout's state between two updates, and the run's config.
+
+A checkpoint holds tensors and plain Python data only (dicts, lists, tuples, numbers,
+strings) and is read with ``torch.load(weights_only=True)``: loading one, say downloaded from
+elsewhere, never runs code from it.
+"""
 
 from __future__ import annotations
 
@@ -61,7 +66,8 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             f"no checkpoint at {str(path)!r} (expected a run folder or a {CHECKPOINT} file)"
         )
     try:
-        data = torch.load(p, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only, so loading a checkpoint runs no code
+        data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {str(p)!r}: {err}") from None
     if not isinstance(data, dict) or "model" not in data or "config" not in data:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -127,6 +128,14 @@ def _train(args: list[str]) -> int:
     tune_cpu_allocator()
     trainer = Trainer(cfg)
     main, size = trainer.world.is_main, trainer.world.size
+    if trainer.num_updates == 0:
+        if main:
+            print(
+                f"rlgate: nothing to do: {cfg.resume} has {trainer.global_step} steps of "
+                f"--total-timesteps {cfg.total_timesteps}; pass a larger --total-timesteps "
+                f"to train on"
+            )
+        return 0
     job = f" on {size} processes" if size > 1 else ""
     if main:
         print(
@@ -136,24 +145,33 @@ def _train(args: list[str]) -> int:
     try:
         result = trainer.run()
     except FloatingPointError as err:
-        print(
-            f"rlgate: error: {err}; stopped, the last good checkpoint is kept in {trainer.run_dir}",
-            file=sys.stderr,
-        )
+        if trainer.saved_step is None:
+            kept = f"no checkpoint was written yet; {trainer.run_dir} holds the config and logs"
+        else:
+            step = trainer.saved_step
+            kept = f"the last good checkpoint (step {step}) is kept in {trainer.run_dir}"
+        print(f"rlgate: error: {err}; stopped, {kept}", file=sys.stderr)
         return 1
+    code = 0
+    if result.interrupted:  # the shell's convention: 128 + the signal's number
+        code = 128 + int(getattr(signal, result.signal or "SIGINT"))
     if not main:
-        return 130 if result.interrupted else 0
+        return code
     last = result.history[-1] if result.history else {}
     ret = last.get("charts/episodic_return", float("nan"))
     succ = last.get("charts/success_rate")
     success = f", success {succ:.3f}" if succ is not None else ""
     sps = last.get("perf/sps", float("nan"))
-    state = "interrupted, checkpoint saved" if result.interrupted else "done"
+    state = "done"
+    if result.interrupted:
+        saved = trainer.saved_step
+        kept = f"checkpoint at step {saved}" if saved is not None else "no checkpoint yet"
+        state = f"stopped by {result.signal}, {kept}"
     print(
         f"rlgate: {state}: {result.global_step} steps ({sps:.0f}/s), {result.updates} updates, "
         f"recent return {ret:.3f}{success}; tensorboard --logdir {result.run_dir.parent}"
     )
-    return 130 if result.interrupted else 0
+    return code
 
 
 def _eval(args: list[str]) -> int:

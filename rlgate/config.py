@@ -8,12 +8,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rlgate.cores import BACKENDS, CORES
 
 AGENTS = ("ppo", "impala")
+#: a run folder's name: one plain path component inside --logdir
+RUN_NAME = re.compile(r"[A-Za-z0-9_=+][A-Za-z0-9._=+-]*")
 #: the ``env`` of a run that trained on an env given in Python (``rlgate.fit(cfg, env=...)``)
 CUSTOM_ENV = "custom"
 #: --core choices, from the cores registry (tyro lists them in --help and in errors)
@@ -203,6 +206,11 @@ class TrainConfig:
             _fail(f"policy-init-gain must be finite and > 0, got {self.policy_init_gain}")
         if self.view_gate and not self.head_size:
             _fail("view-gate needs heads with a hidden layer: pass --head-size N (N > 0)")
+        if self.run_name is not None and not RUN_NAME.fullmatch(self.run_name):
+            _fail(
+                f"run-name must be a plain folder name (letters, digits and . _ = + -, not "
+                f"starting with . or -), got {self.run_name!r}"
+            )
         if self.dist_timeout <= 0:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import signal
 import sys
+import threading
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +40,39 @@ def tune_cpu_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 <
     )
     log.debug("tune_cpu_allocator applied=%s", ok)
     return ok
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into a request to stop at the next safe point.
+
+    Inside ``with StopSignals() as stop:``, the first SIGINT or SIGTERM sets ``stop.signum``
+    (the trainer then finishes its update, writes a checkpoint and leaves: a checkpoint always
+    holds a state between two updates, so that a resume is the same run); a second one raises
+    KeyboardInterrupt at once. Handlers are only installed from the main thread (Python's rule);
+    elsewhere the context does nothing. The previous handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce=None):
+        self.signum: int | None = None
+        self._announce = announce
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self._announce is not None:
+            self._announce(signal.Signals(signum).name)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import re
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +26,7 @@ from rlgate.distributed import World, close_world, join, rank_device, world_from
 from rlgate.envs import make_vec
 from rlgate.envs.base import resolve_device
 from rlgate.metrics import Logger, episode_means
+from rlgate.runtime import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,48 @@ def merge_ranks(gathered: list[tuple[dict[str, float], dict]]) -> tuple[dict[str
     return metrics, stats
 
 
-def run_dir_for(cfg: TrainConfig) -> Path:
+def run_name_for(cfg: TrainConfig) -> str:
+    """The default run folder name: {env}__{agent}__{core}__s{seed}__{unix seconds}."""
+    env = re.sub(r"[^A-Za-z0-9._=+-]", "-", cfg.env)
+    return f"{env}__{cfg.agent}__{cfg.core}__s{cfg.seed}__{int(time.time())}"
+
+
+def create_run_dir(cfg: TrainConfig) -> Path:
+    """Create the run's folder (or find the resumed run's) and return it.
+
+    A new folder is made atomically (``mkdir`` fails where one exists), so two runs never share
+    one: a default name taken by a run started in the same second gets a suffix -2, -3, ...;
+    an explicit ``run_name`` that exists is refused (resume it instead). ValueError names the
+    problem where ``logdir`` can't hold run folders.
+    """
     if cfg.resume is not None:
-        p = ckpt.checkpoint_path(cfg.resume)
-        return p.parent
-    env = cfg.env.replace("/", "-").replace(":", "-")
-    name = cfg.run_name or f"{env}__{cfg.agent}__{cfg.core}__s{cfg.seed}__{int(time.time())}"
-    return Path(cfg.logdir) / name
+        return ckpt.checkpoint_path(cfg.resume).parent
+    logdir = Path(cfg.logdir)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        if cfg.run_name is not None:
+            path = logdir / cfg.run_name
+            try:
+                path.mkdir()
+            except FileExistsError:
+                raise ValueError(
+                    f"run folder {str(path)!r} exists: continue it with --resume {path}, or "
+                    f"pick another --run-name"
+                ) from None
+            return path
+        base = run_name_for(cfg)
+        for k in itertools.count(1):
+            path = logdir / (base if k == 1 else f"{base}-{k}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as err:
+        raise ValueError(
+            f"--logdir {cfg.logdir!r} can't hold run folders: {err.strerror or err}"
+        ) from None
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -59,6 +100,8 @@ class TrainResult:
     global_step: int
     history: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
+    #: the signal that stopped the run early (SIGINT or SIGTERM), if one did
+    signal: str | None = None
 
 
 class Trainer:
@@ -113,18 +156,37 @@ class Trainer:
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.update_index, self.global_step = 0, 0
-        if resume is not None:
-            self._restore(resume)
+        #: the global step of the last checkpoint written (None: none yet)
+        self.saved_step: int | None = None
         #: env steps of one update over all ranks; training stops at final_step (at least one
         #: update), counted in env steps so that a resume with another world size lands there
         self.steps_per_update = cfg.batch_size * self.world.size
         self.final_step = max(cfg.total_timesteps, self.steps_per_update)
+        self.worker = self._worker()
+        if resume is not None:
+            self._restore(resume)
         self.world.broadcast_module(self.model)
-        self.run_dir = Path(self.world.broadcast_object(str(run_dir_for(cfg))))
-        if self.world.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.resumed_step = self.global_step if resume is not None else None
+        self.run_dir = self._run_dir() if self.num_updates or resume is None else None
+
+    def _worker(self) -> RolloutWorker:
+        """A rollout worker that starts new episodes in every env."""
+        cfg = self.cfg
         chunk = cfg.ppo.bptt if cfg.agent == "ppo" else None
-        self.worker = RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
+        return RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
+
+    def _run_dir(self) -> Path:
+        """Rank 0 creates the run folder; every rank gets its path (or the same error)."""
+        made: tuple[str, str] = ("", "")
+        if self.world.is_main:
+            try:
+                made = (str(create_run_dir(self.cfg)), "")
+            except ValueError as err:
+                made = ("", str(err))
+        path, error = self.world.broadcast_object(made)
+        if error:
+            raise ValueError(error)
+        return Path(path)
 
     @property
     def num_updates(self) -> int:
@@ -143,16 +205,22 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "env": self.env.generator.get_state() if hasattr(self.env, "generator") else None,
                 "actions": self.generator.get_state(),
             },
+            # where the envs and the rollout stand between two updates: with these a
+            # single-process resume continues the very same run
+            "env": self.env.state_dict() if hasattr(self.env, "state_dict") else None,
+            "rollout": self.worker.state_dict(),
         }
 
     def save(self) -> Path:
-        """Write the checkpoint (rank 0 only; every rank holds the same parameters)."""
+        """Write the checkpoint and, beside it, the config it was trained with (rank 0 only;
+        every rank holds the same parameters)."""
         path = self.run_dir / ckpt.CHECKPOINT
         if self.world.is_main:
             ckpt.save(path, self._payload())
+            _write_atomic(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+            self.saved_step = self.global_step
         return path
 
     def _restore(self, data: dict[str, Any]) -> None:
@@ -162,6 +230,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise ckpt.CheckpointError(f"checkpoint does not fit this model: {err}") from None
         self.update_index, self.global_step = data["update"], data["global_step"]
+        self.saved_step = self.global_step
         if self.world.distributed or data.get("world_size", 1) > 1:
             # rank r's streams are new ones, drawn from (seed, rank, update): a checkpoint holds
             # rank 0's alone, and the world size may have changed
@@ -169,14 +238,18 @@ class Trainer:
             if hasattr(self.env, "generator"):
                 self.env.generator.manual_seed(seed)
             self.generator.manual_seed(seed + 1)
+            self.worker = self._worker()  # new episodes from the new streams
             return
         rng = data["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        if rng["env"] is not None and hasattr(self.env, "generator"):
-            self.env.generator.set_state(rng["env"])
         self.generator.set_state(rng["actions"])
+        if data.get("env") is not None and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(data["env"])
+            self.worker.load_state_dict(data["rollout"])
+        else:  # a gymnasium env's state can't be saved: its episodes start over
+            log.info("resume: the envs start new episodes (their state is not in checkpoints)")
 
     # ----------------------------------------------------------------- the loop
     @torch.no_grad()
@@ -208,6 +281,8 @@ class Trainer:
         """Train until total_timesteps. ``collect`` overrides where unrolls come from."""
         cfg = self.cfg
         pool = None
+        if self.num_updates == 0:  # a resumed run that has reached its budget
+            return TrainResult(self.run_dir, self.update_index, self.global_step)
         if collect is None and cfg.agent == "impala" and cfg.impala.num_actors > 0:
             from rlgate.agents.actors import pool_collector
 
@@ -222,12 +297,18 @@ class Trainer:
         return result
 
     def _run(self, collect) -> TrainResult:
-        cfg, world, main = self.cfg, self.world, self.world.is_main
+        cfg, main = self.cfg, self.world.is_main
+        result = TrainResult(self.run_dir, self.update_index, self.global_step)
+        if self.num_updates == 0:
+            return result
         logger = None
         if main:
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            logger = Logger(str(self.run_dir), cfg.to_dict(), purge_step=self.global_step or None)
-        result = TrainResult(self.run_dir, self.update_index, self.global_step)
+            if self.resumed_step is None:  # a resume keeps the checkpoint's config.json
+                _write_atomic(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            # a resume drops what a killed run logged after its checkpoint, not the step of
+            # the checkpoint itself
+            purge = None if self.resumed_step is None else self.resumed_step + 1
+            logger = Logger(str(self.run_dir), cfg.to_dict(), purge_step=purge)
         bar = None
         if cfg.progress and main:
             from tqdm import tqdm
@@ -243,49 +324,36 @@ class Trainer:
         collect = collect or (lambda version: self.worker.collect(version))
         recent: dict[str, float] = {}
         t_start, steps_start = time.perf_counter(), self.global_step
+
+        def announce(name: str) -> None:
+            if main:
+                print(
+                    f"rlgate: {name}: stopping after this update with a checkpoint "
+                    f"({name} again stops at once, keeping the last checkpoint)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
         try:
-            while self.global_step + self.steps_per_update <= self.final_step:
-                if cfg.anneal_lr:
-                    frac = max(0.0, 1.0 - self.global_step / self.final_step)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = cfg.learning_rate * frac
-                # the parameters' version is the number of learner updates so far
-                rollout, episodes = collect(self.update_index)
-                metrics = self.learner.update(rollout, self.generator)
-                if cfg.agent == "impala":
-                    metrics["policy_lag"] = float(self.update_index - rollout.param_version)
-                metrics, stats = merge_ranks(world.gather_objects((metrics, episodes.stats)))
-                self.update_index += 1
-                steps = self.steps_per_update
-                self.global_step += steps
-                sps = (self.global_step - steps_start) / (time.perf_counter() - t_start)
-                scalars = {f"losses/{k}": v for k, v in metrics.items() if k != "policy_lag"}
-                scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
-                scalars["perf/sps"] = sps
-                if "policy_lag" in metrics:
-                    scalars["perf/policy_lag"] = metrics["policy_lag"]
-                means = episode_means(stats)
-                recent.update(means)
-                result.history.append({**scalars, **recent})
-                if logger is not None:
-                    logger.scalars({**scalars, **means}, self.global_step)
-                    if self.update_index % cfg.gate_log_interval == 0:
-                        gates = self._gates(rollout)
-                        if gates:
-                            logger.gates(gates, self.global_step)
-                if self.update_index % cfg.checkpoint_interval == 0:
+            with StopSignals(announce) as stop:
+                while self.global_step + self.steps_per_update <= self.final_step:
+                    if self._update(collect, logger, result, recent, t_start, steps_start, stop):
+                        break
+                    if bar is not None:
+                        bar.update(self.steps_per_update)
+                        shown = {"sps": f"{result.history[-1]['perf/sps']:.0f}"}
+                        shown["ret"] = f"{recent.get('charts/episodic_return', 0):.2f}"
+                        if "charts/success_rate" in recent:  # envs that say what success is
+                            shown["success"] = f"{recent['charts/success_rate']:.2f}"
+                        bar.set_postfix(shown)
+                if self.saved_step != self.global_step:
                     self.save()
-                if bar is not None:
-                    bar.update(steps)
-                    shown = {"sps": f"{sps:.0f}"}
-                    shown["ret"] = f"{recent.get('charts/episodic_return', 0):.2f}"
-                    if "charts/success_rate" in recent:  # envs that say what success is
-                        shown["success"] = f"{recent['charts/success_rate']:.2f}"
-                    bar.set_postfix(shown)
-            self.save()
-        except KeyboardInterrupt:
-            self.save()
+                if stop.signum is not None:
+                    result.interrupted = True
+                    result.signal = signal.Signals(stop.signum).name
+        except KeyboardInterrupt:  # a second signal: the last checkpoint stays as it is
             result.interrupted = True
+            result.signal = "SIGINT"
         finally:
             if bar is not None:
                 bar.close()
@@ -293,6 +361,51 @@ class Trainer:
                 logger.close()
         result.updates, result.global_step = self.update_index, self.global_step
         return result
+
+    def _update(self, collect, logger, result, recent, t_start, steps_start, stop) -> bool:
+        """One update: collect, learn, log, maybe checkpoint. True when a stop signal (on
+        any rank) ends the run after it."""
+        cfg = self.cfg
+        if cfg.anneal_lr:
+            frac = max(0.0, 1.0 - self.global_step / self.final_step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.learning_rate * frac
+        # the parameters' version is the number of learner updates so far
+        rollout, episodes = collect(self.update_index)
+        metrics = self.learner.update(rollout, self.generator)
+        if cfg.agent == "impala":
+            metrics["policy_lag"] = float(self.update_index - rollout.param_version)
+        # every rank sees every rank's stop request here, so that all stop after this update
+        gathered = self.world.gather_objects((metrics, episodes.stats, stop.signum is not None))
+        metrics, stats = merge_ranks([(m, st) for m, st, _ in gathered])
+        stopping = any(flag for _, _, flag in gathered)
+        self.update_index += 1
+        self.global_step += self.steps_per_update
+        sps = (self.global_step - steps_start) / (time.perf_counter() - t_start)
+        scalars = {f"losses/{k}": v for k, v in metrics.items() if k != "policy_lag"}
+        scalars["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        scalars["perf/sps"] = sps
+        if "policy_lag" in metrics:
+            scalars["perf/policy_lag"] = metrics["policy_lag"]
+        means = episode_means(stats)
+        recent.update(means)
+        result.history.append({**scalars, **recent})
+        if logger is not None:
+            logger.scalars({**scalars, **means}, self.global_step)
+            if self.update_index % cfg.gate_log_interval == 0:
+                gates = self._gates(rollout)
+                if gates:
+                    logger.gates(gates, self.global_step)
+        if self.update_index % cfg.checkpoint_interval == 0:
+            self.save()
+        return stopping or (not self.world.distributed and stop.signum is not None)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a small text file atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig) -> TrainResult:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 
@@ -73,7 +75,8 @@ def test_run_folder_has_config_events_and_checkpoint(tmp_path):
     assert steps == [128 * (i + 1) for i in range(6)]
     data = ckpt.load(run)
     assert data["update"] == 6 and data["global_step"] == 768
-    assert set(data["rng"]) == {"torch", "cuda", "env", "actions"}
+    assert set(data["rng"]) == {"torch", "cuda", "actions"}
+    assert set(data["env"]) == {"state", "generator"} and "obs" in data["rollout"]
     assert not list(run.glob(".checkpoint-*"))  # no temp file left behind
 
 
@@ -94,8 +97,29 @@ def test_resume_refuses_another_core_or_a_missing_checkpoint(tmp_path):
         Trainer(_cfg(tmp_path, resume=str(tmp_path / "missing")))
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_finishes_the_update_and_saves(tmp_path, signum):
+    """Ctrl-C or a scheduler's SIGTERM during an update: the update completes, a checkpoint
+    is written at that step, and the run leaves cleanly."""
     trainer = Trainer(_cfg(tmp_path, checkpoint_interval=100))
+    calls = {"n": 0}
+
+    def collect(version):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signum)
+        return trainer.worker.collect(version)
+
+    result = trainer.run(collect)
+    assert result.interrupted and result.signal == signal.Signals(signum).name
+    assert result.updates == 4 and ckpt.load(result.run_dir)["update"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_interrupt_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    """Mid-update the state is half-updated: nothing is saved then, the last checkpoint (a
+    state between two updates) stays as it was."""
+    trainer = Trainer(_cfg(tmp_path, checkpoint_interval=2))
     calls = {"n": 0}
 
     def collect(version):
@@ -106,7 +130,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
 
     result = trainer.run(collect)
     assert result.interrupted and result.updates == 3
-    assert ckpt.load(result.run_dir)["update"] == 3
+    assert ckpt.load(result.run_dir)["update"] == 2
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
