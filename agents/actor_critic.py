@@ -135,8 +135,11 @@ def build_model(cfg, env) -> ActorCritic:
     declares for its observation entries, its episode length for the chrono init)."""
     core_options: dict[str, Any] = {"backend": cfg.backend}
     if CORES[cfg.core].init == "chrono":
-        t_max = cfg.chrono_t_max or getattr(env, "max_episode_steps", None) or 100.0
-        core_options["chrono_t_max"] = max(float(t_max), 3.0)
+        if cfg.chrono_t_max is not None:  # validated by the config: > 2
+            core_options["chrono_t_max"] = float(cfg.chrono_t_max)
+        else:  # the env's episode length, however short: T_max must exceed 2
+            t_max = getattr(env, "max_episode_steps", None) or 100.0
+            core_options["chrono_t_max"] = max(float(t_max), 3.0)
     if CORES[cfg.core].master:
         core_options["chunk_size"] = cfg.chunk_size
     return ActorCritic(

@@ -24,6 +24,8 @@ so that the agent picks the right encoder.
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from typing import Any
 
 import gymnasium as gym
@@ -46,8 +48,33 @@ def resolve_device(device: torch.device | str) -> torch.device:
     return dev
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether an option's value has its annotated type (bool is not a number here; an int is
+    a float)."""
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
 def check_options(cls: type, options: dict[str, Any]) -> None:
-    """Raise ValueError for keyword options that ``cls.__init__`` does not take."""
+    """ValueError for keyword options that ``cls.__init__`` does not take, or whose value does
+    not have the parameter's annotated type (``length=abc`` for an int, say)."""
     params = inspect.signature(cls.__init__).parameters
     valid = [n for n in params if n not in ("self", "num_envs", "device", "seed", "autoreset")]
     unknown = sorted(set(options) - set(valid))
@@ -56,6 +83,11 @@ def check_options(cls: type, options: dict[str, Any]) -> None:
             f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
             f"valid options: {', '.join(valid) or 'none'}"
         )
+    hints = typing.get_type_hints(cls.__init__)
+    for name, value in options.items():
+        hint = hints.get(name, Any)
+        if not _fits(value, hint):
+            raise ValueError(f"env option {name} takes {_type_name(hint)}, got {value!r}")
 
 
 def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:

@@ -111,12 +111,33 @@ def _parse(cls, args: list[str], prog: str, default=None):
     return out
 
 
+def _merge_repeated(args: list[str], flag: str) -> list[str]:
+    """``flag a --x 1 flag b`` -> ``--x 1 flag a b``: tyro keeps only the last occurrence of a
+    flag, so every value of every occurrence is gathered into one (``flag=v`` too)."""
+    rest, values, i, seen = [], [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if arg == flag or arg.startswith(flag + "="):
+            seen = True
+            if "=" in arg and arg.startswith(flag + "="):
+                values.append(arg.split("=", 1)[1])
+            i += 1
+            while i < len(args) and not args[i].startswith("--"):
+                values.append(args[i])
+                i += 1
+            continue
+        rest.append(arg)
+        i += 1
+    return [*rest, flag, *values] if seen else rest
+
+
 def _train(args: list[str]) -> int:
     from rlgate import checkpoint as ckpt
     from rlgate.config import TrainConfig
     from rlgate.runtime import tune_cpu_allocator
     from rlgate.train import Trainer
 
+    args = _merge_repeated(args, "--env-option")
     default = None
     if "--resume" in args:  # the saved config is the default; flags given override it
         i = args.index("--resume")

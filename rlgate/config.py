@@ -215,8 +215,31 @@ class TrainConfig:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
             _fail(f"reward-scale must be finite and > 0, got {self.reward_scale}")
-        if self.learning_rate <= 0 or not 0 < self.gamma <= 1 or self.max_grad_norm <= 0:
-            _fail("learning-rate > 0, 0 < gamma <= 1 and max-grad-norm > 0 are required")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            _fail(f"learning-rate must be finite and > 0, got {self.learning_rate}")
+        if not 0 < self.gamma <= 1:
+            _fail(f"gamma must be in (0, 1], got {self.gamma}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            _fail(f"max-grad-norm must be finite and > 0, got {self.max_grad_norm}")
+        if self.chrono_t_max is not None and not (
+            math.isfinite(self.chrono_t_max) and self.chrono_t_max > 2
+        ):
+            _fail(f"chrono-t-max must be finite and > 2, got {self.chrono_t_max}")
+        # a section's flags only mean something to its agent: refuse them elsewhere
+        for agent, section, default in (
+            ("ppo", "impala", IMPALAConfig()),
+            ("impala", "ppo", PPOConfig()),
+        ):
+            if self.agent == agent and getattr(self, section) != default:
+                changed = [
+                    f"--{section}.{f.name.replace('_', '-')}"
+                    for f in dataclasses.fields(default)
+                    if getattr(getattr(self, section), f.name) != getattr(default, f.name)
+                ]
+                _fail(
+                    f"{', '.join(changed)}: only for --agent {section} "
+                    f"(this run is --agent {agent})"
+                )
         _ = self.env_options  # parses, raising on malformed KEY=VALUE
         if self.agent == "ppo":
             bptt = self.ppo.bptt or self.unroll_length
@@ -237,6 +260,8 @@ class TrainConfig:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 _fail(f"--env-option expects KEY=VALUE, got {item!r}")
+            if key in options or (key == "delay" and self.delay is not None):
+                _fail(f"env option {key} is given twice")
             try:
                 options[key] = ast.literal_eval(value)
             except (ValueError, SyntaxError):

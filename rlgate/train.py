@@ -64,6 +64,8 @@ def create_run_dir(cfg: TrainConfig) -> Path:
     if cfg.resume is not None:
         return ckpt.checkpoint_path(cfg.resume).parent
     logdir = Path(cfg.logdir)
+    if logdir.exists() and not logdir.is_dir():
+        raise ValueError(f"--logdir {cfg.logdir!r} is a file, not a folder for run folders")
     try:
         logdir.mkdir(parents=True, exist_ok=True)
         if cfg.run_name is not None:

@@ -249,8 +249,9 @@ def test_pixels_go_through_the_cnn_and_learn(tmp_path):
     ids=["discrete", "multidiscrete", "box", "multibinary"],
 )
 def test_both_agents_train_in_every_action_space(tmp_path, agent, space):
+    section = {"ppo": PPOConfig(num_minibatches=2)} if agent == "ppo" else {}
     cfg = _cfg(tmp_path, agent=agent, core="ur-lstm", num_envs=4, unroll_length=8,
-               total_timesteps=3 * 32, ppo=PPOConfig(num_minibatches=2))  # fmt: skip
+               total_timesteps=3 * 32, **section)  # fmt: skip
     result = Trainer(cfg, env=lambda: AnyAction(space)).run()
     assert result.updates == 3
     assert all(np.isfinite(h["losses/loss"]) for h in result.history)

@@ -259,6 +259,23 @@ def test_probe_accuracy_reads_what_the_features_hold_and_nothing_else():
         (["train", "--num-envs", "abc"], "--num-envs"),
         (["train", "--resume", "/nonexistent/run"], "no checkpoint"),
         (["train", "--env", "rlgate/PassiveMatch-v0", "--delay", "-1"], "delay must be >= 0"),
+        (["train", "--env-option", "length=abc"], "env option length takes int, got 'abc'"),
+        (["train", "--env-option", "length=3.5"], "env option length takes int, got 3.5"),
+        (["train", "--env-option", "success_reward=abc"], "success_reward takes float"),
+        (["train", "--env", "rlgate/PassiveMatch-v0", "--delay", "abc"], "--delay"),
+        (
+            ["train", "--env", "rlgate/PassiveMatch-v0", "--env-option", "delay=abc"],
+            "env option delay takes int, got 'abc'",
+        ),
+        (["train", "--env", "MiniGrid-MemoryS7-v0", "--env-option", "foo=1"], "'foo'"),
+        (["train", "--env-option", "length=3", "--env-option", "length=4"], "given twice"),
+        (["train", "--core", "c-lstm", "--chrono-t-max", "-5"], "chrono-t-max must be finite"),
+        (["train", "--impala.num-actors", "2"], "--impala.num-actors: only for --agent impala"),
+        (["train", "--agent", "impala", "--ppo.epochs", "2"], "--ppo.epochs: only for"),
+        (["train", "--learning-rate", "0"], "learning-rate must be finite and > 0, got 0.0"),
+        (["train", "--gamma", "1.5"], "gamma must be in (0, 1], got 1.5"),
+        (["train", "--max-grad-norm", "-1"], "max-grad-norm must be finite and > 0, got -1.0"),
+        (["train", "--run-name", "../x"], "run-name must be a plain folder name"),
         (["eval", "/nonexistent/run"], "no checkpoint"),
         (["frobnicate"], "valid commands: train, eval, cores"),
     ],
@@ -335,3 +352,39 @@ def test_cli_trains_and_resumes(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert ckpt.load(tmp_path / "r")["global_step"] == 512
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_logdir_that_cannot_hold_runs_is_one_line(tmp_path, where):
+    path = tmp_path / "file"
+    path.write_text("keep me")
+    logdir = path if where == "a file" else path / "runs"
+    proc = _cli("train", "--logdir", str(logdir), "--total-timesteps", "128")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "--logdir" in proc.stderr
+    assert path.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_every_env_option_is_kept(tmp_path):
+    """Repeated --env-option flags (and several values after one) all reach the env."""
+    proc = _cli("train", "--env-option", "length=3", "--num-envs", "8", "--env-option",
+                "max_steps=9", "success_reward=2.0", "--unroll-length", "16",
+                "--total-timesteps", "128", "--logdir", str(tmp_path), "--run-name", "r",
+                "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["env_option"] == ["length=3", "max_steps=9", "success_reward=2.0"]
+    assert saved["num_envs"] == 8
+
+
+def test_a_diverging_run_without_a_checkpoint_says_so(tmp_path):
+    """The first update's loss is NaN: no checkpoint exists, and the message says that."""
+    proc = _cli("train", "--env-option", "length=3", "--num-envs", "8", "--unroll-length",
+                "16", "--total-timesteps", "1280", "--learning-rate", "1e30",
+                "--logdir", str(tmp_path), "--run-name", "r", "--no-progress")  # fmt: skip
+    if proc.returncode == 0:
+        pytest.skip("this learning rate did not diverge here")
+    assert proc.returncode == 1 and "non-finite" in proc.stderr
+    saved = (tmp_path / "r" / ckpt.CHECKPOINT).exists()
+    assert ("no checkpoint was written yet" in proc.stderr) != saved
