@@ -49,8 +49,9 @@ def make_single(env_id: str, **options: Any) -> gym.Env:
     from rlgate.envs.single import SingleEnv
 
     cls, fixed = ENVS[env_id]
+    render_mode = options.pop("render_mode", None)  # gymnasium's, not the task's
     _check(cls, fixed, options)
-    return SingleEnv(cls, **fixed, **options)
+    return SingleEnv(cls, render_mode=render_mode, **fixed, **options)
 
 
 def _check(cls: type, fixed: dict[str, Any], options: dict[str, Any]) -> None:
@@ -108,6 +109,7 @@ def make_vec(
     num_envs: int,
     device: torch.device | str = "cpu",
     seed: int | None = None,
+    autoreset: bool = True,
     **options: Any,
 ):
     """The batched env for ``env_id``: torch tensors in and out on ``device``.
@@ -121,8 +123,11 @@ def make_vec(
         num_envs: number of copies N (>= 1).
         device: "cpu", "cuda", "cuda:1", ...
         seed: RNG seed; the same seed gives the same trajectories on CPU.
+        autoreset: tensor tasks: start the next episode in the step that ends one (False:
+            a copy stays at its episode's end until ``reset``, as for videos). Gymnasium
+            envs always reset in the same step.
         **options: the task's options (e.g. ``delay`` for the Match tasks), or keyword
-            arguments of ``gymnasium.make``.
+            arguments of ``gymnasium.make`` (``render_mode="rgb_array"`` to render them).
 
     Raises:
         ValueError: unknown id or option, invalid option value, num_envs or device, or a space
@@ -135,8 +140,14 @@ def make_vec(
     env_id = resolve_id(env_id)
     if env_id in ENVS:
         cls, fixed = ENVS[env_id]
+        # gymnasium's render modes: a tensor task always draws itself (its ``render``)
+        mode = options.pop("render_mode", None)
+        if mode not in (None, *cls.render_modes):
+            raise ValueError(f"render_mode {mode!r}; valid: None, {', '.join(cls.render_modes)}")
         _check(cls, fixed, options)
-        return cls(num_envs=num_envs, device=device, seed=seed, **fixed, **options)
+        return cls(
+            num_envs=num_envs, device=device, seed=seed, autoreset=autoreset, **fixed, **options
+        )
     return GymVectorEnv(env_id, num_envs, device=device, seed=seed, **options)
 
 

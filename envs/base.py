@@ -29,6 +29,7 @@ import typing
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,6 +123,8 @@ class TensorEnv:
     single_observation_space: gym.spaces.Dict
     single_action_space: gym.spaces.Discrete
     stat_keys: tuple[str, ...] = ()
+    #: gymnasium's render modes: every tensor task draws itself (``render``)
+    render_modes: tuple[str, ...] = ("rgb_array",)
     #: entry -> encoder kind, for entries whose space does not say what they are
     observation_kinds: dict[str, str] = {}  # noqa: RUF012 (read-only by convention)
 
@@ -193,6 +196,13 @@ class TensorEnv:
         for k, v in state.items():
             self.state[k][index : index + 1] = v.to(self.device)
 
+    def render(self, index: int = 0) -> np.ndarray:
+        """A top-down picture of copy ``index``: [H, W, 3] uint8 (the world, the agent's view
+        lightened, the agent)."""
+        if not 0 <= index < self.num_envs:
+            raise ValueError(f"index must be in 0..{self.num_envs - 1}, got {index}")
+        return self._render(index)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes as the copies step (their state tensors and the generator),
         for a checkpoint: ``load_state_dict`` of it continues exactly where this env was."""
@@ -231,4 +241,7 @@ class TensorEnv:
         raise NotImplementedError
 
     def _observe(self) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _render(self, index: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import render
 from rlgate.envs.base import TensorEnv
 
 FLOOR, WALL, APPLE, COLOUR = 0, 1, 2, 3  # COLOUR + k is colour k
@@ -22,6 +23,9 @@ RADIUS = VIEW // 2
 #: moves: up, right, down, left as (d_row, d_col)
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
 ACTION_NAMES = ("up", "right", "down", "left")
+#: render colours (RGB): floor, wall, apple, the agent, and the coloured squares by colour
+FLOOR_RGB, WALL_RGB, APPLE_RGB, AGENT_RGB = (225, 225, 225), (70, 70, 70), (220, 40, 40), (0, 0, 0)
+SQUARE_RGB = ((40, 110, 240), (250, 190, 20), (40, 170, 80), (160, 60, 200), (240, 120, 30))
 
 
 def room(rows: int, cols: int, interior: tuple[int, int, int, int] | list) -> np.ndarray:
@@ -69,6 +73,25 @@ class GridEnv(TensorEnv):
         cells = self.state["grid"][self._rows[:, None, None], r[:, :, None], c[:, None, :]]
         image = (cells.unsqueeze(-1) == self._channels).to(torch.uint8)  # [N, 5, 5, C]
         return {"image": image}
+
+    def _render(self, index: int) -> np.ndarray:
+        """The padded canvas of copy ``index``: walls dark, floor light, apples as red discs,
+        coloured squares in their colour, the 5x5 view lightened, the agent a black disc."""
+        grid = self.state["grid"][index].cpu().numpy()
+        row, col = (int(v) for v in self.state["pos"][index])
+        palette = np.array(
+            [FLOOR_RGB, WALL_RGB, FLOOR_RGB, *[SQUARE_RGB[k % len(SQUARE_RGB)] for k in
+             range(self.num_channels - COLOUR)]], dtype=np.uint8,
+        )  # fmt: skip
+        colours = palette[grid]
+        view = np.zeros(grid.shape, dtype=bool)
+        view[row - RADIUS : row + RADIUS + 1, col - RADIUS : col + RADIUS + 1] = True
+        image = render.cells_to_image(render.tint(colours, view))
+        dot = render.disc()
+        for r, c in zip(*np.nonzero(grid == APPLE)):
+            render.stamp(image, r, c, dot, APPLE_RGB)
+        render.stamp(image, row, col, dot, AGENT_RGB)
+        return image
 
     def _target(self, actions: Tensor) -> tuple[Tensor, Tensor]:
         """The cell each copy tries to move into: (position [N, 2], cell code [N])."""

@@ -206,5 +206,20 @@ class GymVectorEnv:
             out_info,
         )
 
+    def render(self, index: int = 0) -> np.ndarray:
+        """Copy ``index``'s picture, [H, W, 3] uint8: a sync vector env of an env made with
+        ``render_mode="rgb_array"``. (After a step that ended its episode, copy ``index``
+        already shows the next episode: gymnasium resets in the same step.)"""
+        if not isinstance(self.env, gym.vector.SyncVectorEnv):
+            raise ValueError("rendering needs a sync vector env (its copies live here)")
+        if not 0 <= index < self.num_envs:
+            raise ValueError(f"index must be in 0..{self.num_envs - 1}, got {index}")
+        frame = self.env.envs[index].render()
+        if frame is None or np.ndim(frame) != 3:
+            raise ValueError(
+                "this env renders no rgb_array picture: make it with render_mode='rgb_array'"
+            )
+        return np.asarray(frame, dtype=np.uint8)
+
     def close(self) -> None:
         self.env.close()

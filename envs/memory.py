@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import render
 from rlgate.envs.base import TensorEnv
 
 # minigrid.core.constants
@@ -33,6 +34,8 @@ GREEN, GREY = 1, 5
 WALL_CODE = (WALL_OBJ, GREY, 0)
 DIR_TO_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))  # right, down, left, up as (dx, dy)
 VIEW = 7
+#: render colours (RGB), after minigrid's
+WALL_RGB, FLOOR_RGB, OBJECT_RGB, AGENT_RGB = (100, 100, 100), (0, 0, 0), (0, 200, 0), (255, 0, 0)
 SIZES = (7, 9, 11, 13, 17)
 
 
@@ -231,6 +234,32 @@ class MemoryEnv(TensorEnv):
         codes = st["world"][self._rows[:, None, None], self._lookup[here, st["dir"]]]
         image = (codes.unsqueeze(-1) >> self._shifts) & 255  # [N, 7, 7, 3]
         return {"image": image.to(torch.uint8), "direction": st["dir"].clone()}
+
+    def _render(self, index: int) -> np.ndarray:
+        """minigrid's picture, simplified: walls grey, floor black, the green key and balls as
+        green squares and discs, the agent's 7x7 view lightened, the agent a red triangle
+        pointing where it faces."""
+        s = self.size
+        world = self.state["world"][index, : s * s].cpu().numpy().reshape(s, s).T  # [y, x]
+        obj = world & 255
+        colours = np.where((obj == WALL_OBJ)[..., None], WALL_RGB, FLOOR_RGB).astype(np.uint8)
+        x, y = (int(v) for v in self.state["pos"][index])
+        direction = int(self.state["dir"][index])
+        # minigrid's get_view_exts: the view is in front of the agent, which stands at the
+        # middle of its back row
+        dx, dy = DIR_TO_VEC[direction]
+        x0 = x - VIEW // 2 + dx * (VIEW // 2) if dx else x - VIEW // 2
+        y0 = y - VIEW // 2 + dy * (VIEW // 2) if dy else y - VIEW // 2
+        view = np.zeros((s, s), dtype=bool)
+        view[max(y0, 0) : max(y0 + VIEW, 0), max(x0, 0) : max(x0 + VIEW, 0)] = True
+        image = render.cells_to_image(render.tint(colours, view))
+        square = np.zeros((render.CELL, render.CELL), dtype=bool)
+        square[3:-3, 3:-3] = True
+        for kind, mask in ((KEY, square), (BALL, render.disc())):
+            for r, c in zip(*np.nonzero(obj == kind)):
+                render.stamp(image, r, c, mask, OBJECT_RGB)
+        render.stamp(image, y, x, render.triangle(direction), AGENT_RGB)
+        return image
 
     def load_minigrid(self, index: int, env) -> None:
         """Copy the current state of a ``minigrid.envs.MemoryEnv`` into copy ``index``."""

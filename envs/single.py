@@ -1,7 +1,9 @@
 """One copy of a tensor task as a standard ``gymnasium.Env`` with numpy observations.
 
 This is what ``gymnasium.make("rlgate/...")`` returns: no auto-reset (the terminal observation
-is returned, as gymnasium expects), CPU tensors underneath, seeded through ``reset(seed=...)``.
+is returned, as gymnasium expects), CPU tensors underneath, seeded through ``reset(seed=...)``,
+``render_mode="rgb_array"`` for the task's picture. At an episode's end ``info["episode"]``
+holds its statistics (return, length, success and the task's extras that apply to it).
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ from rlgate.envs.base import TensorEnv
 class SingleEnv(gym.Env):
     """A ``gymnasium.Env`` view of ``env_cls(num_envs=1, ...)``."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 8}
 
-    def __init__(self, env_cls: type[TensorEnv], **options: Any):
+    def __init__(self, env_cls: type[TensorEnv], render_mode: str | None = None, **options: Any):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(
+                f"render_mode {render_mode!r} is not supported; valid: None, "
+                + ", ".join(repr(m) for m in self.metadata["render_modes"])
+            )
+        self.render_mode = render_mode
         self._env = env_cls(num_envs=1, device="cpu", seed=0, autoreset=False, **options)
         self.observation_space = self._env.single_observation_space
         self.action_space = self._env.single_action_space
+
+    def render(self):
+        """rgb_array: the task's picture ([H, W, 3] uint8); None without a render mode."""
+        return self._env.render(0) if self.render_mode == "rgb_array" else None
 
     def _numpy(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
         out = {}
@@ -45,5 +57,9 @@ class SingleEnv(gym.Env):
         obs, reward, terminated, truncated, info = self._env.step(torch.tensor([int(action)]))
         out: dict[str, Any] = {}
         if bool(info["done"][0]):
-            out["episode"] = {k: v[0].item() for k, v in info["episode"].items()}
+            # a statistic that does not apply to this episode (NaN in the batched env: the
+            # Match tasks' success_at_{p} of the other positions) is left out, so that equal
+            # episodes have equal infos
+            episode = {k: v[0].item() for k, v in info["episode"].items()}
+            out["episode"] = {k: v for k, v in episode.items() if v == v}
         return (self._numpy(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), out)

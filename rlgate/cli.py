@@ -50,9 +50,15 @@ class EvalConfig:
     remembers the colour but no longer explores one side), the view gate, and a linear probe
     of the cue's colour from the core output at the choice (does the core remember it?)."""
 
+    video: str | None = None
+    """Write --video-episodes episodes played by the policy to this animated GIF (a new .gif
+    path) instead of reporting success."""
+    video_episodes: int = 3
+    """Episodes in the --video GIF."""
+
     def __post_init__(self):
-        if self.episodes < 1 or self.num_envs < 1:
-            raise ValueError("--episodes and --num-envs must be >= 1")
+        if self.episodes < 1 or self.num_envs < 1 or self.video_episodes < 1:
+            raise ValueError("--episodes, --num-envs and --video-episodes must be >= 1")
 
 
 def _one_line(text: str) -> str:
@@ -200,6 +206,17 @@ def _eval(args: list[str]) -> int:
     from rlgate.evaluate import choice_report, evaluate
 
     cfg = _parse(EvalConfig, args, "rlgate eval")
+    if cfg.video is not None:
+        from rlgate.evaluate import record_video
+
+        out = record_video(
+            cfg.checkpoint, cfg.video, cfg.video_episodes, cfg.device, cfg.seed, cfg.greedy
+        )
+        print(
+            f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
+            f"{out['frames']} frames -> {out['path']}"
+        )
+        return 0
     run = (cfg.checkpoint, cfg.episodes, cfg.num_envs, cfg.device, cfg.seed, cfg.greedy)
     if cfg.choices:
         out = choice_report(*run)

@@ -172,6 +172,10 @@ class TrainConfig:
     """Updates between checkpoints (one is also written at the end and on Ctrl-C)."""
     gate_log_interval: int = 10
     """Updates between gate histograms in TensorBoard."""
+    video_interval: int = 0
+    """Updates between videos of one episode in TensorBoard (videos/episode, an animated GIF
+    played with the current policy in an env of its own); 0 = none. Needs an env that renders:
+    the rlgate tasks, or a gymnasium id with an rgb_array render mode."""
     progress: bool = True
     """Show a progress bar."""
     dist_timeout: float = 300.0
@@ -198,6 +202,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.video_interval < 0:
+            _fail(f"video-interval must be >= 0 (0 = no videos), got {self.video_interval}")
         if self.chunk_size < 1 or self.hidden_size % self.chunk_size:
             _fail(f"chunk-size must divide hidden-size={self.hidden_size}, got {self.chunk_size}")
         if self.head_size < 0:

@@ -30,13 +30,18 @@ def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):
     env = make_vec(
         cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options
     )
+    return cfg, env, _load_model(cfg, env, data, dev), dev
+
+
+def _load_model(cfg: TrainConfig, env, data: dict[str, Any], dev):
+    """The checkpoint's model for ``env``, in eval mode on ``dev``."""
     model = build_model(cfg, env).to(dev)
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as err:
         raise ckpt.CheckpointError(f"checkpoint does not fit its own config: {err}") from None
     model.eval()
-    return cfg, env, model, dev
+    return model
 
 
 @torch.no_grad()
@@ -73,6 +78,37 @@ def evaluate(
         "success_rate": float(torch.tensor(successes).nanmean()),
         "mean_return": sum(returns) / len(returns),
     }
+
+
+def record_video(
+    path: str,
+    out: str,
+    episodes: int = 3,
+    device: str = "auto",
+    seed: int = 12345,
+    greedy: bool = False,
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes of the checkpoint's env with its policy and write them to
+    ``out`` (an animated GIF, which must not exist yet).
+
+    Returns:
+        dict with env, core, episodes, frames and the path written.
+    """
+    from rlgate import video
+
+    target = video.check_video_path(out)
+    data = ckpt.load(path)
+    cfg = TrainConfig.from_dict({**data["config"], "resume": None})
+    if cfg.env == CUSTOM_ENV:
+        raise ValueError("this run trained on an env given in Python: no env id to film")
+    dev = pick_device(device)
+    env = video.video_env(cfg.env, cfg.env_options, dev, seed)
+    model = _load_model(cfg, env, data, dev)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    frames = video.record_episodes(env, model, episodes, generator, greedy)
+    video.write_gif(frames, target)
+    return {"env": cfg.env, "core": cfg.core, "episodes": episodes, "frames": len(frames),
+            "path": str(target)}  # fmt: skip
 
 
 def probe_accuracy(features: Tensor, labels: Tensor, num_classes: int, steps: int = 300) -> float:

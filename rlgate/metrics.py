@@ -2,7 +2,8 @@
 
 Tags: charts/episodic_return, charts/episodic_length, charts/success_rate, charts/<extra>,
 charts/learning_rate, losses/<name>, perf/sps, perf/policy_lag (IMPALA), gates/<f|r|g|timescale>
-(histograms) and gates/saturated_fraction (share of units with g > 0.99 or g < 0.01).
+(histograms), gates/saturated_fraction (share of units with g > 0.99 or g < 0.01) and
+videos/episode (an animated GIF of an episode, with --video-interval).
 """
 
 from __future__ import annotations
@@ -55,6 +56,24 @@ class Logger:
         for name, values in summary.items():
             self.writer.add_histogram(f"gates/{name}", values, step)
         self.writer.add_scalar("gates/saturated_fraction", saturated_fraction(summary["g"]), step)
+
+    def video(self, tag: str, frames, step: int, fps: int | None = None) -> None:
+        """An animated GIF of ``frames`` ([H, W, 3] uint8 each) as an image summary, which
+        TensorBoard's Images tab plays."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from rlgate import video
+
+        height, width = frames[0].shape[:2]
+        image = Summary.Image(
+            height=height,
+            width=width,
+            colorspace=3,
+            encoded_image_string=video.gif_bytes(frames, fps or video.FPS),
+        )
+        self.writer._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, image=image)]), step
+        )
 
     def close(self) -> None:
         self.writer.close()

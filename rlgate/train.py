@@ -165,11 +165,29 @@ class Trainer:
         self.steps_per_update = cfg.batch_size * self.world.size
         self.final_step = max(cfg.total_timesteps, self.steps_per_update)
         self.worker = self._worker()
+        self.video = None
+        if cfg.video_interval and self.world.is_main:
+            self.video = self._video_env(env)
         if resume is not None:
             self._restore(resume)
         self.world.broadcast_module(self.model)
         self.resumed_step = self.global_step if resume is not None else None
         self.run_dir = self._run_dir() if self.num_updates or resume is None else None
+
+    def _video_env(self, env):
+        """The env videos are played in (its own copy and streams: videos change nothing in
+        training), checked now, before anything is written."""
+        from rlgate import video
+
+        if env is not None:
+            raise ValueError(
+                "--video-interval needs an env id (videos play in an env of their own)"
+            )
+        venv = video.video_env(self.cfg.env, self.cfg.env_options, self.device, self.cfg.seed + 2)
+        venv.reset()
+        venv.render(0)  # ValueError where the env has no picture
+        self.video_generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
+        return venv
 
     def _worker(self) -> RolloutWorker:
         """A rollout worker that starts new episodes in every env."""
@@ -398,6 +416,11 @@ class Trainer:
                 gates = self._gates(rollout)
                 if gates:
                     logger.gates(gates, self.global_step)
+            if self.video is not None and self.update_index % cfg.video_interval == 0:
+                from rlgate import video
+
+                frames = video.record_episodes(self.video, self.model, 1, self.video_generator)
+                logger.video("videos/episode", frames, self.global_step)
         if self.update_index % cfg.checkpoint_interval == 0:
             self.save()
         return stopping or (not self.world.distributed and stop.signum is not None)
