@@ -76,20 +76,26 @@ def _one_line(text: str) -> str:
 
 @contextlib.contextmanager
 def _captured_fds():
-    """Send everything written to fds 1 and 2 into a temporary file (rich writes there)."""
+    """Send everything written to fds 1 and 2, and to sys.stdout and sys.stderr (which need
+    not be those fds: Jupyter, pytest), into a temporary file (rich writes there)."""
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             if stream is not None:
                 stream.flush()
         saved = os.dup(1), os.dup(2)
+        streams = sys.stdout, sys.stderr
+        text = open(tmp.fileno(), "w", closefd=False)  # noqa: SIM115 (closed below)
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
+        sys.stdout = sys.stderr = text
         try:
             yield tmp
         finally:
-            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            for stream in (text, sys.__stdout__, sys.__stderr__):
                 if stream is not None:
                     stream.flush()
+            sys.stdout, sys.stderr = streams
+            text.close()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

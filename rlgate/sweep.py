@@ -224,6 +224,8 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
         shutil.rmtree(run_dir)
     trainer = Trainer(cfg)
     result = trainer.run()
+    if result.interrupted:  # stopped by a signal: no result; a resumed sweep runs it again
+        raise KeyboardInterrupt
     curve = [
         (int(i * trainer.steps_per_update + trainer.steps_per_update), h["charts/success_rate"])
         for i, h in enumerate(result.history)

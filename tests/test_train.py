@@ -280,11 +280,17 @@ def test_probe_accuracy_reads_what_the_features_hold_and_nothing_else():
         (["frobnicate"], "valid commands: train, eval, cores"),
     ],
 )
-def test_bad_input_is_one_line_with_exit_code_2(tmp_path, args, expected):
-    proc = _cli(*args, "--logdir", str(tmp_path)) if args[0] == "train" else _cli(*args)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert expected in proc.stderr
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capfd, args, expected):
+    """The CLI's entry point, called in this process (a subprocess per case would mostly time
+    Python's start-up; the subprocess form is tested above and below)."""
+    from rlgate import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--logdir", str(tmp_path)] if args[0] == "train" else list(args))
+    err = capfd.readouterr().err
+    assert exit_.value.code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert expected in err
     assert not list(tmp_path.iterdir())  # nothing written
 
 

@@ -37,6 +37,25 @@ TRITON_DTYPES = (torch.float32, torch.bfloat16)
 NATIVE_DTYPES = (torch.float32,)
 
 
+def opaque_to_compile(fn):
+    """``fn`` runs eagerly under ``torch.compile`` (``torch.compiler.disable``: one graph
+    break) and as it is otherwise. The disabled twin is made on the first compiled call:
+    ``torch.compiler.disable`` imports torch._dynamo, ~1.7 s that an uncompiled program (every
+    ``rlgate`` command) should not pay."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
 class BackendUnavailable(RuntimeError, ValueError):
     """The requested backend can't run this input here (the message says why). A ValueError
     too, so that the CLI reports it as bad input: one line, exit code 2."""
@@ -141,7 +160,7 @@ class RecurrentCore(nn.Module):
         return gates
 
     # ----------------------------------------------------------------- backends
-    @torch.compiler.disable  # reads files and caches: decided eagerly under torch.compile
+    @opaque_to_compile  # reads files and caches: decided eagerly under torch.compile
     def resolve_backend(self, x: Tensor) -> str:
         """Which path runs for input x: "reference", "native", "triton" or "pytorch".
 
@@ -293,7 +312,7 @@ class RecurrentCore(nn.Module):
         raise NotImplementedError
 
 
-@torch.compiler.disable
+@opaque_to_compile
 def _kernel_forward(core: RecurrentCore, path: str, x: Tensor, state, is_first: Tensor):
     """The native or Triton kernels' recurrence (y, final state tuple).
 
