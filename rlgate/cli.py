@@ -63,7 +63,7 @@ class EvalConfig:
 
 def _one_line(text: str) -> str:
     """tyro's boxed error message as one line."""
-    text = " ".join(re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+", " ", text).split())
+    text = " ".join(re.sub(r"[│╭╮╰╯─┃━┏┓┗┛]+|-{3,}|[+|]-+[+|]?", " ", text).split())
     for stop in (" Argument helptext", " For full helptext", " Usage:"):
         text = text.split(stop)[0]
     if "Error parsing" in text:
@@ -84,7 +84,7 @@ def _captured_fds():
                 stream.flush()
         saved = os.dup(1), os.dup(2)
         streams = sys.stdout, sys.stderr
-        text = open(tmp.fileno(), "w", closefd=False)  # noqa: SIM115 (closed below)
+        text = open(tmp.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
         sys.stdout = sys.stderr = text
