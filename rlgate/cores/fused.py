@@ -568,33 +568,36 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
         return dh
 
 
+_NATIVE_NAMES = ("x", "is_first", "w_ih", "w_hh", "b_ih", "b_hh", "h0")
+
+
 def check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0) -> None:
     """ValueError unless the tensors are what native.c reads through raw pointers: real
     (not fake or meta) float32 CPU tensors of matching shapes. The kernels themselves trust
-    these shapes, so a wrong one would read or write outside a buffer."""
+    these shapes, so a wrong one would read or write outside a buffer. (On every call, acting
+    included: a few microseconds.)"""
     t_len, batch, in_size = x.shape
     g, hid = w_hh.shape
-    expected = {
-        "x": (x, (t_len, batch, in_size)),
-        "is_first": (is_first, (t_len, batch)),
-        "w_ih": (w_ih, (g, in_size)),
-        "w_hh": (w_hh, (g, hid)),
-        "b_ih": (b_ih, (g,)),
-        "b_hh": (b_hh, (g,)),
-        "h0": (h0, (batch, hid)),
-        **{f"state[{i + 1}]": (r, (batch, hid)) for i, r in enumerate(rest0)},
-    }
-    for name, (t, shape) in expected.items():
-        if t is None and name == "b_hh":
+    state = (batch, hid)
+    expected = (
+        (x, (t_len, batch, in_size)), (is_first, (t_len, batch)), (w_ih, (g, in_size)),
+        (w_hh, (g, hid)), (b_ih, (g,)), (b_hh, (g,)), (h0, state), *((r, state) for r in rest0),
+    )  # fmt: skip
+    for i, (t, shape) in enumerate(expected):
+        if t is None and i == 5:  # no b_hh (the LSTM family)
             continue
-        if type(t) not in (Tensor, torch.nn.Parameter) or t.device.type != "cpu":
-            raise ValueError(f"the native kernels take plain CPU tensors, got {name}={type(t)}")
-        if tuple(t.shape) != shape or t.dtype != (
-            torch.bool if name == "is_first" else torch.float32
+        dtype = torch.bool if i == 1 else torch.float32
+        if (
+            (type(t) is not Tensor and type(t) is not torch.nn.Parameter)
+            or t.device.type != "cpu"
+            or t.dtype != dtype
+            or t.shape != shape
         ):
+            name = _NATIVE_NAMES[i] if i < len(_NATIVE_NAMES) else f"state[{i - 6}]"
             raise ValueError(
-                f"native kernels: {name} must be {shape} "
-                f"{'bool' if name == 'is_first' else 'float32'}, got {tuple(t.shape)} {t.dtype}"
+                f"native kernels: {name} must be a plain CPU {str(dtype)[6:]} tensor of shape "
+                f"{shape}, got {type(t).__name__} {tuple(getattr(t, 'shape', ()))} "
+                f"{getattr(t, 'dtype', None)} on {getattr(t, 'device', None)}"
             )
 
 
