@@ -15,5 +15,3 @@ if __name__ != "rlgate.agents":  # the folder must not be importable as a generi
         f"this folder is the package rlgate.agents, imported here as {__name__!r}: "
         "install rlgate from the checkout (pip install -e .) and import rlgate.agents"
     )
-
-AGENTS = ("ppo", "impala")

@@ -56,7 +56,7 @@ class ActorCritic(nn.Module):
             discover. The heads see the view only through the gate: with the ungated features
             beside it the gate was just one more code for the cue, and one (colour, position)
             case could stay unlearned. Needs head_size > 0.
-        policy_gain: orthogonal-init gain of the policy's last layer. 0.01 (CleanRL's) starts
+        policy_init_gain: orthogonal-init gain of the policy's last layer. 0.01 (CleanRL's) starts
             from a uniform policy, but it also scales by 0.01 every gradient the policy sends
             into the heads and the core, where the value head's (gain 1) drowns it; 1 lets
             the policy shape the features it needs from the start.
@@ -72,7 +72,7 @@ class ActorCritic(nn.Module):
         core_options: dict | None = None,
         head_size: int = 0,
         view_gate: bool = False,
-        policy_gain: float = 0.01,
+        policy_init_gain: float = 0.01,
         observation_kinds: dict[str, str] | None = None,
     ):
         super().__init__()
@@ -95,7 +95,7 @@ class ActorCritic(nn.Module):
         self.value = _head(hidden_size, features, head_size, 1)
         # after both heads exist: the same random draws, in the same order, as before heads
         # could be MLPs (same seed, same initial parameters)
-        _init_last(self.policy, gain=policy_gain)
+        _init_last(self.policy, gain=policy_init_gain)
         _init_last(self.value, gain=1.0)
         if view_gate:  # last, for the same reason
             self.gate = nn.Linear(hidden_size, self.encoder.channels)

@@ -73,6 +73,14 @@ def _type_name(hint: Any) -> str:
     return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
+def pick_device(name: str) -> torch.device:
+    """A device name as the CLI takes it ("auto": cuda where available, else cpu) -> a torch
+    device that exists here (ValueError naming the problem otherwise)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(name)
+
+
 def check_options(cls: type, options: dict[str, Any]) -> None:
     """ValueError for keyword options that ``cls.__init__`` does not take, or whose value does
     not have the parameter's annotated type (``length=abc`` for an int, say)."""

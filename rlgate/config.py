@@ -19,6 +19,8 @@ AGENTS = ("ppo", "impala")
 RUN_NAME = re.compile(r"[A-Za-z0-9_=+][A-Za-z0-9._=+-]*")
 #: the ``env`` of a run that trained on an env given in Python (``rlgate.fit(cfg, env=...)``)
 CUSTOM_ENV = "custom"
+#: --agent choices (tyro lists them in --help and in errors)
+AgentName = Literal[AGENTS]  # type: ignore[valid-type]
 #: --core choices, from the cores registry (tyro lists them in --help and in errors)
 CoreName = Literal[tuple(CORES)]  # type: ignore[valid-type]
 
@@ -102,7 +104,7 @@ class IMPALAConfig:
 class TrainConfig:
     """Train an actor-critic with a recurrent core on a memory task."""
 
-    agent: Literal["ppo", "impala"] = "ppo"
+    agent: AgentName = "ppo"
     """The learning algorithm."""
     core: CoreName = "ur-lstm"
     """The recurrent core, or mlp for the memoryless control (see `rlgate cores`)."""
@@ -283,10 +285,6 @@ class TrainConfig:
         if self.agent == "impala" and self.impala.num_actors > 0:
             return self.impala.envs_per_actor * self.unroll_length
         return self.num_envs * self.unroll_length
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.total_timesteps // self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,7 +12,7 @@ from rlgate.agents.actor_critic import build_model
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import CUSTOM_ENV, TrainConfig
 from rlgate.envs import make_vec
-from rlgate.train import pick_device
+from rlgate.envs.base import pick_device
 
 
 def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):

@@ -24,17 +24,11 @@ from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
 from rlgate.distributed import World, close_world, join, rank_device, world_from_env
 from rlgate.envs import make_vec
-from rlgate.envs.base import resolve_device
+from rlgate.envs.base import pick_device
 from rlgate.metrics import Logger, episode_means
 from rlgate.runtime import StopSignals
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_device(name)
 
 
 def merge_ranks(gathered: list[tuple[dict[str, float], dict]]) -> tuple[dict[str, float], dict]:

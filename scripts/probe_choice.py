@@ -68,7 +68,7 @@ def probe(args, view_gate: bool, gain: float) -> list[float]:
         h,
         head_size=h,
         view_gate=view_gate,
-        policy_gain=gain,
+        policy_init_gain=gain,
         observation_kinds=env.observation_kinds,
     )
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)

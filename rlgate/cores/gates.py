@@ -7,8 +7,6 @@ reference cells are built from them, and the fused backends are tested against t
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -89,8 +87,3 @@ def chrono_forget_bias(
 def timescale(g: Tensor, eps: float = 1e-6) -> Tensor:
     """Characteristic timescale 1 / (1 - g) of a retention gate g (paper.md 1.8)."""
     return 1.0 / (1.0 - g).clamp_min(eps)
-
-
-def logit(p: float) -> float:
-    """Inverse sigmoid of a scalar."""
-    return math.log(p) - math.log1p(-p)
