@@ -7,7 +7,8 @@
 - ``actor_critic``: encoder -> recurrent core (rlgate.cores) -> policy and value heads;
 - ``rollout``: batched rollouts on the device, time-major storage with is_first and states;
 - ``ppo``: recurrent PPO; ``impala``: the V-trace learner; ``actors``: IMPALA's actor
-  processes and shared-memory unroll queue.
+  processes and shared-memory unroll queue;
+- ``registry``: ``AGENTS``, one entry per agent (its learner and what the trainer asks of it).
 """
 
 if __name__ != "rlgate.agents":  # the folder must not be importable as a generic "agents"

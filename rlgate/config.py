@@ -14,13 +14,10 @@ from typing import Any, Literal
 
 from rlgate.cores import BACKENDS, CORES
 
-AGENTS = ("ppo", "impala")
 #: a run folder's name: one plain path component inside --logdir
 RUN_NAME = re.compile(r"[A-Za-z0-9_=+][A-Za-z0-9._=+-]*")
 #: the ``env`` of a run that trained on an env given in Python (``rlgate.fit(cfg, env=...)``)
 CUSTOM_ENV = "custom"
-#: --agent choices (tyro lists them in --help and in errors)
-AgentName = Literal[AGENTS]  # type: ignore[valid-type]
 #: --core choices, from the cores registry (tyro lists them in --help and in errors)
 CoreName = Literal[tuple(CORES)]  # type: ignore[valid-type]
 
@@ -69,6 +66,22 @@ class PPOConfig:
             _fail(f"ppo.bptt must be >= 1, got {self.bptt}")
         _check_coefs("ppo", self, ("ent_coef", "vf_coef"))
 
+    def check_run(self, run: TrainConfig) -> None:
+        """What this section asks of the run's sizes: BPTT chunks and minibatches fit."""
+        bptt = self.bptt or run.unroll_length
+        if run.unroll_length % bptt:
+            _fail(f"ppo.bptt={bptt} must divide unroll-length={run.unroll_length}")
+        sequences = (run.unroll_length // bptt) * run.num_envs
+        if sequences % self.num_minibatches:
+            _fail(
+                f"ppo.num-minibatches={self.num_minibatches} must divide the "
+                f"{sequences} sequences of a rollout ((unroll-length / bptt) * num-envs)"
+            )
+
+    def learner_envs(self, run: TrainConfig) -> int:
+        """Envs in one update's batch (per process)."""
+        return run.num_envs
+
 
 @dataclass(frozen=True)
 class IMPALAConfig:
@@ -98,6 +111,22 @@ class IMPALAConfig:
         _check_coefs("impala", self, ("ent_coef", "baseline_coef"))
         if self.num_actors < 0 or self.envs_per_actor < 1 or self.queue_size < 2:
             _fail("impala.num_actors >= 0, envs_per_actor >= 1 and queue_size >= 2 required")
+
+    def check_run(self, run: TrainConfig) -> None:
+        """Nothing: V-trace takes any unroll."""
+
+    def learner_envs(self, run: TrainConfig) -> int:
+        """Envs in one update's batch (per process): with actor processes, one actor's unroll
+        of envs_per_actor envs at a time."""
+        return self.envs_per_actor if self.num_actors > 0 else run.num_envs
+
+
+#: agent name -> its config section, also the name of the TrainConfig field that holds it
+#: (the learners: ``rlgate.agents.registry``)
+AGENT_SECTIONS = {"ppo": PPOConfig, "impala": IMPALAConfig}
+AGENTS = tuple(AGENT_SECTIONS)
+#: --agent choices (tyro lists them in --help and in errors)
+AgentName = Literal[AGENTS]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -234,31 +263,25 @@ class TrainConfig:
         ):
             _fail(f"chrono-t-max must be finite and > 2, got {self.chrono_t_max}")
         # a section's flags only mean something to its agent: refuse them elsewhere
-        for agent, section, default in (
-            ("ppo", "impala", IMPALAConfig()),
-            ("impala", "ppo", PPOConfig()),
-        ):
-            if self.agent == agent and getattr(self, section) != default:
+        for other, section_cls in AGENT_SECTIONS.items():
+            section, default = getattr(self, other), section_cls()
+            if other != self.agent and section != default:
                 changed = [
-                    f"--{section}.{f.name.replace('_', '-')}"
+                    f"--{other}.{f.name.replace('_', '-')}"
                     for f in dataclasses.fields(default)
-                    if getattr(getattr(self, section), f.name) != getattr(default, f.name)
+                    if getattr(section, f.name) != getattr(default, f.name)
                 ]
                 _fail(
-                    f"{', '.join(changed)}: only for --agent {section} "
-                    f"(this run is --agent {agent})"
+                    f"{', '.join(changed)}: only for --agent {other} "
+                    f"(this run is --agent {self.agent})"
                 )
         _ = self.env_options  # parses, raising on malformed KEY=VALUE
-        if self.agent == "ppo":
-            bptt = self.ppo.bptt or self.unroll_length
-            if self.unroll_length % bptt:
-                _fail(f"ppo.bptt={bptt} must divide unroll-length={self.unroll_length}")
-            sequences = (self.unroll_length // bptt) * self.num_envs
-            if sequences % self.ppo.num_minibatches:
-                _fail(
-                    f"ppo.num-minibatches={self.ppo.num_minibatches} must divide the "
-                    f"{sequences} sequences of a rollout ((unroll-length / bptt) * num-envs)"
-                )
+        self.section.check_run(self)
+
+    @property
+    def section(self) -> PPOConfig | IMPALAConfig:
+        """The options of this run's agent (``ppo`` or ``impala``)."""
+        return getattr(self, self.agent)
 
     @property
     def env_options(self) -> dict[str, Any]:
@@ -282,9 +305,7 @@ class TrainConfig:
     def batch_size(self) -> int:
         """Env steps per update (per process): IMPALA with actor processes learns from one
         actor's unroll of envs_per_actor envs at a time."""
-        if self.agent == "impala" and self.impala.num_actors > 0:
-            return self.impala.envs_per_actor * self.unroll_length
-        return self.num_envs * self.unroll_length
+        return self.section.learner_envs(self) * self.unroll_length
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,7 +313,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
-        data["ppo"] = PPOConfig(**data.get("ppo", {}))
-        data["impala"] = IMPALAConfig(**data.get("impala", {}))
+        for name, section_cls in AGENT_SECTIONS.items():
+            data[name] = section_cls(**data.get(name, {}))
         data["env_option"] = tuple(data.get("env_option", ()))
         return cls(**data)

@@ -18,8 +18,7 @@ import torch
 
 from rlgate import checkpoint as ckpt
 from rlgate.agents.actor_critic import build_model
-from rlgate.agents.impala import IMPALA
-from rlgate.agents.ppo import PPO
+from rlgate.agents.registry import AGENTS
 from rlgate.agents.rollout import RolloutWorker
 from rlgate.config import TrainConfig
 from rlgate.distributed import World, close_world, join, rank_device, world_from_env
@@ -118,7 +117,8 @@ class Trainer:
         join(self.world, self.device)
         seed = self.world.seed(cfg.seed)  # rank 0: cfg.seed
         torch.manual_seed(cfg.seed)  # the same initial parameters on every rank
-        if env is not None and cfg.agent == "impala" and cfg.impala.num_actors > 0:
+        self.agent = AGENTS[cfg.agent]
+        if env is not None and self.agent.actor_processes(cfg) > 0:
             raise ValueError(
                 "impala.num-actors > 0 needs an env id: actor processes make their own envs"
             )
@@ -139,11 +139,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.learning_rate, eps=1e-5, foreach=True
         )
-        learner_cls = PPO if cfg.agent == "ppo" else IMPALA
-        sub = cfg.ppo if cfg.agent == "ppo" else cfg.impala
-        self.learner = learner_cls(
+        self.learner = self.agent.learner(
             self.model,
-            sub,
+            cfg.section,
             cfg.gamma,
             cfg.max_grad_norm,
             self.optimizer,
@@ -186,7 +184,7 @@ class Trainer:
     def _worker(self) -> RolloutWorker:
         """A rollout worker that starts new episodes in every env."""
         cfg = self.cfg
-        chunk = cfg.ppo.bptt if cfg.agent == "ppo" else None
+        chunk = self.agent.state_interval(cfg)
         return RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
 
     def _run_dir(self) -> Path:
@@ -297,7 +295,7 @@ class Trainer:
         pool = None
         if self.num_updates == 0:  # a resumed run that has reached its budget
             return TrainResult(self.run_dir, self.update_index, self.global_step)
-        if collect is None and cfg.agent == "impala" and cfg.impala.num_actors > 0:
+        if collect is None and self.agent.actor_processes(cfg) > 0:
             from rlgate.agents.actors import pool_collector
 
             pool = self._actor_pool()
@@ -387,7 +385,7 @@ class Trainer:
         # the parameters' version is the number of learner updates so far
         rollout, episodes = collect(self.update_index)
         metrics = self.learner.update(rollout, self.generator)
-        if cfg.agent == "impala":
+        if self.agent.off_policy:
             metrics["policy_lag"] = float(self.update_index - rollout.param_version)
         # every rank sees every rank's stop request here, so that all stop after this update
         gathered = self.world.gather_objects((metrics, episodes.stats, stop.signum is not None))

@@ -95,3 +95,15 @@ def test_the_layers_point_down():
             assert "rlgate.train" not in targets, module
         if module.startswith("rlgate.envs"):
             assert not any(t.startswith(("rlgate.agents", "rlgate.train")) for t in targets)
+
+
+def test_every_agent_has_a_config_section_and_a_learner():
+    from rlgate.agents.learner import Learner
+    from rlgate.agents.registry import AGENTS
+    from rlgate.config import AGENT_SECTIONS, TrainConfig
+
+    assert list(AGENTS) == list(AGENT_SECTIONS)
+    for name, agent in AGENTS.items():
+        assert issubclass(agent.learner, Learner)
+        cfg = TrainConfig(agent=name)
+        assert isinstance(cfg.section, AGENT_SECTIONS[name])
