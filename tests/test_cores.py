@@ -11,6 +11,8 @@ import torch
 
 from rlgate.cores import CORES, RECURRENT, make_core
 from rlgate.cores.gates import cumax, refine_gate
+from rlgate.cores.gru import GRUCore
+from rlgate.cores.lstm import LSTMCore
 
 PRESETS = sorted(RECURRENT)  # the memoryless mlp has its own tests below
 REFINED = [n for n in PRESETS if CORES[n].refine]
@@ -172,11 +174,8 @@ def test_fused_backward_passes_gradcheck(name):
 def test_lstm_matches_torch_nn_lstm(backend):
     torch.manual_seed(0)
     ref = torch.nn.LSTM(5, 33).double()
-    core = make_core("lstm", 5, 33, backend=backend).double()
-    with torch.no_grad():
-        core.weight_ih.copy_(ref.weight_ih_l0)
-        core.weight_hh.copy_(ref.weight_hh_l0)
-        core.bias.copy_(ref.bias_ih_l0 + ref.bias_hh_l0)
+    core = LSTMCore.from_torch(ref, backend=backend)
+    assert core.preset.name == "lstm" and core.weight_hh.dtype == torch.float64
     x = torch.randn(9, 4, 5, dtype=torch.float64, requires_grad=True)
     h0, c0 = _random_state(core, 4)
     y_ref, (h_ref, c_ref) = ref(x, (h0[None], c0[None]))
@@ -194,10 +193,8 @@ def test_lstm_matches_torch_nn_lstm(backend):
 def test_gru_matches_torch_nn_gru(backend):
     torch.manual_seed(0)
     ref = torch.nn.GRU(5, 33).double()
-    core = make_core("gru", 5, 33, backend=backend).double()
-    with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(core, name).copy_(getattr(ref, f"{name}_l0"))
+    core = GRUCore.from_torch(ref, backend=backend)
+    assert core.preset.name == "gru" and core.weight_hh.dtype == torch.float64
     x = torch.randn(9, 4, 5, dtype=torch.float64, requires_grad=True)
     (h0,) = _random_state(core, 4)
     y_ref, h_ref = ref(x, h0[None])
@@ -208,6 +205,20 @@ def test_gru_matches_torch_nn_gru(backend):
     g = torch.autograd.grad(y.sum(), [x, core.weight_hh, core.bias_hh])
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b)
+
+
+def test_from_torch_refuses_what_a_core_cannot_hold():
+    for rnn, message in (
+        (torch.nn.LSTM(5, 8, num_layers=2), "num_layers=2"),
+        (torch.nn.LSTM(5, 8, bidirectional=True), "bidirectional=True"),
+        (torch.nn.LSTM(5, 8, bias=False), "bias=False"),
+        (torch.nn.LSTM(5, 8, proj_size=4), "proj_size=4"),
+        (torch.nn.GRU(5, 8), r"expected a torch\.nn\.LSTM"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            LSTMCore.from_torch(rnn)
+    with pytest.raises(ValueError, match=r"expected a torch\.nn\.GRU"):
+        GRUCore.from_torch(torch.nn.LSTM(5, 8))
 
 
 # ---------------------------------------------------------------- the equations

@@ -33,6 +33,23 @@ class GRUCore(RecurrentCore):
 
     State = GRUState
 
+    @classmethod
+    def from_torch(cls, gru: nn.GRU, backend: str = "auto") -> GRUCore:
+        """The plain "gru" core holding a ``torch.nn.GRU``'s weights, on its device and dtype
+        (haste's ``from_native_weights``): the same gate blocks (r, z, n) and both biases.
+        Its outputs, states and gradients equal nn.GRU's (tests/test_cores.py)."""
+        from rlgate.cores.lstm import _check_torch_rnn
+        from rlgate.cores.presets import get_preset
+
+        _check_torch_rnn(gru, nn.GRU)
+        ref = gru.weight_ih_l0
+        core = cls(get_preset("gru"), gru.input_size, gru.hidden_size, backend=backend)
+        core = core.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(core, name).copy_(getattr(gru, f"{name}_l0"))
+        return core
+
     def __init__(
         self,
         preset: Preset,

@@ -21,6 +21,19 @@ from rlgate.cores.gates import chrono_forget_bias, cumax, refine_gate, uniform_g
 from rlgate.cores.presets import Preset
 
 
+def _check_torch_rnn(rnn: nn.RNNBase, kind: type) -> None:
+    """ValueError unless ``rnn`` is a one-layer, one-direction ``kind`` with biases (what a
+    core holds)."""
+    if type(rnn) is not kind:
+        raise ValueError(f"expected a torch.nn.{kind.__name__}, got {type(rnn).__name__}")
+    if rnn.num_layers != 1 or rnn.bidirectional or not rnn.bias or getattr(rnn, "proj_size", 0):
+        raise ValueError(
+            f"a core holds one layer of one direction with biases and no projection; this "
+            f"{kind.__name__} has num_layers={rnn.num_layers}, bidirectional={rnn.bidirectional}, "
+            f"bias={rnn.bias}, proj_size={getattr(rnn, 'proj_size', 0)}"
+        )
+
+
 class LSTMCore(RecurrentCore):
     """A core of the LSTM family, configured by its preset (see ``rlgate.cores.CORES``).
 
@@ -36,6 +49,24 @@ class LSTMCore(RecurrentCore):
     """
 
     State = LSTMState
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM, backend: str = "auto") -> LSTMCore:
+        """The plain "lstm" core holding a ``torch.nn.LSTM``'s weights, on its device and
+        dtype (haste's ``from_native_weights``): the same gate blocks (i, f, u, o), and the
+        two biases summed into the core's one. Time-major like nn.LSTM's default; its
+        outputs, states and gradients equal nn.LSTM's (tests/test_cores.py)."""
+        from rlgate.cores.presets import get_preset
+
+        _check_torch_rnn(lstm, nn.LSTM)
+        ref = lstm.weight_ih_l0
+        core = cls(get_preset("lstm"), lstm.input_size, lstm.hidden_size, backend=backend)
+        core = core.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            core.weight_ih.copy_(lstm.weight_ih_l0)
+            core.weight_hh.copy_(lstm.weight_hh_l0)
+            core.bias.copy_(lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        return core
 
     def __init__(
         self,
