@@ -117,6 +117,15 @@ class MatchEnv(GridEnv):
         for key in ("success", *self.stat_keys):
             self.state[key] = torch.zeros(n, device=dev)
 
+    def eval_report(self, model, episodes: int, generator=None, greedy: bool = False):
+        """The task's evaluation report (``rlgate eval --report``): success by cue colour and
+        by position, the first choice action, the view gate and a memory probe
+        (``rlgate.envs.match_report``). Returns (result dict, lines to print)."""
+        from rlgate.envs import match_report
+
+        out = match_report.choice_report(self, model, episodes, CHOICE, generator, greedy)
+        return out, match_report.report_lines(out)
+
     @property
     def max_episode_steps(self) -> int:
         return self.cue_steps + self.delay + self.choice_steps

@@ -44,12 +44,12 @@ class EvalConfig:
     """Seed of the evaluation envs and action sampling."""
     greedy: bool = False
     """Take the most likely action instead of sampling."""
-    choices: bool = False
-    """Match tasks: report success split by the cue's colour and by where the cue's square
-    stands in the choice room, with the policy's first action there (shows a policy that
-    remembers the colour but no longer explores one side), the view gate, and a linear probe
-    of the cue's colour from the core output at the choice (does the core remember it?)."""
-
+    report: Annotated[bool, tyro.conf.arg(aliases=("--choices",))] = False
+    """The task's own report instead of success and return (--choices is the same flag). The
+    Match tasks': success split by the cue's colour and by where the cue's square stands in
+    the choice room, with the policy's first action there (shows a policy that remembers the
+    colour but no longer explores one side), the view gate, and a linear probe of the cue's
+    colour from the core output at the choice (does the core remember it?)."""
     video: str | None = None
     """Write --video-episodes episodes played by the policy to this animated GIF (a new .gif
     path) instead of reporting success."""
@@ -208,8 +208,7 @@ def _train(args: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
-    from rlgate.envs.grid import ACTION_NAMES, COLOUR
-    from rlgate.evaluate import choice_report, evaluate
+    from rlgate.evaluate import evaluate, task_report
 
     cfg = _parse(EvalConfig, args, "rlgate eval")
     if cfg.video is not None:
@@ -224,39 +223,14 @@ def _eval(args: list[str]) -> int:
         )
         return 0
     run = (cfg.checkpoint, cfg.episodes, cfg.num_envs, cfg.device, cfg.seed, cfg.greedy)
-    if cfg.choices:
-        out = choice_report(*run)
+    if cfg.report:
+        out = task_report(*run)
         print(
             f"rlgate: {out['episodes']} episodes of {out['env']} with {out['core']}: "
             f"success rate {out['success_rate']:.3f}"
         )
-        for key, title in (
-            ("by_colour", "cue colour"),
-            ("by_position", "position of the cue square (0 = leftmost)"),
-        ):
-            parts = [f"{k}: {rate:.2f} ({n})" for k, (rate, n) in out[key].items()]
-            print(f"  success by {title}: " + ", ".join(parts))
-        cases = out["by_colour_and_position"]
-        positions = sorted({p for _, p in cases})
-        print("  success by cue colour (rows) and position (columns):")
-        for colour in sorted({c for c, _ in cases}):
-            cells = [cases.get((colour, p), (float("nan"), 0))[0] for p in positions]
-            print(f"    colour {colour}: " + "  ".join(f"{v:.2f}" for v in cells))
-        for position, probs in out["first_action"].items():
-            shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
-            print(f"  first choice action when the cue square is at {position}: {shown}")
-        print(
-            f"  memory: the cue's colour read from the core output at the first choice step "
-            f"by a linear probe, held-out accuracy {out['memory']:.2f} (chance "
-            f"{1 / len(out['by_colour']):.2f})"
-        )
-        if out["gate"]:
-            channels = len(next(iter(out["gate"].values())))
-            names = ["floor", "wall", "apple"] + [f"c{k}" for k in range(channels - COLOUR)]
-            print("  view gate at the first choice step by cue colour (rows) and view channel:")
-            print(" " * 13 + "".join(f"{n:>6}" for n in names))
-            for colour, gate in out["gate"].items():
-                print(f"    colour {colour}:" + "".join(f"{g:6.2f}" for g in gate))
+        for line in out["lines"]:
+            print(f"  {line}")
         return 0
     out = evaluate(*run)
     rate = out["success_rate"]

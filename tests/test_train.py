@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlgate import checkpoint as ckpt
 from rlgate.config import TrainConfig
-from rlgate.evaluate import choice_report, evaluate, probe_accuracy
+from rlgate.envs.match_report import probe_accuracy
+from rlgate.evaluate import evaluate, task_report
 from rlgate.metrics import episode_means
 from rlgate.train import Trainer
 
@@ -176,7 +177,7 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
     data["model"]["policy.weight"].zero_()
     data["model"]["policy.bias"].copy_(torch.tensor([50.0, 0.0, 0.0, 0.0]))  # up
     ckpt.save(ckpt.checkpoint_path(run), data)
-    out = choice_report(str(run), episodes=90, num_envs=6, device="cpu", seed=5)
+    out = task_report(str(run), episodes=90, num_envs=6, device="cpu", seed=5)
     assert out["episodes"] == 90
     assert {k: rate for k, (rate, _) in out["by_position"].items()} == {0: 0.0, 1: 1.0, 2: 0.0}
     assert sum(n for _, n in out["by_position"].values()) == 90
@@ -193,8 +194,8 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
     assert proc.returncode == 0 and "position of the cue square" in proc.stdout
     assert "view gate" not in proc.stdout
     tmaze = Trainer(_cfg(tmp_path, run_name="tmaze", total_timesteps=128)).run().run_dir
-    proc = _cli("eval", str(tmaze), "--choices")
-    assert proc.returncode == 2 and "needs a Match task" in proc.stderr
+    proc = _cli("eval", str(tmaze), "--report")
+    assert proc.returncode == 2 and "has no report of its own" in proc.stderr
     assert proc.stderr.count("\n") == 1
 
 
@@ -215,7 +216,7 @@ def test_choice_report_reads_the_view_gate_at_the_first_choice_step(tmp_path):
     data["model"]["gate.weight"].zero_()
     data["model"]["gate.bias"].copy_(bias)
     ckpt.save(ckpt.checkpoint_path(run), data)
-    out = choice_report(str(run), episodes=30, num_envs=6, device="cpu", seed=5)
+    out = task_report(str(run), episodes=30, num_envs=6, device="cpu", seed=5)
     assert sorted(out["gate"]) == [0, 1, 2]
     for gate in out["gate"].values():
         torch.testing.assert_close(torch.tensor(gate), torch.sigmoid(bias))
