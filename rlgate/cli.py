@@ -123,6 +123,23 @@ def _parse(cls, args: list[str], prog: str, default=None):
     return out
 
 
+def _delay_alias(args: list[str]) -> list[str]:
+    """``--delay N`` (the Match tasks' distractor length) -> ``--env-option delay=N``: a
+    shorthand kept for the commands written when it was a training flag."""
+    out, i = [], 0
+    while i < len(args):
+        if args[i] == "--delay" and i + 1 < len(args):
+            out += ["--env-option", f"delay={args[i + 1]}"]
+            i += 2
+            continue
+        if args[i].startswith("--delay="):
+            out += ["--env-option", f"delay={args[i].split('=', 1)[1]}"]
+        else:
+            out.append(args[i])
+        i += 1
+    return out
+
+
 def _merge_repeated(args: list[str], flag: str) -> list[str]:
     """``flag a --x 1 flag b`` -> ``--x 1 flag a b``: tyro keeps only the last occurrence of a
     flag, so every value of every occurrence is gathered into one (``flag=v`` too)."""
@@ -149,7 +166,7 @@ def _train(args: list[str]) -> int:
     from rlgate.runtime import tune_cpu_allocator
     from rlgate.train import Trainer
 
-    args = _merge_repeated(args, "--env-option")
+    args = _merge_repeated(_delay_alias(args), "--env-option")
     default = None
     if "--resume" in args:  # the saved config is the default; flags given override it
         i = args.index("--resume")

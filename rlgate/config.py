@@ -144,8 +144,6 @@ class TrainConfig:
     module:EnvId (imports module first, which registers your own env). Observations: Box
     (vectors and images), Discrete, MultiDiscrete, MultiBinary, Dict and Tuple of these;
     actions: Discrete, MultiDiscrete, Box, MultiBinary."""
-    delay: int | None = None
-    """The Match tasks' distractor length (shorthand for --env-option delay=N)."""
     env_option: tuple[str, ...] = ()
     """Env options as KEY=VALUE (e.g. length=6 num_colours=3): an rlgate task's options, or
     keyword arguments of gymnasium.make for other ids."""
@@ -285,20 +283,18 @@ class TrainConfig:
 
     @property
     def env_options(self) -> dict[str, Any]:
-        """The env's options: --env-option KEY=VALUE pairs plus --delay."""
+        """The env's options, from the --env-option KEY=VALUE pairs."""
         options: dict[str, Any] = {}
         for item in self.env_option:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 _fail(f"--env-option expects KEY=VALUE, got {item!r}")
-            if key in options or (key == "delay" and self.delay is not None):
+            if key in options:
                 _fail(f"env option {key} is given twice")
             try:
                 options[key] = ast.literal_eval(value)
             except (ValueError, SyntaxError):
                 options[key] = value
-        if self.delay is not None:
-            options["delay"] = self.delay
         return options
 
     @property
@@ -316,4 +312,7 @@ class TrainConfig:
         for name, section_cls in AGENT_SECTIONS.items():
             data[name] = section_cls(**data.get(name, {}))
         data["env_option"] = tuple(data.get("env_option", ()))
+        delay = data.pop("delay", None)  # configs that had a top-level delay field
+        if delay is not None:
+            data["env_option"] += (f"delay={delay}",)
         return cls(**data)

@@ -263,7 +263,7 @@ def test_probe_accuracy_reads_what_the_features_hold_and_nothing_else():
         (["train", "--env-option", "length=abc"], "env option length takes int, got 'abc'"),
         (["train", "--env-option", "length=3.5"], "env option length takes int, got 3.5"),
         (["train", "--env-option", "success_reward=abc"], "success_reward takes float"),
-        (["train", "--env", "rlgate/PassiveMatch-v0", "--delay", "abc"], "--delay"),
+        (["train", "--env", "rlgate/PassiveMatch-v0", "--delay", "abc"], "delay takes int"),
         (
             ["train", "--env", "rlgate/PassiveMatch-v0", "--env-option", "delay=abc"],
             "env option delay takes int, got 'abc'",
@@ -395,3 +395,14 @@ def test_a_diverging_run_without_a_checkpoint_says_so(tmp_path):
     assert proc.returncode == 1 and "non-finite" in proc.stderr
     saved = (tmp_path / "r" / ckpt.CHECKPOINT).exists()
     assert ("no checkpoint was written yet" in proc.stderr) != saved
+
+
+def test_delay_is_an_env_option_and_the_old_flag_still_works(tmp_path):
+    proc = _cli("train", "--env", "rlgate/PassiveMatch-v0", "--delay", "2", "--env-option",
+                "cue_steps=2", "--num-envs", "8", "--unroll-length", "16", "--total-timesteps",
+                "128", "--logdir", str(tmp_path), "--run-name", "r", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["env_option"] == ["delay=2", "cue_steps=2"] and "delay" not in saved
+    old = {**saved, "env_option": ["cue_steps=2"], "delay": 7}  # a config with the old field
+    assert TrainConfig.from_dict(old).env_options == {"cue_steps": 2, "delay": 7}
