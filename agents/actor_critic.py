@@ -124,6 +124,27 @@ class ActorCritic(nn.Module):
             y = torch.cat([y, x], dim=-1)
         return self.policy(y), self.value(y).squeeze(-1), state
 
+    @torch.no_grad()
+    def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:
+        """The core's gates ([B, H] each, see ``RecurrentCore.gates``) at each of the first
+        ``steps`` steps (default: all) of a Rollout, replayed from its start state with its
+        resets; {} at every step for the memoryless core."""
+        steps = rollout.length if steps is None else steps
+        x = self.core_features(
+            {k: v[:steps] for k, v in rollout.obs.items()},
+            rollout.prev_action[:steps],
+            rollout.prev_reward[:steps],
+        )
+        init = self.initial_state(x.shape[1], x.device)
+        state, out = rollout.states[0], []
+        for t in range(steps):
+            first = rollout.is_first[t].unsqueeze(-1)
+            state = tuple(torch.where(first, s0, s) for s0, s in zip(init, state))
+            out.append(self.core.gates(x[t], state))
+            if t + 1 < steps:
+                _, state = self.core.step(x[t], state)
+        return out
+
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:
         """The core's input, [T, B, encoder_size] (for gate diagnostics)."""
         view = self.encoder.view(obs)

@@ -184,21 +184,8 @@ def train_config(grid: Grid, run: Run, out: Path):
 def gate_histogram(trainer) -> list[int]:
     """Counts of the effective gate g over GATE_BINS bins of [0, 1], from every step of one
     fresh unroll of the trained agent (the paper's saturation diagnostic)."""
-    model = trainer.model
     r, _ = trainer.worker.collect(trainer.update_index)
-    t_len = r.length
-    feats = model.core_features(
-        {k: v[:t_len] for k, v in r.obs.items()}, r.prev_action[:t_len], r.prev_reward[:t_len]
-    )
-    state = r.states[0]
-    init = model.initial_state(feats.shape[1], feats.device)
-    values = []
-    for t in range(t_len):
-        first = r.is_first[t].unsqueeze(-1)
-        state = tuple(torch.where(first, s0, s) for s0, s in zip(init, state))
-        values.append(model.core.gates(feats[t], state)["g"].flatten().float().cpu())
-        _, state = model.core.step(feats[t], state)
-    g = torch.cat(values)
+    g = torch.cat([gates["g"].flatten().float().cpu() for gates in trainer.model.unroll_gates(r)])
     return torch.histc(g, bins=GATE_BINS, min=0.0, max=1.0).long().tolist()
 
 

@@ -267,13 +267,7 @@ class Trainer:
     @torch.no_grad()
     def _gates(self, r) -> dict[str, torch.Tensor]:
         """Gates at the first step of the unroll just trained on ({} for the memoryless core)."""
-        x = self.model.core_features(
-            {k: v[:1] for k, v in r.obs.items()}, r.prev_action[:1], r.prev_reward[:1]
-        )[0]
-        first = r.is_first[0].unsqueeze(-1)
-        init = self.model.initial_state(first.shape[0], first.device)
-        state = tuple(torch.where(first, s0, s) for s0, s in zip(init, r.states[0]))
-        return self.model.core.gates(x, state)
+        return self.model.unroll_gates(r, steps=1)[0]
 
     def _actor_pool(self):
         """IMPALA's actor processes, sized by an example unroll collected here on CPU."""

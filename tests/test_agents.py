@@ -314,3 +314,35 @@ def test_choice_probe_labels_are_the_way_to_the_cue_square(capsys):
     assert probe.main(["--steps", "2", "--every", "1", "--batch", "4", "--delay", "1"]) == 0
     table = capsys.readouterr().out.splitlines()[-4:]
     assert [row.split("|")[1].strip() for row in table] == list(probe.VARIANTS)
+
+
+def test_unroll_gates_replays_the_core_with_its_resets():
+    """The gates of every step of an unroll, against the core's own sequence forward (which
+    takes the resets inside) run up to that step."""
+    from rlgate.agents.actor_critic import build_model
+    from rlgate.agents.rollout import RolloutWorker
+    from rlgate.config import TrainConfig
+    from rlgate.envs import make_vec
+
+    cfg = TrainConfig(env="rlgate/TMaze-v0", env_option=("length=2",), core="ur-lstm")
+    env = make_vec(cfg.env, 4, seed=0, length=2)
+    torch.manual_seed(0)
+    model = build_model(cfg, env)
+    r, _ = RolloutWorker(env, model, 12, generator=torch.Generator().manual_seed(0)).collect()
+    assert bool(r.is_first[1:12].any())  # episodes of a few steps: resets inside the unroll
+    gates = model.unroll_gates(r)
+    x = model.core_features(
+        {k: v[:12] for k, v in r.obs.items()}, r.prev_action[:12], r.prev_reward[:12]
+    )
+    init = model.initial_state(4, "cpu")
+    with torch.no_grad():
+        for t in (0, 3, 7, 11):
+            if t:
+                _, state = model.core(x[:t], r.states[0], r.is_first[:t])
+            else:
+                state = r.states[0]
+            first = r.is_first[t].unsqueeze(-1)
+            state = tuple(torch.where(first, s0, s) for s0, s in zip(init, state))
+            expected = model.core.gates(x[t], state)
+            for key in expected:
+                torch.testing.assert_close(gates[t][key], expected[key])
