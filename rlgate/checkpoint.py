@@ -17,21 +17,6 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 
-#: config fields that define the model and data: a checkpoint only resumes with equal ones
-MODEL_FIELDS = (
-    "agent",
-    "core",
-    "env",
-    "hidden_size",
-    "encoder_size",
-    "head_size",
-    "view_gate",
-    "num_envs",
-    "unroll_length",
-)
-#: the value of a field that checkpoints written before it existed had
-FIELD_DEFAULTS = {"head_size": 0, "view_gate": False}
-
 
 class CheckpointError(ValueError):
     """A missing, unreadable or mismatched checkpoint (bad input: exit code 2 in the CLI)."""
@@ -77,9 +62,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 def check_compatible(saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """CheckpointError naming the first model-defining field that differs."""
-    for name in MODEL_FIELDS:
-        old = saved.get(name, FIELD_DEFAULTS.get(name))
-        if old != requested.get(name, FIELD_DEFAULTS.get(name)):
+    from rlgate.config import TrainConfig
+
+    # a field missing from an older checkpoint had its default then
+    for name, default in TrainConfig.fixed_fields().items():
+        old = saved.get(name, default)
+        if old != requested.get(name, default):
             flag = name.replace("_", "-")
             raise CheckpointError(
                 f"checkpoint was trained with --{flag} {old}, not "

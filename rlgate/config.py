@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from rlgate.cores import BACKENDS, CORES
@@ -129,15 +130,20 @@ AGENTS = tuple(AGENT_SECTIONS)
 AgentName = Literal[AGENTS]  # type: ignore[valid-type]
 
 
+#: metadata of the TrainConfig fields that define the model and the data's layout: a
+#: checkpoint resumes only with equal ones (``fixed_fields``)
+FIXED = MappingProxyType({"fixed_on_resume": True})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Train an actor-critic with a recurrent core on a memory task."""
 
-    agent: AgentName = "ppo"
+    agent: AgentName = field(default="ppo", metadata=FIXED)
     """The learning algorithm."""
-    core: CoreName = "ur-lstm"
+    core: CoreName = field(default="ur-lstm", metadata=FIXED)
     """The recurrent core, or mlp for the memoryless control (see `rlgate cores`)."""
-    env: str = "rlgate/TMaze-v0"
+    env: str = field(default="rlgate/TMaze-v0", metadata=FIXED)
     """Environment: an rlgate task (rlgate/PassiveMatch-v0, rlgate/ActiveMatch-v0,
     rlgate/TMaze-v0, rlgate/MemoryS7-v0 .. S17), any registered gymnasium id (CartPole-v1,
     MiniGrid-MemoryS7-v0, popgym-RepeatPreviousEasy-v0 with the popgym extra, ...), or
@@ -147,20 +153,20 @@ class TrainConfig:
     env_option: tuple[str, ...] = ()
     """Env options as KEY=VALUE (e.g. length=6 num_colours=3): an rlgate task's options, or
     keyword arguments of gymnasium.make for other ids."""
-    num_envs: int = 32
+    num_envs: int = field(default=32, metadata=FIXED)
     """Environments stepped together (per process: torchrun ranks each step this many)."""
     total_timesteps: int = 300_000
     """Environment steps to train for."""
-    unroll_length: int = 32
+    unroll_length: int = field(default=32, metadata=FIXED)
     """Steps per env per rollout (T)."""
-    hidden_size: int = 64
+    hidden_size: int = field(default=64, metadata=FIXED)
     """Core size H (the same for every core in a comparison)."""
-    encoder_size: int = 64
+    encoder_size: int = field(default=64, metadata=FIXED)
     """Feature size fed to the core."""
-    head_size: int = 0
+    head_size: int = field(default=0, metadata=FIXED)
     """Policy/value heads: 0 = linear over the core output; N = one tanh layer of N units over
     [core output, encoder features]."""
-    view_gate: bool = False
+    view_gate: bool = field(default=False, metadata=FIXED)
     """Gated-attention heads (needs head-size > 0): the core output gates the view's channels
     (one sigmoid per channel) and the heads see [core output, gated view] instead of [core
     output, encoder features], so that "where is what I remember" is a gate and a read of the
@@ -305,6 +311,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def fixed_fields(cls) -> dict[str, Any]:
+        """The fields a resume must keep (marked FIXED), with their defaults."""
+        return {
+            f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("fixed_on_resume")
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
