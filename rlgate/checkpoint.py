@@ -28,19 +28,26 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return p / CHECKPOINT if p.is_dir() else p
 
 
-def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: a reader sees the old file or the new one."""
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Write a file atomically: ``write(f)`` fills a temp file beside ``path`` (binary), which
+    is synced and renamed over ``path``; a reader sees the old file or the new one, and a
+    failure leaves the old one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (``write_atomic``)."""
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

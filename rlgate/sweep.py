@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlgate.checkpoint import write_atomic
+
 #: task name -> (env id, the env option that sets the delay)
 TASKS = {
     "PassiveMatch": ("rlgate/PassiveMatch-v0", "delay"),
@@ -94,7 +96,7 @@ class Grid:
 #: (docs/results.md, #4's notes). Told the answer, only gated heads at gain 1 learn the
 #: choice within 400 steps (scripts/probe_choice.py). 16 envs x 256-step unrolls, which cut
 #: fewer episodes between cue and choice, did no better and ran ~1.4x slower.
-#: scripts/bench_train.py's PassiveMatch recipe (session 9) adds a value-loss weight of 2,
+#: scripts/bench_train.py's PassiveMatch recipe adds a value-loss weight of 2,
 #: which brought 3M-step runs off chance on 4 seeds of 4 (0.5: 3 of 4); the full grid in
 #: docs/results/full ran without it, and so do these presets, which reproduce that grid.
 MATCH_AGENT = {
@@ -230,9 +232,8 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     }
     path = out / "results" / f"{run.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    text = json.dumps(record).encode()
+    write_atomic(path, lambda f: f.write(text))
     return record
 
 
@@ -243,8 +244,8 @@ CODE_DIRS = ("rlgate", "agents", "envs")
 def provenance() -> dict[str, Any]:
     """Where a run's result came from: the checkout's git commit (None outside a git checkout)
     and whether the code that trains (rlgate/, agents/, envs/) had uncommitted changes, torch's
-    version and the run's thread count. A sweep that spans sessions can then say which commit
-    produced which runs."""
+    version and the run's thread count. A sweep resumed over several checkouts can then say
+    which commit produced which runs."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:

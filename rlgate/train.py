@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -231,9 +230,13 @@ class Trainer:
         path = self.run_dir / ckpt.CHECKPOINT
         if self.world.is_main:
             ckpt.save(path, self._payload())
-            _write_atomic(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+            self._write_config()
             self.saved_step = self.global_step
         return path
+
+    def _write_config(self) -> None:
+        text = json.dumps(self.cfg.to_dict(), indent=2).encode()
+        ckpt.write_atomic(self.run_dir / "config.json", lambda f: f.write(text))
 
     def _restore(self, data: dict[str, Any]) -> None:
         try:
@@ -310,7 +313,7 @@ class Trainer:
         logger = None
         if main:
             if self.resumed_step is None:  # a resume keeps the checkpoint's config.json
-                _write_atomic(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+                self._write_config()
             # a resume drops what a killed run logged after its checkpoint, not the step of
             # the checkpoint itself
             purge = None if self.resumed_step is None else self.resumed_step + 1
@@ -410,13 +413,6 @@ class Trainer:
         if self.update_index % cfg.checkpoint_interval == 0:
             self.save()
         return stopping or (not self.world.distributed and stop.signum is not None)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a small text file atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig) -> TrainResult:

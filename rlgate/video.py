@@ -87,12 +87,11 @@ def gif_bytes(frames: list[np.ndarray], fps: int = FPS) -> bytes:
 
 def write_gif(frames: list[np.ndarray], path: str | Path, fps: int = FPS) -> Path:
     """Write ``frames`` to ``path`` (a .gif) atomically."""
-    path = Path(path)
+    from rlgate.checkpoint import write_atomic
+
     data = gif_bytes(frames, fps)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+    write_atomic(path, lambda f: f.write(data))
+    return Path(path)
 
 
 def check_video_path(path: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """The Triton kernels (backend="triton", the CUDA fused path) against the reference cells.
 
 Without CUDA they run under Triton's interpreter on CPU tensors (conftest.py sets
-TRITON_INTERPRET=1 for the session); with CUDA the same tests run compiled on the GPU.
+TRITON_INTERPRET=1 for the whole test run); with CUDA the same tests run compiled on the GPU.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 >>> state = core.initial_state(batch_size=4)
 
 Every core is a ``RecurrentCore``: ``initial_state``, ``forward(x [T,B,I], state, is_first
-[T,B])``, ``step`` and ``gates``. See ../shared/design/paper.md for the math.
+[T,B])``, ``step`` and ``gates``. The equations are in the docstrings of ``presets``, ``gates``,
+``lstm`` and ``gru``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pure gate math of the gate family (Gu et al., "Improving the Gating Mechanism of Recurrent
 Neural Networks", ICML 2020; Shen et al., ON-LSTM, ICLR 2019; Tallec & Ollivier, ICLR 2018).
 
-Every function is written to read like the equations of ../shared/design/paper.md; the
+Every function reads like the equation it computes (given in its docstring); the
 reference cells are built from them, and the fused backends are tested against those.
 """
 
