@@ -14,10 +14,11 @@ from rlgate.envs import make_vec
 from rlgate.envs.base import pick_device
 
 
-def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):
+def load_policy(path: str, num_envs: int, device: str, seed: int, env=None, make_env=None):
     """The checkpoint's config, its env (num_envs copies; ``env``, as ``rlgate.fit`` takes
-    it, for a run trained on an env given in Python) and its model in eval mode, and the
-    device: (cfg, env, model, device)."""
+    it, for a run trained on an env given in Python; ``make_env(cfg, device)`` for an env of
+    another kind, as videos need) and its model in eval mode, and the device:
+    (cfg, env, model, device)."""
     data = ckpt.load(path)
     cfg = TrainConfig.from_dict({**data["config"], "resume": None})
     dev = pick_device(device)
@@ -26,21 +27,19 @@ def load_policy(path: str, num_envs: int, device: str, seed: int, env=None):
             "this run trained on an env given in Python: evaluate it with "
             "rlgate.evaluate.evaluate(run, env=...)"
         )
-    env = make_vec(
-        cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options
-    )
-    return cfg, env, _load_model(cfg, env, data, dev), dev
-
-
-def _load_model(cfg: TrainConfig, env, data: dict[str, Any], dev):
-    """The checkpoint's model for ``env``, in eval mode on ``dev``."""
+    if make_env is not None:
+        env = make_env(cfg, dev)
+    else:
+        env = make_vec(
+            cfg.env if env is None else env, num_envs, device=dev, seed=seed, **cfg.env_options
+        )
     model = build_model(cfg, env).to(dev)
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as err:
         raise ckpt.CheckpointError(f"checkpoint does not fit its own config: {err}") from None
     model.eval()
-    return model
+    return cfg, env, model, dev
 
 
 @torch.no_grad()
@@ -96,13 +95,11 @@ def record_video(
     from rlgate import video
 
     target = video.check_video_path(out)
-    data = ckpt.load(path)
-    cfg = TrainConfig.from_dict({**data["config"], "resume": None})
-    if cfg.env == CUSTOM_ENV:
-        raise ValueError("this run trained on an env given in Python: no env id to film")
-    dev = pick_device(device)
-    env = video.video_env(cfg.env, cfg.env_options, dev, seed)
-    model = _load_model(cfg, env, data, dev)
+
+    def make_env(cfg, dev):
+        return video.video_env(cfg.env, cfg.env_options, dev, seed)
+
+    cfg, env, model, dev = load_policy(path, 1, device, seed, make_env=make_env)
     generator = torch.Generator(device=dev).manual_seed(seed)
     frames = video.record_episodes(env, model, episodes, generator, greedy)
     video.write_gif(frames, target)
