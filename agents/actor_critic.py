@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from rlgate.agents.distributions import make_action_dist
 from rlgate.agents.encoders import ObsEncoder
 from rlgate.cores import CORES, make_core
+from rlgate.cores.base import reset_where
 
 
 def _head(hidden: int, features: int, width: int, out: int) -> nn.Module:
@@ -103,6 +104,37 @@ class ActorCritic(nn.Module):
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
 
+    def first_inputs(self, num_envs: int, device=None) -> tuple[Tensor, Tensor]:
+        """The previous action [N, *action shape] and reward [N] at an episode's first step:
+        zeros."""
+        dist = self.action_dist
+        action = torch.zeros(num_envs, *dist.shape, dtype=dist.dtype, device=device)
+        return action, torch.zeros(num_envs, device=device)
+
+    @staticmethod
+    def next_inputs(is_first: Tensor, action: Tensor, reward: Tensor) -> tuple[Tensor, Tensor]:
+        """The next step's previous action and reward: this step's, and zeros where
+        ``is_first`` [N] says a new episode starts."""
+        return reset_where(is_first, 0, action), torch.where(is_first, 0.0, reward)
+
+    def step(self, obs, prev_action, prev_reward, is_first, state):
+        """One step for N envs: obs dict of [N, ...], prev_action [N, *action shape],
+        prev_reward [N], is_first [N] -> (policy outputs [N, P], value [N], new core state)."""
+        params, value, state = self(
+            {k: v[None] for k, v in obs.items()},
+            prev_action[None],
+            prev_reward[None],
+            is_first[None],
+            state,
+        )
+        return params[0], value[0], state
+
+    def act(self, obs, prev_action, prev_reward, is_first, state, generator=None, greedy=False):
+        """``step``, then an action sampled from the policy with ``generator`` (the most
+        likely one where ``greedy``): (action, policy outputs, value, new core state)."""
+        params, value, state = self.step(obs, prev_action, prev_reward, is_first, state)
+        return self.action_dist.sample(params, generator, greedy), params, value, state
+
     def forward(self, obs, prev_action, prev_reward, is_first, state):
         """Run over an unroll.
 
@@ -138,15 +170,15 @@ class ActorCritic(nn.Module):
         init = self.initial_state(x.shape[1], x.device)
         state, out = rollout.states[0], []
         for t in range(steps):
-            first = rollout.is_first[t].unsqueeze(-1)
-            state = tuple(torch.where(first, s0, s) for s0, s in zip(init, state))
+            state = tuple(reset_where(rollout.is_first[t], s0, s) for s0, s in zip(init, state))
             out.append(self.core.gates(x[t], state))
             if t + 1 < steps:
                 _, state = self.core.step(x[t], state)
         return out
 
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:
-        """The core's input, [T, B, encoder_size] (for gate diagnostics)."""
+        """The core's input, [T, B, encoder_size], from obs dict of [T, B, ...], prev_action
+        [T, B, *action shape] and prev_reward [T, B] (for the gate diagnostics)."""
         view = self.encoder.view(obs)
         return self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
 

@@ -75,12 +75,6 @@ class EpisodeLog:
         return int(self.stats["return"].numel()) if self.stats else 0
 
 
-def _where_first(is_first: Tensor, fresh, x: Tensor) -> Tensor:
-    """x [N, ...] with the rows where is_first [N] replaced by ``fresh``."""
-    mask = is_first.view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(mask, fresh, x)
-
-
 class RolloutWorker:
     """Steps ``env`` with ``model`` and fills Rollouts of ``length`` steps.
 
@@ -111,9 +105,7 @@ class RolloutWorker:
         n = env.num_envs
         self.obs = obs
         self.is_first = info["is_first"]
-        dist = model.action_dist
-        self.prev_action = torch.zeros(n, *dist.shape, dtype=dist.dtype, device=self.device)
-        self.prev_reward = torch.zeros(n, device=self.device)
+        self.prev_action, self.prev_reward = model.first_inputs(n, self.device)
         self.state = model.initial_state(n, self.device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -162,22 +154,22 @@ class RolloutWorker:
             for k, v in self.obs.items():
                 obs_buf[k][t] = v
             prev_a[t], prev_r[t], first[t] = self.prev_action, self.prev_reward, self.is_first
-            step_in = (
-                {k: v.unsqueeze(0) for k, v in self.obs.items()},
-                self.prev_action.unsqueeze(0),
-                self.prev_reward.unsqueeze(0),
-                self.is_first.unsqueeze(0),
-            )
+            inputs = (self.obs, self.prev_action, self.prev_reward, self.is_first)
             if t == t_len:  # the next unroll starts here: only its value is needed now
+                step_in = [
+                    {k: v[None] for k, v in self.obs.items()},
+                    *(v[None] for v in inputs[1:]),
+                ]
                 bootstrap = self.model(*step_in, self.state)[1][0]
                 break
             if t % self.chunk == 0:
                 states.append(tuple(s.clone() for s in self.state))
-            params, value, self.state = self.model(*step_in, self.state)
-            action = dist.sample(params[0], self.generator, self.greedy)
+            action, params, value, self.state = self.model.act(
+                *inputs, self.state, self.generator, self.greedy
+            )
             actions[t] = action
-            logp[t] = dist.dist(params[0]).log_prob(action)
-            values[t] = value[0]
+            logp[t] = dist.dist(params).log_prob(action)
+            values[t] = value
             self.obs, reward, term, trunc, info = self.env.step(dist.env_action(action))
             rewards[t], terminated[t], truncated[t] = reward, term, trunc
             if "final_obs" in info:  # a time limit cut some episode: bootstrap from its end
@@ -185,8 +177,9 @@ class RolloutWorker:
             done = info["done"]
             self.is_first = info["is_first"]
             # previous action and reward start over with each episode
-            self.prev_action = _where_first(self.is_first, 0, action)
-            self.prev_reward = torch.where(self.is_first, 0.0, reward)
+            self.prev_action, self.prev_reward = self.model.next_inputs(
+                self.is_first, action, reward
+            )
             if bool(done.any()):
                 finished.append({k: v[done].cpu() for k, v in info["episode"].items()})
         stats = {}
@@ -213,7 +206,5 @@ class RolloutWorker:
     def _final_value(self, info, action: Tensor, reward: Tensor) -> Tensor:
         """V(final observation) [N] from the state before the reset (every copy; read where
         truncated)."""
-        final = {k: v.unsqueeze(0) for k, v in info["final_obs"].items()}
-        not_first = torch.zeros(1, self.env.num_envs, dtype=torch.bool, device=self.device)
-        _, value, _ = self.model(final, action[None], reward[None], not_first, self.state)
-        return value[0]
+        not_first = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.device)
+        return self.model.step(info["final_obs"], action, reward, not_first, self.state)[1]

@@ -5,7 +5,7 @@
 >>> obs, info = env.reset()                    # obs: dict of [N, ...] tensors
 >>> obs, reward, terminated, truncated, info = env.step(actions)   # actions: [N] long
 
-Tasks (``ENVS``): PassiveMatch and ActiveMatch (paper.md section 2), TMaze, and MemoryS7..S17
+Tasks (``ENVS``): PassiveMatch and ActiveMatch (docs/gates.md, the tasks), TMaze, and MemoryS7..S17
 (a tensor clone of minigrid's MemoryEnv). Any other gymnasium id, every minigrid id included,
 runs through gymnasium's vector envs behind the same API (``module:EnvId`` imports the module
 that registers it first). Importing this package registers the

@@ -1,5 +1,5 @@
 """A batched 2-D grid world on tensors: walls, floor, apples and coloured squares, four moves,
-and an agent-centred 5x5 one-hot view (paper.md section 2's observation).
+and an agent-centred 5x5 one-hot view (the tasks' observation, docs/gates.md).
 
 The canvas of copy b is ``state["grid"][b]`` ([R + 4, C + 4] cell codes, padded with walls by
 the view radius so that every window is in range); the agent is at ``state["pos"][b]``

@@ -1,4 +1,4 @@
-"""Passive and Active Match (Hung et al. 2019, as used by Gu et al. 2020; paper.md section 2).
+"""Passive and Active Match (Hung et al. 2019, as used by Gu et al. 2020; docs/gates.md, the tasks).
 
 Three phases on one canvas per copy:
 

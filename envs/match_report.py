@@ -74,8 +74,7 @@ def choice_report(
     num_envs, dev = env.num_envs, env.device
     obs, info = env.reset()
     first = info["is_first"]
-    prev_action = torch.zeros(num_envs, dtype=torch.long, device=dev)
-    prev_reward = torch.zeros(num_envs, device=dev)
+    prev_action, prev_reward = model.first_inputs(num_envs, dev)
     state = model.initial_state(num_envs, dev)
     st = env.state
     # each copy's episode as drawn at its start (auto-reset redraws them when it ends)
@@ -91,14 +90,10 @@ def choice_report(
     if model.view_gate:
         model.gate.register_forward_hook(lambda m, args, out: gate_out.append(out))
     while len(colour_ok) < episodes:
-        logits, _, state = model(
-            {k: v[None] for k, v in obs.items()},
-            prev_action[None],
-            prev_reward[None],
-            first[None],
-            state,
+        action, logits, _, state = model.act(
+            obs, prev_action, prev_reward, first, state, generator, greedy
         )
-        probs = torch.softmax(logits[0], dim=-1)  # the Match tasks' actions are Discrete
+        probs = torch.softmax(logits, dim=-1)  # the Match tasks' actions are Discrete
         starting = ((st["phase"] == choice_phase) & (st["t_phase"] == 0)).nonzero().squeeze(1)
         for b in starting.tolist():
             first_probs.setdefault(int(target[b]), []).append(probs[b].cpu())
@@ -109,7 +104,6 @@ def choice_report(
                 first_gates.setdefault(int(cue[b]), []).append(gate)
         gate_out.clear()
         core_out.clear()
-        action = model.action_dist.sample(logits[0], generator, greedy)
         obs, reward, _, _, info = env.step(action)
         done = info["done"]
         for b in done.nonzero().squeeze(1).tolist():
@@ -119,8 +113,7 @@ def choice_report(
         cue = torch.where(done, st["cue"], cue)
         target = torch.where(done, st["cue_position"], target)
         first = info["is_first"]
-        prev_action = torch.where(first, 0, action)
-        prev_reward = torch.where(first, 0.0, reward)
+        prev_action, prev_reward = model.next_inputs(first, action, reward)
 
     def split(pairs):
         groups: dict[Any, list[float]] = {}

@@ -1,4 +1,4 @@
-"""The ``rlgate`` command line: ``train``, ``eval`` and ``cores``.
+"""The ``rlgate`` command line: ``train``, ``eval``, ``cores`` and ``recipes``.
 
 Bad input (unknown core, env, agent or flag, an invalid value, a missing or mismatched
 checkpoint) is one line on stderr with exit code 2, never a traceback. Only the CLI configures
@@ -21,7 +21,12 @@ import tyro
 
 from rlgate.cores import CORES
 
-USAGE = "usage: rlgate {train,eval,cores} [--help] [--version]"
+USAGE = "usage: rlgate {train,eval,cores,recipes} [--help] [--version]"
+#: what ``rlgate train --help`` says above the flags
+TRAIN_HELP = (
+    "Train an actor-critic with a recurrent core on a memory task. --recipe NAME starts from "
+    "a named recipe (rlgate recipes lists them); the flags given as well override its settings."
+)
 
 
 class UsageError(ValueError):
@@ -102,15 +107,20 @@ def _captured_fds():
             os.close(saved[1])
 
 
-def _parse(cls, args: list[str], prog: str, default=None):
+def _parse(cls, args: list[str], prog: str, default=None, description: str | None = None):
     """tyro.cli with one-line errors: returns the parsed config or raises UsageError."""
     if "-h" in args or "--help" in args:
-        return tyro.cli(cls, args=args, prog=prog, default=default)
+        return tyro.cli(cls, args=args, prog=prog, default=default, description=description)
     failed, text, out, unknown = False, "", None, []
     with _captured_fds() as tmp:
         try:
             out, unknown = tyro.cli(
-                cls, args=args, prog=prog, default=default, return_unknown_args=True
+                cls,
+                args=args,
+                prog=prog,
+                default=default,
+                description=description,
+                return_unknown_args=True,
             )
         except SystemExit:
             failed = True
@@ -160,21 +170,59 @@ def _merge_repeated(args: list[str], flag: str) -> list[str]:
     return [*rest, flag, *values] if seen else rest
 
 
-def _train(args: list[str]) -> int:
+def _take(args: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of ``flag V`` or ``flag=V`` (None when absent) and the other arguments."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise UsageError(f"{flag} expects a value")
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
+    return None, args
+
+
+def _recipe_default(name: str, args: list[str]):
+    """The recipe's config as the default, and the arguments with the recipe's env options
+    kept beside the ones given (a given key overrides the recipe's)."""
+    from rlgate.config import TrainConfig
+
+    if "--resume" in args:
+        raise UsageError("--recipe starts a new run; a resumed run keeps its config (drop it)")
+    default = TrainConfig.from_recipe(name)
+    if "--env-option" in args and default.env_option:
+        i = args.index("--env-option")  # _merge_repeated put every value after it
+        given = {item.partition("=")[0] for item in args[i + 1 :]}
+        kept = [item for item in default.env_option if item.partition("=")[0] not in given]
+        args = [*args[: i + 1], *kept, *args[i + 1 :]]
+    return default, args
+
+
+def train_config(args: list[str]):
+    """The TrainConfig that ``rlgate train ARGS`` runs: a recipe's or a resumed run's config
+    as the default where --recipe or --resume is given, the flags over it."""
     from rlgate import checkpoint as ckpt
     from rlgate.config import TrainConfig
-    from rlgate.runtime import tune_cpu_allocator
-    from rlgate.train import Trainer
 
-    args = _merge_repeated(_delay_alias(args), "--env-option")
+    recipe, args = _take(_merge_repeated(_delay_alias(args), "--env-option"), "--recipe")
     default = None
+    if recipe is not None:
+        default, args = _recipe_default(recipe, args)
     if "--resume" in args:  # the saved config is the default; flags given override it
         i = args.index("--resume")
         if i + 1 >= len(args):
             raise UsageError("--resume expects a run folder or checkpoint file")
         saved = ckpt.load(args[i + 1])["config"]
         default = TrainConfig.from_dict({**saved, "resume": args[i + 1]})
-    cfg = _parse(TrainConfig, args, "rlgate train", default)
+    return _parse(TrainConfig, args, "rlgate train", default, TRAIN_HELP)
+
+
+def _train(args: list[str]) -> int:
+    from rlgate.runtime import tune_cpu_allocator
+    from rlgate.train import Trainer
+
+    recipe, _ = _take(args, "--recipe")
+    cfg = train_config(args)
     tune_cpu_allocator()
     trainer = Trainer(cfg)
     main, size = trainer.world.is_main, trainer.world.size
@@ -189,7 +237,8 @@ def _train(args: list[str]) -> int:
     job = f" on {size} processes" if size > 1 else ""
     if main:
         print(
-            f"rlgate: training {cfg.agent} with {cfg.core} on {cfg.env}{job} "
+            f"rlgate: training {cfg.agent} with {cfg.core} on {cfg.env}{job}"
+            f"{f' (recipe {recipe})' if recipe else ''} "
             f"({trainer.num_updates} updates of {cfg.batch_size * size} steps) -> {trainer.run_dir}"
         )
     try:
@@ -275,7 +324,29 @@ def _cores(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "cores": _cores}
+def _recipes(args: list[str]) -> int:
+    from rlgate.recipes import RECIPES
+
+    if len(args) > 1 or (args and args[0] not in RECIPES):
+        raise UsageError(
+            f"unknown recipe {' '.join(args)!r}; valid recipes: {', '.join(RECIPES)}"
+            if len(args) == 1
+            else f"unrecognized arguments: {' '.join(args)} (usage: rlgate recipes [NAME])"
+        )
+    for name, recipe in RECIPES.items():
+        if args and name != args[0]:
+            continue
+        print(f"{name}: {recipe.summary}")
+        print(f"  rlgate train --recipe {name}  =  rlgate train {' '.join(recipe.flags())}")
+        if args:
+            print(f"  result: {recipe.result}")
+            print("  why:")
+            for line in recipe.notes.splitlines():
+                print(f"    {line}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "cores": _cores, "recipes": _recipes}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         print("  train  train an agent (rlgate train --help)")
         print("  eval   evaluate a checkpoint (rlgate eval --help)")
         print("  cores  list the recurrent cores and their options")
+        print("  recipes  list the named training recipes (rlgate recipes NAME: why)")
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from rlgate.cores import BACKENDS, CORES
+from rlgate.recipes import RECIPES
 
 #: a run folder's name: one plain path component inside --logdir
 RUN_NAME = re.compile(r"[A-Za-z0-9_=+][A-Za-z0-9._=+-]*")
@@ -318,6 +319,14 @@ class TrainConfig:
         return {
             f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("fixed_on_resume")
         }
+
+    @classmethod
+    def from_recipe(cls, name: str, **changes: Any) -> TrainConfig:
+        """The config of the named recipe (``rlgate.recipes.RECIPES``) with ``changes``
+        applied: TrainConfig fields, an agent section as a dict merged field by field."""
+        if name not in RECIPES:
+            _fail(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
+        return cls.from_dict(RECIPES[name].with_changes(changes))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -1,4 +1,5 @@
-"""TensorBoard logging with stable tag names, and the paper's gate diagnostics (paper.md 1.8).
+"""TensorBoard logging with stable tag names, and the paper's gate diagnostics (docs/gates.md,
+Diagnostics).
 
 Tags: charts/episodic_return, charts/episodic_length, charts/success_rate, charts/<extra>,
 charts/learning_rate, losses/<name>, perf/sps, perf/policy_lag (IMPALA), gates/<f|r|g|timescale>

@@ -42,21 +42,19 @@ def record_episodes(
 ) -> list[np.ndarray]:
     """Frames ([H, W, 3] uint8) of ``episodes`` episodes of copy 0 of ``env`` played by
     ``model``: the first observation's picture, then one after each step."""
-    dist = model.action_dist
     dev = env.device
     frames: list[np.ndarray] = []
     for _ in range(episodes):
         obs, info = env.reset()
         frames.append(env.render(0))
         state = model.initial_state(1, dev)
-        prev_a = torch.zeros(1, *dist.shape, dtype=dist.dtype, device=dev)
-        prev_r = torch.zeros(1, device=dev)
+        prev_a, prev_r = model.first_inputs(1, dev)
         first = info["is_first"][:1]
         while len(frames) < max_frames:
-            step_in = ({k: v[None] for k, v in obs.items()}, prev_a[None], prev_r[None])
-            params, _, state = model(*step_in, first[None], state)
-            action = dist.sample(params[0], generator, greedy)
-            obs, reward, terminated, truncated, info = env.step(dist.env_action(action))
+            action, _, _, state = model.act(obs, prev_a, prev_r, first, state, generator, greedy)
+            obs, reward, terminated, truncated, info = env.step(
+                model.action_dist.env_action(action)
+            )
             done = bool(terminated[0] or truncated[0])
             if not done or not getattr(env, "autoreset", True):
                 frames.append(env.render(0))  # (an auto-reset env already shows the next one)

@@ -33,7 +33,7 @@ import time
 import torch
 
 from rlgate.benchmark import format_table, time_interleaved
-from rlgate.cores import CORES, fused, make_core, native
+from rlgate.cores import CORES, fused_native, make_core, native
 from rlgate.runtime import tune_cpu_allocator
 
 PRESETS = sorted({p.name for p in CORES.values()}, key=list(CORES).index)
@@ -56,19 +56,19 @@ def _steps_loop(fn):
     """fn with the native kernels' step-by-step loop forced (no whole-sequence loop)."""
 
     def run():
-        old = fused.SEQUENCE_MACS, fused.BLAS_MACS
-        fused.SEQUENCE_MACS, fused.BLAS_MACS = 0, 0
+        old = fused_native.SEQUENCE_MACS, fused_native.BLAS_MACS
+        fused_native.SEQUENCE_MACS, fused_native.BLAS_MACS = 0, 0
         try:
             fn()
         finally:
-            fused.SEQUENCE_MACS, fused.BLAS_MACS = old
+            fused_native.SEQUENCE_MACS, fused_native.BLAS_MACS = old
 
     return run
 
 
 def _native_loop(core, batch: int, hidden: int) -> str:
-    """Which loop the native path takes at this shape (see fused.native_loop)."""
-    return fused.native_loop(batch, hidden, core.weight_hh.shape[0])
+    """Which loop the native path takes at this shape (see fused_native.native_loop)."""
+    return fused_native.native_loop(batch, hidden, core.weight_hh.shape[0])
 
 
 def lstm_split_at_resets(lstm: torch.nn.LSTM, x, is_first):
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         "--small",
         action="store_true",
         help="PPO-minibatch shapes (B 4..128, H 32..128, T=128; lstm, ur-lstm, gru): the "
-        "native whole-sequence loop vs the step-by-step one, to place fused.SEQUENCE_MACS",
+        "native whole-sequence loop vs the step-by-step one, to place fused_native.SEQUENCE_MACS",
     )
     ap.add_argument(
         "--no-tune-allocator",
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                     print(f"  done B={batch} T={seq} H={hidden} resets={reset}", file=sys.stderr)
     print(format_table(header, all_rows))
     if args.small:
-        print(f"\n# native whole-sequence loop up to fused.SEQUENCE_MACS = {fused.SEQUENCE_MACS}")
+        print(f"\n# native whole-sequence loop up to SEQUENCE_MACS = {fused_native.SEQUENCE_MACS}")
         for (batch, _, hidden, _), r in ratios.items():
             loops = [
                 f"{k.split('/')[0]} {r[k] / r[k.replace('native-steps', 'native')]:.2f}x"

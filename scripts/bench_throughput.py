@@ -7,10 +7,11 @@ Usage:
 
 The baseline commit is checked out into a temporary git worktree, and its rlgate/, agents/ and
 envs/ are laid out as one package on PYTHONPATH, ahead of this checkout's install. Each round
-runs the same job (the task's recipe from scripts/bench_train.py, ``--steps`` env steps, one
-process with ``--threads`` torch threads) first with one code and then the other, alternating
-which goes first, so that both see the same machine; steps/s is env steps over the wall time
-of the whole run. The table gives each round and the median ratio (this checkout / baseline).
+runs the same job (the task's recipe, as scripts/bench_train.py trains it, ``--steps`` env
+steps, one process with ``--threads`` torch threads) first with one code and then the other,
+alternating which goes first, so that both see the same machine; steps/s is env steps over the
+wall time of the whole run. The table gives each round and the median ratio (this checkout /
+baseline).
 """
 
 from __future__ import annotations
@@ -31,23 +32,30 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_train import TASKS  # noqa: E402
 
 from rlgate.benchmark import cpu_model, format_table  # noqa: E402
+from rlgate.config import TrainConfig  # noqa: E402
 
 JOB = """
-import json, sys, time, torch
+import dataclasses, json, sys, time, torch
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
-from rlgate.config import PPOConfig, TrainConfig
+from rlgate.config import IMPALAConfig, PPOConfig, TrainConfig
 from rlgate.runtime import tune_cpu_allocator
 from rlgate.train import Trainer
 tune_cpu_allocator()
-r = spec["recipe"]
-cfg = TrainConfig(env=spec["env"], env_option=tuple(spec["options"]), core=spec["core"],
-    num_envs=r["num_envs"], unroll_length=r["unroll_length"], hidden_size=r["hidden_size"],
-    encoder_size=r["hidden_size"], head_size=r["head_size"], view_gate=r["view_gate"],
-    policy_init_gain=r["policy_init_gain"], reward_scale=r["reward_scale"],
-    ppo=PPOConfig(ent_coef=r["ent_coef"], vf_coef=r["vf_coef"], epochs=r["epochs"],
-        num_minibatches=r["num_minibatches"]), total_timesteps=spec["steps"],
-    seed=1, logdir=spec["logdir"], progress=False)
+
+def build(cls, data, defaults):
+    # a field this code lacks is fine only where the config keeps its default
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data.keys() - names:
+        if data[key] != defaults[key]:
+            sys.exit(f"this code has no {key!r}, which the job sets to {data[key]!r}")
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+cfg, defaults = spec["config"], spec["defaults"]
+cfg["ppo"] = build(PPOConfig, cfg["ppo"], defaults["ppo"])
+cfg["impala"] = build(IMPALAConfig, cfg["impala"], defaults["impala"])
+cfg["env_option"] = tuple(cfg["env_option"])
+cfg = build(TrainConfig, cfg, defaults)
 t0 = time.perf_counter()
 result = Trainer(cfg).run()
 print(json.dumps({"sps": result.global_step / (time.perf_counter() - t0)}))
@@ -100,14 +108,18 @@ def main(argv=None) -> int:
         base_path = str(baseline_package(args.baseline, tmp_path))
         try:
             for task in args.tasks:
-                env_id, options, recipe = TASKS[task]
+                cfg = TrainConfig.from_recipe(
+                    TASKS[task],
+                    core=args.core,
+                    total_timesteps=args.steps,
+                    seed=1,
+                    logdir=tmp,
+                    progress=False,
+                )
                 for threads in args.threads:
                     spec = {
-                        "env": env_id,
-                        "options": list(options),
-                        "core": args.core,
-                        "recipe": recipe,
-                        "steps": args.steps,
+                        "config": cfg.to_dict(),
+                        "defaults": TrainConfig().to_dict(),
                         "threads": threads,
                         "logdir": tmp,
                     }

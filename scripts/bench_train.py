@@ -8,9 +8,8 @@ Usage:
     python scripts/bench_train.py --jobs 2 --seeds 1 2 3   # two 1-thread runs at a time
     python scripts/bench_train.py --tasks CartPole-v1 RepeatPreviousEasy --jobs 2
 
-Every task has its settings (``TASKS``: envs, unroll, sizes, heads, reward scale, entropy,
-budget: 8M steps on PassiveMatch, 3M on MemoryS7), the same for both cores; the flags override
-them.
+Every task trains its recipe (``TASKS``; ``rlgate recipes`` lists their settings: 8M steps on
+PassiveMatch, 3M on MemoryS7), the same for both cores; the flags override them.
 
 rlgate trains on its tensor clone of MemoryS7 (proven equal to minigrid's by
 tests/test_envs_memory.py); CartPole-v1 and popgym-RepeatPreviousEasy-v0 are gymnasium envs,
@@ -38,93 +37,19 @@ from pathlib import Path
 import torch
 
 from rlgate.benchmark import cpu_model, format_table
-from rlgate.config import PPOConfig, TrainConfig
+from rlgate.config import TrainConfig
 from rlgate.evaluate import evaluate
+from rlgate.recipes import RECIPES, flags
 from rlgate.runtime import tune_cpu_allocator
 from rlgate.train import Trainer
 
-# Each task's settings, the same for every core: the agent (MLP heads over [core output,
-# features], an unroll spanning the episode), plus
-# - PassiveMatch: rewards x 0.1, which keeps the value loss from drowning the policy gradient
-#   (10 per match plus apples: returns near 20); the Match agent's view gate and policy gain 1
-#   (rlgate.sweep.MATCH_AGENT says why); entropy 0.03 and 8M steps (at 5M one of the nine
-#   (colour, position) cases was still missing on both seeds tried). With entropy 0.01
-#   the agent learns to choose the middle square first, then its choice-phase policy turns
-#   deterministic (max probability 0.95-1.0) and stops trying the other side: success sticks
-#   at 2/3 (1.0 when the cue's square is in the middle, 0.5 at either side), whatever the core
-#   remembers (0.99 for every colour in the middle). Entropy 0.05 with 16 envs x 256-step
-#   unrolls (fewer episodes cut between cue and choice) did no better over 3 seeds and ran
-#   ~1.4x slower. Value-loss weight 2 (was 0.5): a run stuck at chance has not learned to
-#   remember the cue (`rlgate eval --choices`' linear probe reads it from the core output at
-#   the choice at 0.31-0.37, chance 0.33; 1.00 in a run that learned), and the value loss is
-#   the likelier teacher of that memory (at the choice the return depends on the cue, while
-#   the policy's choice gradient needs a memory to read first), so it gets more weight. At 3M
-#   steps, 4 seeds: weight 2 left chance on 4 of 4 (mean greedy 0.79), 0.5 on 3 of 4 (0.69),
-#   4 on 1 of 2; entropy 0.06 or 0.1 stayed at chance on both seeds tried;
-# - MemoryS7: entropy 0.05. The hint object is behind the agent in 3 of 4 starts, so it has to
-#   learn to turn around and look; with entropy 0.01 it settles at 0.62 (= 1/4 + 3/4 x 1/2).
-#   64 envs learn it as well as 32 and run ~1.5x faster; on PassiveMatch 64 envs stayed at
-#   chance (2 seeds of 2), 32 learned (3 of 3 above chance).
-RECIPE = {
-    "num_envs": 32,
-    "unroll_length": 128,
-    "hidden_size": 64,
-    "head_size": 64,
-    "view_gate": False,
-    "policy_init_gain": 0.01,
-    "reward_scale": 1.0,
-    "ent_coef": 0.01,
-    "vf_coef": 0.5,
-    "epochs": 4,
-    "num_minibatches": 4,
-    "steps": 3_000_000,
-}
+#: task -> the recipe it trains (``rlgate recipes NAME`` prints its settings and why they are
+#: what they are), the same for every core
 TASKS = {
-    "PassiveMatch(delay 30)": (
-        "rlgate/PassiveMatch-v0",
-        ("delay=30",),
-        {
-            **RECIPE,
-            "view_gate": True,
-            "policy_init_gain": 1.0,
-            "reward_scale": 0.1,
-            "ent_coef": 0.03,
-            "vf_coef": 2.0,
-            "steps": 8_000_000,
-        },
-    ),
-    "MemoryS7": ("rlgate/MemoryS7-v0", (), {**RECIPE, "num_envs": 64, "ent_coef": 0.05}),
-    # gymnasium envs stepped by SyncVectorEnv: 16 envs, linear heads; RecurrentPPO gets the
-    # same budget on the same id. CartPole-v1: rewards x 0.1 (with 1 a step, returns reach
-    # ~100: the value loss's gradient fills the clipping norm and the policy barely moves:
-    # lstm 42 at 200k steps, 500 with x 0.1). RepeatPreviousEasy: policy gain 1 and 10 epochs
-    # of 2 minibatches (lstm 0.16 with the defaults, 0.48 with gain 1, 0.79 with both).
-    "CartPole-v1": (
-        "CartPole-v1",
-        (),
-        {
-            **RECIPE,
-            "num_envs": 16,
-            "unroll_length": 32,
-            "head_size": 0,
-            "reward_scale": 0.1,
-            "steps": 200_000,
-        },
-    ),
-    "RepeatPreviousEasy": (
-        "popgym-RepeatPreviousEasy-v0",
-        (),
-        {
-            **RECIPE,
-            "num_envs": 16,
-            "unroll_length": 64,
-            "head_size": 0,
-            "policy_init_gain": 1.0,
-            "epochs": 10,
-            "num_minibatches": 2,
-            "steps": 200_000,
-        },
-    ),
+    "PassiveMatch(delay 30)": "passive-match",
+    "MemoryS7": "memory-s7",
+    "CartPole-v1": "cartpole",
+    "RepeatPreviousEasy": "repeat-previous-easy",
 }
 #: the env RecurrentPPO trains on for each task, and whether it gets rlgate's budget
 SB3_ENVS = {
@@ -132,35 +57,48 @@ SB3_ENVS = {
     "CartPole-v1": ("CartPole-v1", True),
     "RepeatPreviousEasy": ("popgym-RepeatPreviousEasy-v0", True),
 }
-SETTINGS = tuple(RECIPE)
 EVAL_EPISODES = 1000
+#: the flags of this script that change a recipe's setting -> that setting's place
+OVERRIDES = {
+    "num_envs": ("num_envs",),
+    "unroll_length": ("unroll_length",),
+    "hidden_size": ("hidden_size", "encoder_size"),
+    "head_size": ("head_size",),
+    "view_gate": ("view_gate",),
+    "policy_init_gain": ("policy_init_gain",),
+    "reward_scale": ("reward_scale",),
+    "steps": ("total_timesteps",),
+    "ent_coef": ("ppo", "ent_coef"),
+    "vf_coef": ("ppo", "vf_coef"),
+    "epochs": ("ppo", "epochs"),
+    "num_minibatches": ("ppo", "num_minibatches"),
+}
 
 
-def run_rlgate(env_id, options, core, seed, logdir, model: dict) -> dict:
-    cfg = TrainConfig(
-        agent="ppo",
+def changes_from(args: argparse.Namespace) -> dict:
+    """The recipe changes that this script's flags ask for (as TrainConfig.from_recipe takes)."""
+    out: dict = {}
+    for flag, place in OVERRIDES.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if place[0] == "ppo":
+            out.setdefault("ppo", {})[place[1]] = value
+        else:
+            for name in place:
+                out[name] = value
+    return out
+
+
+def run_rlgate(recipe: str, core: str, seed: int, logdir: str, changes: dict) -> dict:
+    cfg = TrainConfig.from_recipe(
+        recipe,
+        **changes,
         core=core,
-        env=env_id,
-        env_option=options,
-        num_envs=model["num_envs"],
-        unroll_length=model["unroll_length"],
-        hidden_size=model["hidden_size"],
-        encoder_size=model["hidden_size"],
-        head_size=model["head_size"],
-        view_gate=model["view_gate"],
-        policy_init_gain=model["policy_init_gain"],
-        reward_scale=model["reward_scale"],
-        ppo=PPOConfig(
-            ent_coef=model["ent_coef"],
-            vf_coef=model["vf_coef"],
-            epochs=model["epochs"],
-            num_minibatches=model["num_minibatches"],
-        ),
-        total_timesteps=model["steps"],
         seed=seed,
         logdir=logdir,
         progress=False,
-        run_name=f"{env_id.split('/')[-1]}-{core}-s{seed}",
+        run_name=f"{recipe}-{core}-s{seed}",
     )
     t0 = time.perf_counter()
     result = Trainer(cfg).run()
@@ -258,8 +196,8 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run")
     ap.add_argument("--no-sb3", action="store_true", help="skip the RecurrentPPO baseline")
-    ap.add_argument("--num-envs", type=int, default=None, help="default 32")
-    ap.add_argument("--unroll-length", type=int, default=None, help="default 128")
+    ap.add_argument("--num-envs", type=int, default=None, help="default: the recipe's")
+    ap.add_argument("--unroll-length", type=int, default=None, help="default: the recipe's")
     ap.add_argument("--hidden-size", type=int, default=None, help="core and encoder size (64)")
     ap.add_argument("--head-size", type=int, default=None, help="MLP heads (64; 0: linear)")
     ap.add_argument(
@@ -268,28 +206,24 @@ def main(argv=None) -> int:
         default=None,
         help="gated-attention heads (default: the task's)",
     )
-    ap.add_argument(
-        "--policy-init-gain", type=float, default=None, help="default: the task's (see TASKS)"
-    )
-    ap.add_argument(
-        "--reward-scale", type=float, default=None, help="default: the task's (see TASKS)"
-    )
-    ap.add_argument("--ent-coef", type=float, default=None, help="default: the task's")
-    ap.add_argument("--vf-coef", type=float, default=None, help="default: the task's")
+    ap.add_argument("--policy-init-gain", type=float, default=None, help="default: the recipe's")
+    ap.add_argument("--reward-scale", type=float, default=None, help="default: the recipe's")
+    ap.add_argument("--ent-coef", type=float, default=None, help="default: the recipe's")
+    ap.add_argument("--vf-coef", type=float, default=None, help="default: the recipe's")
     ap.add_argument("--epochs", type=int, default=None, help="PPO epochs (default: the task's)")
-    ap.add_argument("--num-minibatches", type=int, default=None, help="default: the task's")
+    ap.add_argument("--num-minibatches", type=int, default=None, help="default: the recipe's")
     args = ap.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         ap.error("--jobs and --threads must be >= 1")
     threads = args.threads or max(1, torch.get_num_threads() // args.jobs)
-    override = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
+    changes = changes_from(args)
     print(
         f"# bench_train: {cpu_model()}, {args.jobs} run(s) at once x {threads} "
         f"thread(s), torch {torch.__version__}, seeds {' '.join(map(str, args.seeds))}"
     )
     for task in args.tasks:
-        recipe = {**TASKS[task][2], **override}
-        print(f"# {task}: " + ", ".join(f"{k} {recipe[k]}" for k in SETTINGS))
+        settings = RECIPES[TASKS[task]].with_changes(changes)
+        print(f"# {task}: recipe {TASKS[task]}: {' '.join(flags(settings))}")
     runs = [(task, core, seed) for task in args.tasks for core in args.cores for seed in args.seeds]
     with (
         tempfile.TemporaryDirectory() as logdir,
@@ -298,12 +232,12 @@ def main(argv=None) -> int:
         sb3 = {}
         for task in [] if args.no_sb3 else [t for t in args.tasks if t in SB3_ENVS]:
             env_id, same_budget = SB3_ENVS[task]
-            steps = {**TASKS[task][2], **override}["steps"] if same_budget else args.sb3_steps
+            budget = TrainConfig.from_recipe(TASKS[task], **changes).total_timesteps
+            steps = budget if same_budget else args.sb3_steps
             sb3[task] = pool.submit(_job, "sb3", (env_id, steps, args.seeds[0]), threads)
         futures = {}
         for task, core, seed in runs:
-            env_id, options, recipe = TASKS[task]
-            job = (env_id, options, core, seed, logdir, {**recipe, **override})
+            job = (TASKS[task], core, seed, logdir, changes)
             futures[(task, core, seed)] = pool.submit(_job, "rlgate", job, threads)
         base = {task: f.result() for task, f in sb3.items()}
         results = {key: f.result() for key, f in futures.items()}

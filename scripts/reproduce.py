@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from rlgate import sweep
+from rlgate import sweep, sweep_report
 
 
 def main(argv=None) -> int:
@@ -40,11 +39,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     grid = sweep.with_budget(sweep.PRESETS[args.preset], args.total_timesteps, args.seeds)
-    grid = replace(grid, device=args.device)
+    grid = sweep.with_settings(grid, device=args.device)
     if args.num_envs is not None:
-        grid = replace(grid, num_envs=args.num_envs)
+        grid = sweep.with_settings(grid, num_envs=args.num_envs)
     if args.head_size is not None:
-        grid = replace(grid, head_size=args.head_size)
+        grid = sweep.with_settings(grid, head_size=args.head_size)
     out = Path(args.out or f"sweeps/{args.preset}")
     cuda = args.device.startswith("cuda")
     jobs = args.jobs or (1 if cuda else (os.cpu_count() or 1))
@@ -58,18 +57,18 @@ def main(argv=None) -> int:
         )
         ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
         print(f"reproduce: ran {ran}, skipped {runs - ran} finished runs")
-    records = sweep.load_results(out)
+    records = sweep_report.load_results(out)
     if not records:
         print(f"reproduce: error: no results under {out}/results", file=sys.stderr)
         return 2
-    rows = sweep.summarize(records)
-    csv_path, md_path = sweep.write_tables(rows, out, sweep.describe(grid, records))
-    plots = sweep.write_plots(records, out)
+    rows = sweep_report.summarize(records)
+    csv_path, md_path = sweep_report.write_tables(rows, out, sweep_report.describe(grid, records))
+    plots = sweep_report.write_plots(records, out)
     print(md_path.read_text())
     for core in ("lstm", "ur-lstm"):
         print(
             f"{core}: share of saturated gates (g < 0.02 or > 0.98): "
-            f"{sweep.saturation(records, core):.3f}"
+            f"{sweep_report.saturation(records, core):.3f}"
         )
     print("wrote", csv_path, md_path, *plots)
     return 0

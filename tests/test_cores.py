@@ -281,7 +281,8 @@ def test_ugi_is_drawn_once_and_saved():
     other = _core("ur-lstm", hidden=64, seed=5)
     other.load_state_dict(core.state_dict())
     torch.testing.assert_close(other.bias[other.blocks["f"]], b_f)
-    # refine bias initialised to -b_f (paper.md 1.3), independent parameters afterwards
+    # refine bias initialised to -b_f (docs/gates.md, the refine gate), independent parameters
+    # afterwards
     torch.testing.assert_close(core.bias[core.blocks["r"]], -b_f)
     untied = make_core("ur-lstm", 5, 64, tie_refine_bias=False)
     assert untied.bias[untied.blocks["r"]].abs().max() == 0
@@ -342,14 +343,14 @@ def test_refine_gate_steepens_near_saturation():
 def test_backend_choice_is_never_silent(caplog):
     core = make_core("ur-lstm", 3, 4)
     x = torch.randn(2, 1, 3)
-    with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.backends"):
         core(x, core.initial_state(1))
     assert "picked native" in caplog.text
     half = make_core("ur-lstm", 3, 4, backend="fused").half()
     with pytest.raises(RuntimeError, match="unavailable"):
         half(x.half(), half.initial_state(1))
     auto_half = make_core("ur-lstm", 3, 4).half()
-    with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.backends"):
         caplog.clear()
         auto_half(x.half(), auto_half.initial_state(1))
     assert "picked reference" in caplog.text
@@ -382,7 +383,7 @@ def test_mlp_core_is_a_tanh_layer_of_each_step_alone():
 
 
 def test_mlp_core_refuses_kernels_it_does_not_have():
-    from rlgate.cores.base import BackendUnavailable
+    from rlgate.cores.backends import BackendUnavailable
 
     for backend in ("native", "triton"):
         with pytest.raises(BackendUnavailable, match="no recurrence"):

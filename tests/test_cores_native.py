@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from rlgate.cores import CORES, fused, make_core, native
+from rlgate.cores import CORES, fused_native, make_core, native
 
 # every preset the native kernels cover, with the options that exercise their layouts
 COVERED = [
@@ -45,10 +45,10 @@ def native_loop(request, monkeypatch):
     loop = request.param
     if loop == "blas" and native.blas_sgemm() is None:
         pytest.skip("torch exports no BLAS sgemm here")
-    monkeypatch.setattr(fused, "SEQUENCE_MACS", 1 << 62 if loop == "sequence" else 0)
-    monkeypatch.setattr(fused, "BLAS_MACS", 1 << 62 if loop == "blas" else 0)
+    monkeypatch.setattr(fused_native, "SEQUENCE_MACS", 1 << 62 if loop == "sequence" else 0)
+    monkeypatch.setattr(fused_native, "BLAS_MACS", 1 << 62 if loop == "blas" else 0)
     calls = []
-    for cls in (fused.NativeLSTMKernel, fused.NativeGRUKernel):
+    for cls in (fused_native.NativeLSTMKernel, fused_native.NativeGRUKernel):
         for method in ("forward_sequence", "backward_sequence"):
             original = getattr(cls, method)
 
@@ -134,7 +134,7 @@ def test_native_lets_nan_through(name):
 def test_auto_and_fused_pick_native_and_say_so(caplog):
     for name, options in COVERED:
         core = make_core(name, 3, 6, **options)
-        with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+        with caplog.at_level(logging.INFO, logger="rlgate.cores.backends"):
             caplog.clear()
             core(torch.randn(2, 1, 3), core.initial_state(1))
         assert "picked native" in caplog.text, name
@@ -158,7 +158,7 @@ def test_without_a_compiler_fused_warns_and_native_refuses(fresh_native, monkeyp
     assert not ok and "no-such-cc" in why
     core = make_core("ur-lstm", 3, 6, backend="fused")
     x = torch.randn(2, 1, 3)
-    with caplog.at_level(logging.INFO, logger="rlgate.cores.base"):
+    with caplog.at_level(logging.INFO, logger="rlgate.cores.backends"):
         y, _ = core(x, core.initial_state(1))
     assert core.resolve_backend(x) == "pytorch"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -254,7 +254,7 @@ def test_native_refuses_what_it_cannot_read(name):
     for bad in (torch.zeros(3, 17), torch.zeros(2, 16), torch.zeros(3, 16, dtype=torch.float64)):
         state = (bad, *good[1:])
         with pytest.raises(ValueError, match="native kernels"):
-            fused.check_native_inputs(
+            fused_native.check_native_inputs(
                 x, torch.zeros(4, 3, dtype=torch.bool), *core._weights(), *state
             )
         with pytest.raises((ValueError, RuntimeError)):

@@ -1,5 +1,5 @@
-"""Hand-built scenarios for the tasks' phases and rewards (paper.md section 2): the right colour
-pays, the wrong one does not, apples pay and respawn, timeouts end the episode; the T-maze's
+"""Hand-built scenarios for the tasks' phases and rewards (docs/gates.md, the tasks): the right
+colour pays, the wrong one does not, apples pay and respawn, timeouts end the episode; the T-maze's
 cue and arms."""
 
 from __future__ import annotations

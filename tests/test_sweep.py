@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlgate import sweep
+from rlgate import sweep, sweep_report
+from rlgate.config import TrainConfig
 
 pytest.importorskip("matplotlib")
 
@@ -19,10 +20,14 @@ TINY = sweep.Grid(
     cores=("lstm", "ur-lstm"),
     delays={"TMaze": (3,)},
     seeds=(1,),
-    total_timesteps=256,
-    num_envs=4,
-    unroll_length=8,
-    hidden_size=8,
+    recipes={"TMaze": "tmaze"},
+    settings={
+        "total_timesteps": 256,
+        "num_envs": 4,
+        "unroll_length": 8,
+        "hidden_size": 8,
+        "encoder_size": 8,
+    },
 )
 
 
@@ -36,12 +41,12 @@ def _reproduce_main():
 
 def test_steps_to_target():
     curve = [(100, 0.2), (200, 0.95), (300, 0.5), (400, 1.0)]
-    assert sweep.steps_to(curve, 0.9, window=1) == 200
-    assert sweep.steps_to(curve, 1.0, window=1) == 400
-    assert sweep.steps_to(curve[:1], 0.9, window=1) is None
+    assert sweep_report.steps_to(curve, 0.9, window=1) == 200
+    assert sweep_report.steps_to(curve, 1.0, window=1) == 400
+    assert sweep_report.steps_to(curve[:1], 0.9, window=1) is None
     # averaged over a window: one lucky point early on does not count
-    assert sweep.steps_to(curve, 0.75, window=2) == 400  # (0.5 + 1.0) / 2
-    assert sweep.steps_to(curve, 0.5, window=2) == 200  # (0.2 + 0.95) / 2
+    assert sweep_report.steps_to(curve, 0.75, window=2) == 400  # (0.5 + 1.0) / 2
+    assert sweep_report.steps_to(curve, 0.5, window=2) == 200  # (0.2 + 0.95) / 2
 
 
 def test_the_full_preset_is_the_papers_grid():
@@ -61,14 +66,27 @@ def test_reward_scales_entropy_and_budget_are_per_task_and_the_same_for_every_co
         scales.setdefault(run.task, set()).add(cfg.reward_scale)
         ents.setdefault(run.task, set()).add(cfg.ppo.ent_coef)
         budgets.setdefault(run.task, set()).add(cfg.total_timesteps)
-        assert (cfg.head_size, cfg.unroll_length) == (grid.head_size, grid.unroll_length)
-        assert (cfg.view_gate, cfg.policy_init_gain) == (True, 1.0)
+        assert (cfg.head_size, cfg.unroll_length, cfg.num_envs) == (64, 128, 32)
+        assert (cfg.view_gate, cfg.policy_init_gain, cfg.ppo.vf_coef) == (True, 1.0, 0.5)
     assert scales == {"PassiveMatch": {0.1}, "ActiveMatch": {0.1}, "TMaze": {1.0}}
     assert ents == {"PassiveMatch": {0.03}, "ActiveMatch": {0.03}, "TMaze": {0.01}}
     assert budgets == {"PassiveMatch": {1_500_000}, "ActiveMatch": {1_500_000}, "TMaze": {250_000}}
     # --total-timesteps sets every task's budget
     one = sweep.with_budget(grid, 1234, None)
     assert {sweep.train_config(one, r, tmp_path).total_timesteps for r in one.runs()} == {1234}
+
+
+def test_the_full_preset_builds_the_configs_its_committed_runs_ran_with():
+    """docs/results/full holds what each run of the paper's grid trained with: the grid built
+    from the recipes gives each of them the same config."""
+    out = Path(__file__).parents[1] / "docs" / "results" / "full"
+    grid = sweep.PRESETS["full"]
+    records = sweep_report.load_results(out)
+    assert len(records) == len(grid.runs())
+    for r in records:
+        run = sweep.Run(r["task"], r["delay"], r["core"], r["seed"])
+        cfg = sweep.train_config(grid, run, Path("docs/results/full"))
+        assert cfg == TrainConfig.from_dict(r["config"]), run.name
 
 
 def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
@@ -104,19 +122,19 @@ def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
     assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 1
     assert not stale.exists()
 
-    rows = sweep.summarize(sweep.load_results(tmp_path))
+    rows = sweep_report.summarize(sweep_report.load_results(tmp_path))
     assert [(r["task"], r["delay"], r["core"]) for r in rows] == [
         ("TMaze", 3, "lstm"),
         ("TMaze", 3, "ur-lstm"),
     ]
-    csv_path, md_path = sweep.write_tables(rows, tmp_path)
+    csv_path, md_path = sweep_report.write_tables(rows, tmp_path)
     with csv_path.open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 and float(table[1]["final_success_mean"]) == pytest.approx(
         rows[1]["final_success_mean"]
     )
     assert md_path.read_text().count("| TMaze | 3 |") == 2
-    for png in sweep.write_plots(sweep.load_results(tmp_path), tmp_path):
+    for png in sweep_report.write_plots(sweep_report.load_results(tmp_path), tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "curves_TMaze.png",
@@ -132,7 +150,7 @@ def test_summary_statistics_over_seeds():
         return {"task": "T", "delay": 1, "core": "lstm", "seed": seed, "final_success": final,
                 "curve": curve, "steps": 490}  # fmt: skip
 
-    rows = sweep.summarize([rec(1, 1.0, 100), rec(2, 0.5, None), rec(3, 0.0, 300)])
+    rows = sweep_report.summarize([rec(1, 1.0, 100), rec(2, 0.5, None), rec(3, 0.0, 300)])
     assert rows[0]["final_success_mean"] == 0.5
     assert rows[0]["final_success_std"] == pytest.approx(0.4082, abs=1e-4)
     # a 10-update average first reaches 0.9 when nine of its ten points are 1.0: 180 and 380
@@ -148,11 +166,12 @@ def test_success_over_training_is_the_mean_over_env_steps():
     for end, value in curve:
         per_step += [value] * (end - start)
         start = end
-    assert sweep.curve_mean(curve) == pytest.approx(sum(per_step) / len(per_step))
+    assert sweep_report.curve_mean(curve) == pytest.approx(sum(per_step) / len(per_step))
     # learned sooner, the same final success: a higher score
     late = [(100 * i, 0.0 if i < 8 else 1.0) for i in range(1, 11)]
     early = [(100 * i, 0.0 if i < 3 else 1.0) for i in range(1, 11)]
-    assert sweep.curve_mean(early) == pytest.approx(0.8) and sweep.curve_mean(late) == 0.3
+    assert sweep_report.curve_mean(early) == pytest.approx(0.8)
+    assert sweep_report.curve_mean(late) == 0.3
 
 
 def test_parallel_sweep_and_the_script(tmp_path, capsys):
@@ -164,7 +183,7 @@ def test_parallel_sweep_and_the_script(tmp_path, capsys):
     assert "| TMaze | 3 | gru |" in printed
     # what the table comes from: the preset's grid (small: 2 cores x 2 lengths x 2 seeds)
     assert "- runs finished: 0 of 8 " in printed and "runs per commit: -" in printed
-    lines = sweep.describe(grid, sweep.load_results(tmp_path))
+    lines = sweep_report.describe(grid, sweep_report.load_results(tmp_path))
     assert lines[0].startswith("- runs finished: 2 of 2 (1 cores x 1 task-delays x 2 seeds)")
     commit = sweep.provenance()["commit"]
     assert f"`{(commit or 'unknown')[:10]}" in lines[3] and lines[3].endswith(" 2")

@@ -278,7 +278,11 @@ def test_probe_accuracy_reads_what_the_features_hold_and_nothing_else():
         (["train", "--max-grad-norm", "-1"], "max-grad-norm must be finite and > 0, got -1.0"),
         (["train", "--run-name", "../x"], "run-name must be a plain folder name"),
         (["eval", "/nonexistent/run"], "no checkpoint"),
-        (["frobnicate"], "valid commands: train, eval, cores"),
+        (["frobnicate"], "valid commands: train, eval, cores, recipes"),
+        (["train", "--recipe", "nope"], "unknown recipe 'nope'; valid recipes: tmaze, passive"),
+        (["train", "--recipe"], "--recipe expects a value"),
+        (["train", "--recipe", "tmaze", "--resume", "runs/x"], "--recipe starts a new run"),
+        (["recipes", "nope"], "unknown recipe 'nope'; valid recipes: tmaze"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, capfd, args, expected):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlgate.cores.base import BACKENDS, BackendUnavailable
+from rlgate.cores.backends import BACKENDS, BackendUnavailable
 from rlgate.cores.presets import Preset
 
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 
 def refine_gate(f: Tensor, r: Tensor) -> Tensor:
-    """Effective gate of the refine mechanism (paper.md 1.3).
+    """Effective gate of the refine mechanism (docs/gates.md, the refine gate).
 
     g = r * (1 - (1 - f)^2) + (1 - r) * f^2, which lies between f^2 and 1 - (1 - f)^2;
     r = 1/2 gives g = f.
@@ -28,7 +28,7 @@ def refine_gate(f: Tensor, r: Tensor) -> Tensor:
 
 
 def cumax(z: Tensor, chunk_size: int = 1) -> Tensor:
-    """Cumulative softmax along the last axis (ON-LSTM's master gate, paper.md 1.5).
+    """Cumulative softmax along the last axis (ON-LSTM's master gate, docs/gates.md).
 
     With ``chunk_size`` c > 1 the last axis of ``z`` has n = H / c entries; the result is
     cumsum(softmax(z)) broadcast over each chunk to width H = n * c.
@@ -47,7 +47,7 @@ def cumax(z: Tensor, chunk_size: int = 1) -> Tensor:
 
 
 def uniform_gate_bias(hidden_size: int, generator: torch.Generator | None = None) -> Tensor:
-    """Uniform gate initialisation (UGI, paper.md 1.2): b_f = logit(u), u ~ U[1/d, 1 - 1/d].
+    """Uniform gate initialisation (UGI, docs/gates.md): b_f = logit(u), u ~ U[1/d, 1 - 1/d].
 
     At initialisation (small weights) the gate sigma(b_f) = u is spread uniformly over
     (0, 1), so the timescales 1 / (1 - f) spread over [~1, d].
@@ -70,7 +70,8 @@ def uniform_gate_bias(hidden_size: int, generator: torch.Generator | None = None
 def chrono_forget_bias(
     hidden_size: int, t_max: float, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Chrono initialisation (paper.md 1.4): b_f = log(U[1, T_max - 1]); the caller sets b_i = -b_f.
+    """Chrono initialisation (docs/gates.md): b_f = log(U[1, T_max - 1]); the caller sets
+    b_i = -b_f.
 
     Args:
         hidden_size: number of units.
@@ -85,5 +86,5 @@ def chrono_forget_bias(
 
 
 def timescale(g: Tensor, eps: float = 1e-6) -> Tensor:
-    """Characteristic timescale 1 / (1 - g) of a retention gate g (paper.md 1.8)."""
+    """Characteristic timescale 1 / (1 - g) of a retention gate g (docs/gates.md, Diagnostics)."""
     return 1.0 / (1.0 - g).clamp_min(eps)

@@ -1,4 +1,4 @@
-"""The GRU family: gru (torch.nn.GRU semantics) and ur-gru (paper.md 1.6).
+"""The GRU family: gru (torch.nn.GRU semantics) and ur-gru (docs/gates.md).
 
 Pre-activations come from two affine maps, as in torch.nn.GRU, because the candidate's
 recurrent term sits inside the reset gate: gx = W_ih x + b_ih, gh = W_hh h + b_hh, each split
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlgate.cores import fused
+from rlgate.cores import fused, fused_native, recurrence
 from rlgate.cores.base import GRUState, RecurrentCore
 from rlgate.cores.gates import refine_gate, uniform_gate_bias
 from rlgate.cores.presets import Preset
@@ -25,7 +25,7 @@ class GRUCore(RecurrentCore):
         preset: "gru" or "ur-gru" preset.
         input_size: I.
         hidden_size: H.
-        backend: one of ``rlgate.cores.base.BACKENDS`` (see ``resolve_backend``).
+        backend: one of ``rlgate.cores.backends.BACKENDS`` (see ``resolve_backend``).
         forget_bias: constant bias of the retention gate z for standard init (default 0.0,
             as torch.nn.GRU's expectation).
         tie_refine_bias: initialise the refine bias to -b_z (True) or to 0.
@@ -86,7 +86,7 @@ class GRUCore(RecurrentCore):
             self.bias_ih[self.blocks["rho"]] = -b_z
 
     def _cell(self, x_t: Tensor, state: GRUState):
-        """One step, written as paper.md 1.6 / torch.nn.GRU write it."""
+        """One step, written as docs/gates.md (UR-GRU) and torch.nn.GRU write it."""
         (h,) = state
         gx = F.linear(x_t, self.weight_ih, self.bias_ih)
         gh = F.linear(h, self.weight_hh, self.bias_hh)
@@ -116,10 +116,10 @@ class GRUCore(RecurrentCore):
         if native:
             from rlgate.cores import native as lib
 
-            kernel = fused.NativeGRUKernel(self.preset, self.hidden_size, lib.library())
+            kernel = fused_native.NativeGRUKernel(self.preset, self.hidden_size, lib.library())
         else:
             kernel = fused.GRUKernel(self.preset, self.hidden_size)
-        return fused.run(
+        return recurrence.run(
             kernel,
             x,
             is_first,

@@ -1,4 +1,4 @@
-"""The LSTM family (paper.md 1.1-1.5): lstm, c-lstm, om-lstm, u-, r-, ur-, o- and or-lstm.
+"""The LSTM family (docs/gates.md): lstm, c-lstm, om-lstm, u-, r-, ur-, o- and or-lstm.
 
 Parameters are one affine map of (x_t, h_{t-1}) to the pre-activations z = W_ih x + W_hh h + b,
 split into d-wide blocks:
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlgate.cores import fused
+from rlgate.cores import fused, fused_native, recurrence
 from rlgate.cores.base import LSTMState, RecurrentCore
 from rlgate.cores.gates import chrono_forget_bias, cumax, refine_gate, uniform_gate_bias
 from rlgate.cores.presets import Preset
@@ -41,11 +41,11 @@ class LSTMCore(RecurrentCore):
         preset: the preset.
         input_size: I.
         hidden_size: H (d in the paper).
-        backend: one of ``rlgate.cores.base.BACKENDS`` (see ``resolve_backend``).
+        backend: one of ``rlgate.cores.backends.BACKENDS`` (see ``resolve_backend``).
         forget_bias: constant forget bias for standard init (default 1.0).
         chrono_t_max: T_max of chrono init (c-lstm); the longest dependency expected.
         chunk_size: ON-LSTM chunk size (om-lstm); must divide H.
-        tie_refine_bias: initialise the refine bias to -b_f (True, paper.md 1.3) or to 0.
+        tie_refine_bias: initialise the refine bias to -b_f (True, docs/gates.md) or to 0.
     """
 
     State = LSTMState
@@ -132,7 +132,7 @@ class LSTMCore(RecurrentCore):
 
     # ----------------------------------------------------------------- reference math
     def _cell(self, x_t: Tensor, state: LSTMState):
-        """One step, written as paper.md writes it. Returns (new state, gates dict)."""
+        """One step, written as docs/gates.md writes it. Returns (new state, gates dict)."""
         h, c = state
         z = F.linear(x_t, self.weight_ih, self.bias) + F.linear(h, self.weight_hh)
         zb = {name: z[:, s] for name, s in self.blocks.items()}
@@ -188,11 +188,11 @@ class LSTMCore(RecurrentCore):
         if native:
             from rlgate.cores import native as lib
 
-            kernel = fused.NativeLSTMKernel(
+            kernel = fused_native.NativeLSTMKernel(
                 self.preset, self.blocks, self.native_mode(), self.chunk_size, lib.library()
             )
         else:
             kernel = fused.LSTMKernel(self.preset, self.blocks, self.chunk_size)
-        return fused.run(
+        return recurrence.run(
             kernel, x, is_first, self.weight_ih, self.weight_hh, self.bias, None, tuple(state)
         )

@@ -1,4 +1,5 @@
-"""The presets of paper.md 1.7: which cell, primary gate, initialisation and auxiliary gates.
+"""The presets: which cell, primary gate, initialisation and auxiliary gates (docs/gates.md
+has their equations).
 
 A preset is a frozen description; ``rlgate.cores.make_core`` turns it into a module.
 """
@@ -17,12 +18,12 @@ class Preset:
     Attributes:
         name: canonical name (aliases map to the same preset).
         family: "lstm", "gru" or "ff" (the memoryless control).
-        tied: tied-input LSTM, c_t = g * c_{t-1} + (1 - g) * u (paper.md 1.1).
-        forget_act: "sigmoid" or "cumax" for the primary gate f (paper.md 1.5, letter O).
+        tied: tied-input LSTM, c_t = g * c_{t-1} + (1 - g) * u (docs/gates.md).
+        forget_act: "sigmoid" or "cumax" for the primary gate f (letter O, docs/gates.md).
         init: forget-bias initialisation: "standard" (constant), "uniform" (UGI, letter U)
             or "chrono" (letter C).
-        refine: has a refine gate r (letter R, paper.md 1.3).
-        master: ON-LSTM master gates (paper.md 1.5, the om-lstm).
+        refine: has a refine gate r (letter R, docs/gates.md).
+        master: ON-LSTM master gates (the om-lstm, docs/gates.md).
         description: one line for ``--help``.
     """
 

@@ -1,0 +1,127 @@
+"""The fused recurrence: one autograd Function that runs a kernel's cell math over a whole
+sequence (``rlgate.cores.fused`` describes the kernels), with the ``is_first`` resets applied
+inside and a hand-written BPTT in chunks, last chunk first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rlgate.cores import native
+from rlgate.cores.fused_native import check_native_inputs, native_loop
+
+
+class _Recurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
+        if kernel.native:
+            check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0)
+        t_len, batch, in_size = x.shape
+        g, hid = w_hh.shape
+        xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
+        keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
+        resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
+        kernel.allocate(t_len, batch, rest0, h0, g)
+        ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
+        ys[0].copy_(h0)
+        # the whole loop in one native call where it can (see native_loop)
+        loop = native_loop(batch, hid, g) if kernel.native else "steps"
+        sequence = loop != "steps"
+        if sequence:
+            kernel.gemm = native.blas_sgemm() if loop == "blas" else None
+        first = is_first.contiguous() if sequence and any(resets) else None
+        if sequence:
+            kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)
+        else:
+            w_hh_t = w_hh.t()
+            for t, xw_t in enumerate(xw.unbind(0)):
+                h = ys[t]
+                if resets[t]:
+                    h = h * keep[t]
+                    kernel.reset(t, keep[t])
+                kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
+        ctx.kernel, ctx.resets, ctx.sequence, ctx.first = kernel, resets, sequence, first
+        ctx.has_b_hh = b_hh is not None
+        ctx.save_for_backward(x, keep, w_ih, w_hh, ys)
+        return (ys[1:], ys[-1].clone(), *kernel.final_rest())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_t, *drest_t):
+        x, keep, w_ih, w_hh, ys = ctx.saved_tensors
+        kernel, resets = ctx.kernel, ctx.resets
+        t_len, batch, in_size = x.shape
+        g, hid = w_hh.shape
+        # Steps are processed in chunks, last chunk first. Per chunk: the per-unit factors for
+        # all its steps at once (few large ops instead of many small ones), the step recursion,
+        # then the chunk's share of the weight gradients as accumulating matmuls. The chunk
+        # buffers are small and reused, so they stay in cache and need no large allocation.
+        chunk = min(t_len, max(1, kernel.chunk_elements // (batch * hid)))
+        dzx_buf = x.new_empty(chunk, batch, g)
+        dzh_buf = dzx_buf if kernel.same_dz else x.new_empty(chunk, batch, g)
+        dw_ih, dw_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+        db_ih = w_ih.new_zeros(g)
+        db_hh = w_ih.new_zeros(g) if ctx.has_b_hh else None
+        dx = torch.empty_like(x) if ctx.needs_input_grad[1] else None
+        kernel.init_grad(drest_t)
+        dh = torch.zeros_like(ys[0]) if dh_t is None else dh_t.contiguous()
+        if dy is not None and kernel.native:
+            dy = dy.contiguous()  # native.c reads rows; the gradient of a sum comes expanded
+        if ctx.sequence:
+            dh = dh.clone()  # native.c updates it in place
+            w_hh_c = w_hh.contiguous()
+        for t1 in range(t_len, 0, -chunk):
+            t0 = max(0, t1 - chunk)
+            n = t1 - t0
+            # h_{t-1} as step t saw it (after its reset): [n, B, H]
+            h_prev = ys[t0:t1] * keep[t0:t1] if any(resets[t0:t1]) else ys[t0:t1]
+            co = kernel.coefficients(t0, t1, h_prev)
+            dzx, dzh = dzx_buf[:n], dzh_buf[:n]
+            if ctx.sequence:
+                dh = kernel.backward_sequence(t0, t1, co, dh, dy, ctx.first, w_hh_c, dzx, dzh)
+            else:
+                for j in reversed(range(n)):
+                    t = t0 + j
+                    dy_t = None if dy is None else dy[t]
+                    dh_direct = kernel.backward_step(t, j, co, dh, dy_t, dzx[j], dzh[j])
+                    dh = kernel.recurrent_grad(dzh[j], w_hh, dh_direct)
+                    if resets[t]:
+                        dh.mul_(keep[t])
+                        kernel.reset_grad(keep[t])
+            dzx2, dzh2 = dzx.reshape(n * batch, g), dzh.reshape(n * batch, g)
+            dw_ih.addmm_(dzx2.t(), x[t0:t1].reshape(n * batch, in_size))
+            dw_hh.addmm_(dzh2.t(), h_prev.reshape(n * batch, hid))
+            db_ih += dzx2.sum(0)
+            if db_hh is not None:
+                db_hh += dzh2.sum(0)
+            if dx is not None:
+                torch.mm(dzx2, w_ih, out=dx[t0:t1].view(n * batch, in_size))
+        drest = kernel.grad_rest(ys[0])
+        return (None, dx, None, dw_ih, dw_hh, db_ih, db_hh, dh, *drest)
+
+
+def run(
+    kernel,
+    x: Tensor,
+    is_first: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor | None,
+    state0: tuple[Tensor, ...],
+):
+    """Run the fused recurrence.
+
+    Args:
+        kernel: an ``LSTMKernel`` or ``GRUKernel`` (fresh per call: it holds the workspace).
+        x: [T, B, I]; is_first: [T, B] bool.
+        w_ih: [G, I]; w_hh: [G, H]; b_ih: [G]; b_hh: [G] or None.
+        state0: (h0, *rest) with [B, H] tensors.
+
+    Returns:
+        (y [T, B, H], final state tuple (h_T, *rest_T)).
+    """
+    out = _Recurrence.apply(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, *state0)
+    return out[0], tuple(out[1:])
