@@ -72,6 +72,14 @@ MATCH_AGENT = {
     "policy_init_gain": 1.0,
 }
 
+#: the Match agent's learning settings, the same on both Match tasks (_MATCH_NOTES says why)
+_MATCH = {
+    **MATCH_AGENT,
+    "reward_scale": 0.1,
+    "total_timesteps": 8_000_000,
+    "ppo": {"ent_coef": 0.03, "vf_coef": 2.0},
+}
+
 _MATCH_NOTES = """\
 - Rewards x 0.1: a match pays 10 and the apples add about as much (returns near 20); at scale 1
   the value loss's gradient drowns the policy gradient.
@@ -97,7 +105,7 @@ _MATCH_NOTES = """\
 RECIPES: dict[str, Recipe] = {
     "tmaze": Recipe(
         summary="the main job: PPO learns the T-maze (a cue, an 8-step corridor, a choice); "
-        "half a minute on 2 cores",
+        "under a minute on 2 cores",
         settings={"env": "rlgate/TMaze-v0"},
         notes="TrainConfig's defaults (32 envs x 32-step unrolls, linear heads, 300k steps): "
         "success climbs from 0.5 (guessing) to 1.0.",
@@ -105,27 +113,13 @@ RECIPES: dict[str, Recipe] = {
     ),
     "passive-match": Recipe(
         summary="PassiveMatch, delay 30: remember a colour over 30 steps of apples",
-        settings={
-            "env": "rlgate/PassiveMatch-v0",
-            "env_option": ("delay=30",),
-            **MATCH_AGENT,
-            "reward_scale": 0.1,
-            "total_timesteps": 8_000_000,
-            "ppo": {"ent_coef": 0.03, "vf_coef": 2.0},
-        },
+        settings={"env": "rlgate/PassiveMatch-v0", "env_option": ("delay=30",), **_MATCH},
         notes=_MATCH_NOTES,
         result="docs/results.md#passivematch-delay-30",
     ),
     "active-match": Recipe(
         summary="ActiveMatch, delay 15: look for the colour, then remember it (the Match agent)",
-        settings={
-            "env": "rlgate/ActiveMatch-v0",
-            "env_option": ("delay=15",),
-            **MATCH_AGENT,
-            "reward_scale": 0.1,
-            "total_timesteps": 8_000_000,
-            "ppo": {"ent_coef": 0.03, "vf_coef": 2.0},
-        },
+        settings={"env": "rlgate/ActiveMatch-v0", "env_option": ("delay=15",), **_MATCH},
         notes="PassiveMatch's recipe on ActiveMatch, where the cue has to be found first. "
         + _MATCH_NOTES.split("\n", 1)[0][2:],
         result="docs/results.md#the-papers-grid",
@@ -172,8 +166,10 @@ RECIPES: dict[str, Recipe] = {
             "total_timesteps": 200_000,
             "ppo": {"epochs": 10, "num_minibatches": 2},
         },
-        notes="Policy gain 1 and 10 epochs of 2 minibatches: lstm's return 0.16 with the "
-        "defaults, 0.48 with gain 1, 0.79 with both (returns lie in [-1, 1]).",
+        notes="Policy gain 1 and 10 epochs of 2 minibatches: lstm's return at 200k steps was "
+        "0.16 with the defaults, 0.48 with gain 1 and 0.79 with both when they were chosen "
+        "(returns lie in [-1, 1]); docs/benchmarks.md has a later seed-1 run: lstm 0.38, "
+        "ur-lstm 0.97.",
         result="docs/benchmarks.md#training-end-to-end",
     ),
 }
