@@ -143,3 +143,33 @@ def test_the_benchmark_and_the_sweep_train_registered_recipes():
     assert set(bench.TASKS.values()) <= set(RECIPES)
     for grid in sweep.PRESETS.values():
         assert set(grid.recipes.values()) <= set(RECIPES) and set(grid.recipes) >= set(grid.delays)
+
+
+def _flags_of(cls, prefix: str = "") -> set[str]:
+    """The command-line flags tyro makes of a config dataclass (sections as --ppo.x)."""
+    import dataclasses
+
+    out = set()
+    for f in dataclasses.fields(cls):
+        name = f"--{prefix}{f.name.replace('_', '-')}"
+        if dataclasses.is_dataclass(
+            f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        ):
+            out |= _flags_of(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            out.add(name)
+            if f.type in (bool, "bool"):
+                out.add(f"--{prefix}no-{f.name.replace('_', '-')}")
+    return out
+
+
+def test_the_training_page_names_only_flags_that_exist():
+    """Every flag docs/training.md names (before its sweep section, which is the script's) is
+    one of ``rlgate train``'s or ``rlgate eval``'s, as ``--help`` lists them."""
+    from rlgate.cli import EvalConfig
+
+    text = (ROOT / "docs" / "training.md").read_text().split("## Sweeps", 1)[0]
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9.-]*[a-z0-9]", text))
+    known = _flags_of(TrainConfig) | _flags_of(EvalConfig) | {"--recipe", "--delay", "--help"}
+    assert named <= known, named - known
+    assert {"--recipe", "--ppo.bptt", "--impala.num-actors", "--view-gate"} <= named
