@@ -80,8 +80,14 @@ class ActorCritic(nn.Module):
         if view_gate and not head_size:
             raise ValueError("view_gate needs head_size > 0")
         self.action_dist = make_action_dist(action_space)
+        # the backends that ask for the fastest path also map a minigrid view natively
+        backend = (core_options or {}).get("backend", "auto")
         self.encoder = ObsEncoder(
-            obs_space, self.action_dist.feature_size, encoder_size, observation_kinds
+            obs_space,
+            self.action_dist.feature_size,
+            encoder_size,
+            observation_kinds,
+            native_view=backend in ("auto", "fused", "native"),
         )
         if view_gate and not self.encoder.has_view:
             raise ValueError(
@@ -146,7 +152,7 @@ class ActorCritic(nn.Module):
             (policy outputs [T, B, P] (the parameters of ``action_dist``), values [T, B],
             final core state).
         """
-        view = self.encoder.view(obs)
+        view = self.encoder.view(obs) if self.view_gate else None
         x = self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
         y, state = self.core(x, state, is_first)
         if self.view_gate:
@@ -179,7 +185,7 @@ class ActorCritic(nn.Module):
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:
         """The core's input, [T, B, encoder_size], from obs dict of [T, B, ...], prev_action
         [T, B, *action shape] and prev_reward [T, B] (for the gate diagnostics)."""
-        view = self.encoder.view(obs)
+        view = self.encoder.view(obs) if self.view_gate else None
         return self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
 
 

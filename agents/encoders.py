@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlgate.agents import onehot
 from rlgate.envs.spaces import flatten_space
 
 # minigrid's code ranges: objects 0..10, colours 0..5, states 0..2
@@ -203,11 +204,17 @@ class MinigridView(nn.Module):
         base = torch.arange(self.cells)[:, None] * self.channels + offsets  # [cells, 3]
         self.register_buffer("_rows", base, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def hot(self, x: Tensor) -> Tensor:
+        """[T, B, H, W, 3] codes -> [T, B, H * W * 3]: where the view's ones are, as indices
+        into its flattened H * W * 20 features (distinct: each code has its own range)."""
         lead = x.shape[:2]
         rows = self._rows + x.long().reshape(*lead, -1, len(MINIGRID_CODES))
+        return rows.reshape(*lead, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:2]
         one_hot = torch.zeros(*lead, self.size, device=x.device)
-        one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
+        one_hot.scatter_(-1, self.hot(x), 1.0)
         return one_hot.reshape(*lead, self.cells, self.channels)
 
 
@@ -236,6 +243,9 @@ class ObsEncoder(nn.Module):
         action_features: size of the previous action's features (``ActionDist.feature_size``).
         out_size: feature size.
         declared: the kinds the env declares per leaf path (``observation_kinds``).
+        native_view: map a minigrid view from its hot indices (``rlgate.agents.onehot``)
+            where the native kernels run (float32 on the CPU), instead of building its
+            one-hot; the core's backend decides (``ActorCritic``).
     """
 
     def __init__(
@@ -244,6 +254,7 @@ class ObsEncoder(nn.Module):
         action_features: int,
         out_size: int,
         declared: dict[str, str] | None = None,
+        native_view: bool = False,
     ):
         super().__init__()
         declared = dict(declared or {})
@@ -266,6 +277,7 @@ class ObsEncoder(nn.Module):
             self.cells = self.channels = self.image_size = 0
             self.image = None
         self.extra = nn.Linear(extra, out_size)
+        self.native_view = native_view and self.kinds.get(self.view_key) == "minigrid"
         bound = 1.0 / (self.image_size + extra) ** 0.5  # nn.Linear's init over the whole input
         weights = [self.extra.weight, self.extra.bias]
         if self.image is not None:
@@ -286,14 +298,26 @@ class ObsEncoder(nn.Module):
     def embed(
         self, view: Tensor | None, obs: dict[str, Tensor], action_feats: Tensor, prev_reward: Tensor
     ) -> Tensor:
-        """``view`` (from ``view(obs)``), the other leaves of obs, the previous action's
-        features [T, B, F] and the previous reward [T, B] -> [T, B, out_size]."""
+        """``view`` (from ``view(obs)``, or None to map it from obs), the other leaves of obs,
+        the previous action's features [T, B, F] and the previous reward [T, B] ->
+        [T, B, out_size]."""
         feats = [action_feats, reward_feature(prev_reward).unsqueeze(-1)]
         feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
         x = self.extra(torch.cat(feats, dim=-1))
         if view is not None:
             x = x + self.image(view.flatten(-2))
+        elif self.view_key is not None:
+            x = x + self.view_features(obs)
         return torch.relu(x)
+
+    def view_features(self, obs: dict[str, Tensor]) -> Tensor:
+        """The view's share of the features, [T, B, out_size]: from its hot indices where
+        ``native_view`` applies, else through its one-hot."""
+        raw = obs[self.view_key]
+        leaf = self.leaves[_key(self.view_key)]
+        if self.native_view and onehot.native_applies(self.image.weight):
+            return onehot.one_hot_linear(leaf.hot(raw), self.image.weight)
+        return self.image(leaf(raw).flatten(-2))
 
 
 def _key(path: str) -> str:

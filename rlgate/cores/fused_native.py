@@ -142,7 +142,7 @@ class NativeLSTMKernel(_NativeMatmuls, LSTMKernel):
     def forward_sequence(self, xw, first, w_hh, b_hh, ys) -> None:
         t_len, batch, g = xw.shape
         hid = self.hid
-        w_hh_t = w_hh.t().contiguous()
+        w_hh_t = native.transposed(w_hh)
         work = xw.new_empty(batch * g + batch * hid)
         self.lib.lstm_sequence_forward(
             self.mode, t_len, batch, hid, max(1, self.chunk), _ptr(xw), _ptr(w_hh_t),
@@ -204,7 +204,7 @@ class NativeGRUKernel(_NativeMatmuls, GRUKernel):
     def forward_sequence(self, xw, first, w_hh, b_hh, ys) -> None:
         t_len, batch, g = xw.shape
         self.GH = xw.new_empty(t_len, batch, g)
-        w_hh_t = w_hh.t().contiguous()
+        w_hh_t = native.transposed(w_hh)
         work = xw.new_empty(batch, self.hid)
         self.lib.gru_sequence_forward(
             int(self.refine), t_len, batch, self.hid, _ptr(xw), _ptr(w_hh_t), _opt_ptr(b_hh),

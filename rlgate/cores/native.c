@@ -20,6 +20,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Rows of a step are independent: from PARALLEL_MIN elements (B H) on, a step's row loop is
  * split over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first).
@@ -636,4 +639,101 @@ void gru_sequence_backward(int refine, int steps, int batch, int hidden, const f
     const unsigned char *ft = first ? first + (size_t)t * B : NULL;
     if (any_set(B, ft)) zero_rows(B, H, ft, dh);
   }
+}
+
+/* 8 floats as one vector (GCC and Clang vector extensions, any alignment): the loops below
+ * gather rows through indices, which the compilers do not vectorise on their own. */
+typedef float vec8 __attribute__((vector_size(32), aligned(4)));
+/* Output columns per register tile of onehot_forward (four vec8 accumulators). */
+#define ONEHOT_TILE 32
+
+/* dst[0..n) += src[0..n), vec8 at a time. */
+static inline void add_into(const int n, const float *restrict src, float *restrict dst) {
+  int d = 0;
+  for (; d + 8 <= n; d += 8) *(vec8 *)(dst + d) += *(const vec8 *)(src + d);
+  for (; d < n; ++d) dst[d] += src[d];
+}
+
+/* One-hot features times a weight, without the one-hot: out[r, :] = sum_j table[idx[r, j], :]
+ * (summed in j order) for r < rows, j < k, with table [vocab, dim] (the weight transposed: row
+ * v is the column that feature v's one multiplies). idx: [rows, k] int64. Returns 0, or -1
+ * (writing nothing) where an index lies outside [0, vocab): the caller raises. Rows are split
+ * over torch's threads. */
+int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *idx,
+                   const float *table, float *out) {
+  const int64_t n = rows * k;
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= idx[i] < 0 || idx[i] >= vocab;
+  if (bad) return -1;
+  const int batch = (int)rows, hidden = k * dim; /* PARALLEL_ROWS splits from B k dim on */
+  PARALLEL_ROWS
+  for (int b = 0; b < batch; ++b) {
+    const int64_t *ib = idx + (size_t)b * k;
+    float *o = out + (size_t)b * dim;
+    int d0 = 0;
+    for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the sums stay in registers */
+      vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+      for (int j = 0; j < k; ++j) {
+        const float *t = table + (size_t)ib[j] * dim + d0;
+        a0 += *(const vec8 *)t;
+        a1 += *(const vec8 *)(t + 8);
+        a2 += *(const vec8 *)(t + 16);
+        a3 += *(const vec8 *)(t + 24);
+      }
+      *(vec8 *)(o + d0) = a0;
+      *(vec8 *)(o + d0 + 8) = a1;
+      *(vec8 *)(o + d0 + 16) = a2;
+      *(vec8 *)(o + d0 + 24) = a3;
+    }
+    if (d0 < dim) {
+      memset(o + d0, 0, (size_t)(dim - d0) * sizeof(float));
+      for (int j = 0; j < k; ++j) add_into(dim - d0, table + (size_t)ib[j] * dim + d0, o + d0);
+    }
+  }
+  return 0;
+}
+
+/* The gradient of onehot_forward's table: grad[v, :] += sum of grad_out[r, :] over the (r, j)
+ * with idx[r, j] = v, rows in order (so the sum's order, and the result, do not depend on the
+ * thread count: each thread owns a range of table rows and scans every index). grad: [vocab,
+ * dim], accumulated into. Returns 0, or -1 (writing nothing) for an index outside [0, vocab). */
+int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *idx,
+                    const float *grad_out, float *grad) {
+  const int64_t n = rows * k;
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= idx[i] < 0 || idx[i] >= vocab;
+  if (bad) return -1;
+#ifdef _OPENMP
+#pragma omp parallel if (n * dim >= 4 * PARALLEL_MIN)
+#endif
+  {
+    int64_t lo = 0, hi = vocab;
+#ifdef _OPENMP
+    const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
+    lo = vocab * me / parts;
+    hi = vocab * (me + 1) / parts;
+#endif
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t *ir = idx + (size_t)r * k;
+      const float *g = grad_out + (size_t)r * dim;
+      int d0 = 0;
+      for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the row's tile stays in registers */
+        const vec8 g0 = *(const vec8 *)(g + d0), g1 = *(const vec8 *)(g + d0 + 8);
+        const vec8 g2 = *(const vec8 *)(g + d0 + 16), g3 = *(const vec8 *)(g + d0 + 24);
+        for (int j = 0; j < k; ++j) {
+          if (ir[j] < lo || ir[j] >= hi) continue;
+          float *t = grad + (size_t)ir[j] * dim + d0;
+          *(vec8 *)t += g0;
+          *(vec8 *)(t + 8) += g1;
+          *(vec8 *)(t + 16) += g2;
+          *(vec8 *)(t + 24) += g3;
+        }
+      }
+      if (d0 < dim)
+        for (int j = 0; j < k; ++j)
+          if (ir[j] >= lo && ir[j] < hi)
+            add_into(dim - d0, g + d0, grad + (size_t)ir[j] * dim + d0);
+    }
+  }
+  return 0;
 }

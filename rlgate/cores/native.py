@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -60,6 +61,12 @@ SIGNATURES = {
     "lstm_sequence_backward": (_I, _I, _I, _I, _I, *[_P] * 10),
     "gru_sequence_forward": (_I, _I, _I, _I, *[_P] * 9),
     "gru_sequence_backward": (_I, _I, _I, _I, *[_P] * 11),
+}
+_L = ctypes.c_int64
+#: the kernels that check their indices and return 0, or -1 for one out of range
+CHECKED = {
+    "onehot_forward": (_L, _I, _L, _I, _P, _P, _P),
+    "onehot_backward": (_L, _I, _L, _I, _P, _P, _P),
 }
 
 
@@ -180,6 +187,9 @@ def _load() -> ctypes.CDLL | NativeUnavailable:
     for name, args in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None
+    for name, args in CHECKED.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ctypes.c_int
     lib.native_openmp.argtypes, lib.native_openmp.restype = (), ctypes.c_int
     if lib.native_openmp():
         log.info("native kernels: a step's rows split over torch's OpenMP threads")
@@ -260,3 +270,21 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     if op is None or x.shape[0] * x.shape[1] * w.shape[0] < ONEDNN_MIN_MACS:
         return torch.nn.functional.linear(x, w, b)
     return op(x, w, b, "none", [], "")
+
+
+_TRANSPOSED: dict[int, tuple[weakref.ref, int, int, Tensor]] = {}
+
+
+def transposed(w: Tensor) -> Tensor:
+    """w^T as a contiguous tensor (no autograd), kept until w changes (its version counter, which
+    every in-place update such as an optimizer step bumps, or its storage) or is freed: between
+    two updates the acting steps hand the same weights to the kernels hundreds of times, and a
+    transposed copy costs more than the step's arithmetic at these sizes."""
+    key = id(w)
+    hit = _TRANSPOSED.get(key)
+    if hit is not None and hit[0]() is w and hit[1] == w._version and hit[2] == w.data_ptr():
+        return hit[3]
+    t = w.detach().t().contiguous()
+    ref = weakref.ref(w, lambda _, k=key: _TRANSPOSED.pop(k, None))
+    _TRANSPOSED[key] = (ref, w._version, w.data_ptr(), t)
+    return t
