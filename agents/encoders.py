@@ -204,17 +204,21 @@ class MinigridView(nn.Module):
         base = torch.arange(self.cells)[:, None] * self.channels + offsets  # [cells, 3]
         self.register_buffer("_rows", base, persistent=False)
 
-    def hot(self, x: Tensor) -> Tensor:
-        """[T, B, H, W, 3] codes -> [T, B, H * W * 3]: where the view's ones are, as indices
-        into its flattened H * W * 20 features (distinct: each code has its own range)."""
-        lead = x.shape[:2]
-        rows = self._rows + x.long().reshape(*lead, -1, len(MINIGRID_CODES))
-        return rows.reshape(*lead, -1)
+    @property
+    def base(self) -> Tensor:
+        """[H * W * 3] int64: where each code's one-hot starts among the flattened H * W * 20
+        features (code k of cell c at c * 20 + its offset; distinct ranges)."""
+        return self._rows.reshape(-1)
+
+    def codes(self, x: Tensor) -> Tensor:
+        """[T, B, H, W, 3] codes -> [T, B, H * W * 3], in ``base``'s order."""
+        return x.reshape(*x.shape[:2], -1)
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:2]
+        rows = self._rows + x.long().reshape(*lead, -1, len(MINIGRID_CODES))
         one_hot = torch.zeros(*lead, self.size, device=x.device)
-        one_hot.scatter_(-1, self.hot(x), 1.0)
+        one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
         return one_hot.reshape(*lead, self.cells, self.channels)
 
 
@@ -316,7 +320,7 @@ class ObsEncoder(nn.Module):
         raw = obs[self.view_key]
         leaf = self.leaves[_key(self.view_key)]
         if self.native_view and onehot.native_applies(self.image.weight):
-            return onehot.one_hot_linear(leaf.hot(raw), self.image.weight)
+            return onehot.one_hot_linear(leaf.codes(raw), leaf.base, self.image.weight)
         return self.image(leaf(raw).flatten(-2))
 
 

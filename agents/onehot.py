@@ -20,15 +20,18 @@ from torch.autograd.function import once_differentiable
 from rlgate.cores import native
 
 
-def one_hot_linear_reference(idx: Tensor, weight: Tensor) -> Tensor:
-    """[.., K] indices into V features, weight [D, V] -> [.., D]: (the count of each feature
-    among the K indices) @ weight^T. With distinct indices per row, that count is the one-hot."""
+def one_hot_linear_reference(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
+    """codes [.., K] (entry j's one-hot starts at feature base[j]: feature base[j] + codes[.., j]
+    is hot), base [K], weight [D, V] -> [.., D]: (the count of each feature among the K hot
+    ones) @ weight^T. With distinct hot features per row, that count is the one-hot."""
+    idx = base + codes.long()
     counts = F.one_hot(idx, weight.shape[1]).sum(-2).to(weight.dtype)
     return counts @ weight.t()
 
 
-def _checked(code: int, idx: Tensor, vocab: int) -> None:
+def _checked(code: int, codes: Tensor, base: Tensor, vocab: int) -> None:
     if code != 0:
+        idx = base + codes.long()
         raise ValueError(
             f"one-hot indices must lie in [0, {vocab}), got [{int(idx.min())}, {int(idx.max())}]"
         )
@@ -36,34 +39,35 @@ def _checked(code: int, idx: Tensor, vocab: int) -> None:
 
 class _OneHotLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, idx: Tensor, weight: Tensor) -> Tensor:
-        rows, k = idx.shape
+    def forward(ctx, codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
+        rows, k = codes.shape
         dim, vocab = weight.shape
         table = native.transposed(weight)  # [V, D]: row v is feature v's column
         out = weight.new_empty(rows, dim)
         lib = native.library()
         _checked(
-            lib.onehot_forward(rows, k, vocab, dim, idx.data_ptr(), table.data_ptr(),
-                               out.data_ptr()),
-            idx, vocab,
+            lib.onehot_forward(rows, k, vocab, dim, codes.data_ptr(), base.data_ptr(),
+                               table.data_ptr(), out.data_ptr()),
+            codes, base, vocab,
         )  # fmt: skip
-        ctx.save_for_backward(idx)
+        ctx.save_for_backward(codes, base)
         ctx.shape = (dim, vocab)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        (idx,) = ctx.saved_tensors
+        codes, base = ctx.saved_tensors
         dim, vocab = ctx.shape
-        rows, k = idx.shape
+        rows, k = codes.shape
         grad_out = grad_out.contiguous()
         grad = grad_out.new_zeros(vocab, dim)
         code = native.library().onehot_backward(
-            rows, k, vocab, dim, idx.data_ptr(), grad_out.data_ptr(), grad.data_ptr()
-        )
-        _checked(code, idx, vocab)
-        return None, grad.t()
+            rows, k, vocab, dim, codes.data_ptr(), base.data_ptr(), grad_out.data_ptr(),
+            grad.data_ptr(),
+        )  # fmt: skip
+        _checked(code, codes, base, vocab)
+        return None, None, grad.t()
 
 
 def native_applies(weight: Tensor) -> bool:
@@ -72,20 +76,29 @@ def native_applies(weight: Tensor) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and native.available()[0]
 
 
-def one_hot_linear(idx: Tensor, weight: Tensor) -> Tensor:
-    """``one_hot_linear_reference`` through native.c: idx [.., K] int64 (distinct per row) and
-    weight [D, V] float32 on the CPU -> [.., D]; differentiable in ``weight``.
+def one_hot_linear(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
+    """``one_hot_linear_reference`` through native.c: codes [.., K] (uint8, or any integers
+    in 0..255), base [K] int64 and weight [D, V] float32, all on the CPU -> [.., D];
+    differentiable in ``weight``.
 
     Raises:
         ValueError: an index outside [0, V), or tensors native.c can't read (checked before
             any pointer is handed over).
     """
-    if idx.dtype != torch.int64 or idx.device.type != "cpu" or weight.dim() != 2:
-        raise ValueError(f"one_hot_linear: int64 CPU indices and a 2-D weight, got {idx.dtype} "
-                         f"on {idx.device} and a weight of shape {tuple(weight.shape)}")  # fmt: skip
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError(f"one_hot_linear: a float32 CPU weight, got {weight.dtype} "
-                         f"on {weight.device}")  # fmt: skip
-    lead = idx.shape[:-1]
-    flat = idx.reshape(-1, idx.shape[-1]).contiguous()
-    return _OneHotLinear.apply(flat, weight).reshape(*lead, weight.shape[0])
+    k = codes.shape[-1]
+    if codes.device.type != "cpu" or codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise ValueError(f"one_hot_linear: integer CPU codes, got {codes.dtype} on {codes.device}")
+    if base.shape != (k,) or base.dtype != torch.int64 or base.device.type != "cpu":
+        raise ValueError(f"one_hot_linear: base must be a CPU int64 tensor of shape ({k},)")
+    if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        raise ValueError(
+            f"one_hot_linear: a 2-D float32 CPU weight, got {weight.dtype} "
+            f"{tuple(weight.shape)} on {weight.device}"
+        )
+    if codes.dtype != torch.uint8:
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > 255):
+            raise ValueError("one_hot_linear: codes must lie in 0..255")
+        codes = codes.to(torch.uint8)
+    lead = codes.shape[:-1]
+    flat = codes.reshape(-1, k).contiguous()
+    return _OneHotLinear.apply(flat, base.contiguous(), weight).reshape(*lead, weight.shape[0])

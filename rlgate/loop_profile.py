@@ -7,7 +7,7 @@ drives its rollout worker and learner for some updates with timers around the pa
 |---|---|
 | env step | the batched env's ``step`` |
 | acting forward | the policy's forward pass while acting (encoder, core step, heads) |
-| rest of the rollout | everything else in ``collect``: sampling, log-probs, buffers, episode stats |
+| rest of the rollout | the rest of ``collect``: sampling, log-probs, buffers, episode stats |
 | learner forward | the model's forward passes inside the update |
 | learner backward | ``backward()`` of the loss |
 | Adam + clipping | gradient-norm clipping and the optimizer step |

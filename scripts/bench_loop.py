@@ -53,7 +53,9 @@ def main(argv=None) -> int:
                 learner = sum(part[k] for k in PARTS[3:]) / part["total"]
                 row = [recipe, threads, f"{sps:,.0f}", f"{acting_ms:.3f}", f"{learner:.0%}"]
                 shares.append(row + [f"{part[k] / part['total']:.0%}" for k in PARTS])
-                limits.append([recipe, threads, f"{sps:,.0f}"] + [f"{v:,.0f}" for v in top.values()])
+                limits.append(
+                    [recipe, threads, f"{sps:,.0f}", *(f"{v:,.0f}" for v in top.values())]
+                )
                 names = list(top)
     print(f"# bench_loop: {cpu_model()}, core {args.core}, {args.updates} updates, {args.device}")
     head = ["recipe", "threads", "steps/s", "acting ms/step", "learner", *PARTS]

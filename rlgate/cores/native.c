@@ -654,27 +654,37 @@ static inline void add_into(const int n, const float *restrict src, float *restr
   for (; d < n; ++d) dst[d] += src[d];
 }
 
-/* One-hot features times a weight, without the one-hot: out[r, :] = sum_j table[idx[r, j], :]
- * (summed in j order) for r < rows, j < k, with table [vocab, dim] (the weight transposed: row
- * v is the column that feature v's one multiplies). idx: [rows, k] int64. Returns 0, or -1
- * (writing nothing) where an index lies outside [0, vocab): the caller raises. Rows are split
- * over torch's threads. */
-int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *idx,
-                   const float *table, float *out) {
-  const int64_t n = rows * k;
+/* Whether every base[j] + codes[r, j] (r < rows, j < k) lies in [0, vocab). */
+static int onehot_in_range(const int64_t rows, const int k, const int64_t vocab,
+                           const uint8_t *codes, const int64_t *base) {
   int bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad |= idx[i] < 0 || idx[i] >= vocab;
-  if (bad) return -1;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int j = 0; j < k; ++j) {
+      const int64_t v = base[j] + codes[(size_t)r * k + j];
+      bad |= v < 0 || v >= vocab;
+    }
+  return !bad;
+}
+
+/* One-hot features times a weight, without the one-hot: out[r, :] = sum_j table[base[j] +
+ * codes[r, j], :] (summed in j order) for r < rows, j < k, with table [vocab, dim] (the weight
+ * transposed: row v is the column that feature v's one multiplies). codes: [rows, k] uint8
+ * (a minigrid view's object, colour and state codes); base: [k] int64, where entry j's one-hot
+ * starts. Returns 0, or -1 (writing nothing) where an index lies outside [0, vocab): the
+ * caller raises. Rows are split over torch's threads. */
+int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *codes,
+                   const int64_t *base, const float *table, float *out) {
+  if (!onehot_in_range(rows, k, vocab, codes, base)) return -1;
   const int batch = (int)rows, hidden = k * dim; /* PARALLEL_ROWS splits from B k dim on */
   PARALLEL_ROWS
   for (int b = 0; b < batch; ++b) {
-    const int64_t *ib = idx + (size_t)b * k;
+    const uint8_t *cb = codes + (size_t)b * k;
     float *o = out + (size_t)b * dim;
     int d0 = 0;
     for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the sums stay in registers */
       vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
       for (int j = 0; j < k; ++j) {
-        const float *t = table + (size_t)ib[j] * dim + d0;
+        const float *t = table + (size_t)(base[j] + cb[j]) * dim + d0;
         a0 += *(const vec8 *)t;
         a1 += *(const vec8 *)(t + 8);
         a2 += *(const vec8 *)(t + 16);
@@ -687,22 +697,22 @@ int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *i
     }
     if (d0 < dim) {
       memset(o + d0, 0, (size_t)(dim - d0) * sizeof(float));
-      for (int j = 0; j < k; ++j) add_into(dim - d0, table + (size_t)ib[j] * dim + d0, o + d0);
+      for (int j = 0; j < k; ++j)
+        add_into(dim - d0, table + (size_t)(base[j] + cb[j]) * dim + d0, o + d0);
     }
   }
   return 0;
 }
 
 /* The gradient of onehot_forward's table: grad[v, :] += sum of grad_out[r, :] over the (r, j)
- * with idx[r, j] = v, rows in order (so the sum's order, and the result, do not depend on the
- * thread count: each thread owns a range of table rows and scans every index). grad: [vocab,
- * dim], accumulated into. Returns 0, or -1 (writing nothing) for an index outside [0, vocab). */
-int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *idx,
-                    const float *grad_out, float *grad) {
+ * with base[j] + codes[r, j] = v, rows in order (so the sum's order, and the result, do not
+ * depend on the thread count: each thread owns a range of table rows and scans every index).
+ * grad: [vocab, dim], accumulated into. Returns 0, or -1 (writing nothing) for an index
+ * outside [0, vocab). */
+int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *codes,
+                    const int64_t *base, const float *grad_out, float *grad) {
+  if (!onehot_in_range(rows, k, vocab, codes, base)) return -1;
   const int64_t n = rows * k;
-  int bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad |= idx[i] < 0 || idx[i] >= vocab;
-  if (bad) return -1;
 #ifdef _OPENMP
 #pragma omp parallel if (n * dim >= 4 * PARALLEL_MIN)
 #endif
@@ -714,15 +724,16 @@ int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *
     hi = vocab * (me + 1) / parts;
 #endif
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t *ir = idx + (size_t)r * k;
+      const uint8_t *cr = codes + (size_t)r * k;
       const float *g = grad_out + (size_t)r * dim;
       int d0 = 0;
       for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the row's tile stays in registers */
         const vec8 g0 = *(const vec8 *)(g + d0), g1 = *(const vec8 *)(g + d0 + 8);
         const vec8 g2 = *(const vec8 *)(g + d0 + 16), g3 = *(const vec8 *)(g + d0 + 24);
         for (int j = 0; j < k; ++j) {
-          if (ir[j] < lo || ir[j] >= hi) continue;
-          float *t = grad + (size_t)ir[j] * dim + d0;
+          const int64_t v = base[j] + cr[j];
+          if (v < lo || v >= hi) continue;
+          float *t = grad + (size_t)v * dim + d0;
           *(vec8 *)t += g0;
           *(vec8 *)(t + 8) += g1;
           *(vec8 *)(t + 16) += g2;
@@ -730,9 +741,10 @@ int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const int64_t *
         }
       }
       if (d0 < dim)
-        for (int j = 0; j < k; ++j)
-          if (ir[j] >= lo && ir[j] < hi)
-            add_into(dim - d0, g + d0, grad + (size_t)ir[j] * dim + d0);
+        for (int j = 0; j < k; ++j) {
+          const int64_t v = base[j] + cr[j];
+          if (v >= lo && v < hi) add_into(dim - d0, g + d0, grad + (size_t)v * dim + d0);
+        }
     }
   }
   return 0;

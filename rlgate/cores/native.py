@@ -65,8 +65,8 @@ SIGNATURES = {
 _L = ctypes.c_int64
 #: the kernels that check their indices and return 0, or -1 for one out of range
 CHECKED = {
-    "onehot_forward": (_L, _I, _L, _I, _P, _P, _P),
-    "onehot_backward": (_L, _I, _L, _I, _P, _P, _P),
+    "onehot_forward": (_L, _I, _L, _I, _P, _P, _P, _P),
+    "onehot_backward": (_L, _I, _L, _I, _P, _P, _P, _P),
 }
 
 

@@ -1,0 +1,112 @@
+"""The native one-hot map against the dense one (a one-hot built by scatter, times the weight)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlgate.agents import onehot
+from rlgate.agents.encoders import MINIGRID_CODES, ObsEncoder
+from rlgate.cores import native
+
+pytestmark = pytest.mark.skipif(not native.available()[0], reason="no C compiler")
+
+
+OFFSETS = torch.tensor([0, MINIGRID_CODES[0], MINIGRID_CODES[0] + MINIGRID_CODES[1]])
+BASE = (torch.arange(49)[:, None] * 20 + OFFSETS).reshape(-1)  # a 7 x 7 minigrid view's
+
+
+def _minigrid_codes(t, b, seed=0):
+    """Random minigrid views' codes, [t, b, 49 * 3] uint8 (cell-major, as BASE)."""
+    g = torch.Generator().manual_seed(seed)
+    codes = [torch.randint(0, n, (t, b, 49), generator=g) for n in MINIGRID_CODES]
+    return torch.stack(codes, -1).reshape(t, b, -1).to(torch.uint8)
+
+
+def _dense(codes, base, weight):
+    one_hot = torch.zeros(*codes.shape[:-1], weight.shape[1])
+    one_hot.scatter_(-1, base + codes.long(), 1.0)
+    return one_hot @ weight.t()
+
+
+@pytest.mark.parametrize("dim", [64, 45, 7])  # whole register tiles, a tail, only a tail
+def test_matches_the_dense_map_forward_and_backward(dim):
+    codes = _minigrid_codes(5, 6)
+    weight = torch.randn(dim, 980, requires_grad=True)
+    grad = torch.randn(5, 6, dim)
+    y = onehot.one_hot_linear(codes, BASE, weight)
+    (y * grad).sum().backward()
+    native_grad, weight.grad = weight.grad, None
+    y_ref = _dense(codes, BASE, weight)
+    (y_ref * grad).sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(native_grad, weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(onehot.one_hot_linear_reference(codes, BASE, weight), y_ref)
+    # any integer dtype in 0..255 gives the same
+    torch.testing.assert_close(onehot.one_hot_linear(codes.long(), BASE, weight), y)
+
+
+def test_repeated_indices_count_and_threads_do_not_change_the_gradient():
+    codes, base = torch.tensor([[3, 3, 0], [1, 2, 3]]), torch.tensor([0, 0, 1])
+    weight = torch.randn(4, 5, requires_grad=True)
+    torch.testing.assert_close(
+        onehot.one_hot_linear(codes, base, weight),
+        onehot.one_hot_linear_reference(codes, base, weight),
+    )
+    big = _minigrid_codes(64, 16, seed=1)
+    w = torch.randn(64, 980, requires_grad=True)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            w.grad = None
+            onehot.one_hot_linear(big, BASE, w).pow(2).sum().backward()
+            grads.append(w.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_bad_input_is_refused_before_the_kernel_runs():
+    weight, base = torch.randn(8, 10), torch.tensor([0, 5])
+    codes = torch.tensor([[0, 5]], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):  # 5 + 5 is feature 10
+        onehot.one_hot_linear(codes, base, weight)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        onehot.one_hot_linear(codes.fill_(1), torch.tensor([-2, 0]), weight)
+    with pytest.raises(ValueError, match="0..255"):
+        onehot.one_hot_linear(torch.tensor([[0, 300]]), base, weight)
+    with pytest.raises(ValueError, match="integer"):
+        onehot.one_hot_linear(torch.tensor([[0.0, 1.0]]), base, weight)
+    with pytest.raises(ValueError, match="shape"):
+        onehot.one_hot_linear(codes, torch.tensor([0, 1, 2]), weight)
+    with pytest.raises(ValueError, match="float32"):
+        onehot.one_hot_linear(codes, base, weight.double())
+
+
+def test_a_stale_transposed_weight_is_never_used():
+    w = torch.randn(3, 4)
+    first = native.transposed(w)
+    assert native.transposed(w) is first
+    w.add_(1.0)  # an in-place update, as an optimizer step
+    torch.testing.assert_close(native.transposed(w), w.t())
+
+
+def test_encoder_native_view_matches_the_one_hot_view():
+    space = gym.spaces.Dict(
+        {"image": gym.spaces.Box(0, 10, (7, 7, 3), np.uint8), "direction": gym.spaces.Discrete(4)}
+    )
+    kinds = {"image": "minigrid"}
+    torch.manual_seed(0)
+    dense = ObsEncoder(space, 7, 32, kinds)
+    torch.manual_seed(0)
+    fast = ObsEncoder(space, 7, 32, kinds, native_view=True)
+    assert fast.native_view and not dense.native_view
+    codes = [torch.randint(0, n, (4, 3, 7, 7)) for n in MINIGRID_CODES]
+    image = torch.stack(codes, -1).to(torch.uint8)
+    obs = {"image": image, "direction": torch.randint(0, 4, (4, 3))}
+    feats, reward = torch.randn(4, 3, 7), torch.randn(4, 3)
+    torch.testing.assert_close(
+        fast.embed(None, obs, feats, reward), dense.embed(None, obs, feats, reward)
+    )
