@@ -75,7 +75,7 @@ def test_bad_input_is_refused_before_the_kernel_runs():
         onehot.one_hot_linear(codes, base, weight)
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         onehot.one_hot_linear(codes.fill_(1), torch.tensor([-2, 0]), weight)
-    with pytest.raises(ValueError, match="0..255"):
+    with pytest.raises(ValueError, match=r"0\.\.255"):
         onehot.one_hot_linear(torch.tensor([[0, 300]]), base, weight)
     with pytest.raises(ValueError, match="integer"):
         onehot.one_hot_linear(torch.tensor([[0.0, 1.0]]), base, weight)
