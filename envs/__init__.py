@@ -5,8 +5,10 @@
 >>> obs, info = env.reset()                    # obs: dict of [N, ...] tensors
 >>> obs, reward, terminated, truncated, info = env.step(actions)   # actions: [N] long
 
-Tasks (``ENVS``): PassiveMatch and ActiveMatch (docs/gates.md, the tasks), TMaze, and MemoryS7..S17
-(a tensor clone of minigrid's MemoryEnv). Any other gymnasium id, every minigrid id included,
+Tasks (``ENVS``): PassiveMatch and ActiveMatch (docs/gates.md, the tasks), TMaze, MemoryS7..S17
+(a tensor clone of minigrid's MemoryEnv), and POPGym's envs at its three difficulties
+(``POPGYM``: ``rlgate/popgym-RepeatPreviousEasy-v0`` and so on, tensor clones of the popgym
+package's). Any other gymnasium id, every minigrid id included,
 runs through gymnasium's vector envs behind the same API (``module:EnvId`` imports the module
 that registers it first). Importing this package registers the
 ``rlgate/`` ids with gymnasium (as minigrid does), so ``gymnasium.make("rlgate/TMaze-v0")``
@@ -29,9 +31,37 @@ from rlgate.envs.base import TensorEnv, check_options
 from rlgate.envs.gym_vector import GymVectorEnv
 from rlgate.envs.match import MatchEnv
 from rlgate.envs.memory import SIZES, MemoryEnv
+from rlgate.envs.popgym_cards import (
+    Autoencode,
+    CountRecall,
+    HigherLower,
+    RepeatFirst,
+    RepeatPrevious,
+)
 from rlgate.envs.tmaze import TMazeEnv
 
-__all__ = ["ENVS", "GymVectorEnv", "MatchEnv", "MemoryEnv", "TMazeEnv", "TensorEnv", "make_vec"]
+__all__ = [
+    "ENVS",
+    "POPGYM",
+    "GymVectorEnv",
+    "MatchEnv",
+    "MemoryEnv",
+    "TMazeEnv",
+    "TensorEnv",
+    "make_vec",
+]
+
+#: POPGym's envs on tensors: popgym's name -> the clone (its ``DIFFICULTIES`` hold popgym's
+#: parameters for Easy, Medium and Hard)
+POPGYM = MappingProxyType(
+    {
+        "RepeatFirst": RepeatFirst,
+        "RepeatPrevious": RepeatPrevious,
+        "Autoencode": Autoencode,
+        "CountRecall": CountRecall,
+        "HigherLower": HigherLower,
+    }
+)
 
 #: The tensor tasks: id -> (class, fixed options). Read-only.
 ENVS: MappingProxyType[str, tuple[type[TensorEnv], dict[str, Any]]] = MappingProxyType(
@@ -40,6 +70,11 @@ ENVS: MappingProxyType[str, tuple[type[TensorEnv], dict[str, Any]]] = MappingPro
         "rlgate/ActiveMatch-v0": (MatchEnv, {"active": True}),
         "rlgate/TMaze-v0": (TMazeEnv, {}),
         **{f"rlgate/MemoryS{s}-v0": (MemoryEnv, {"size": s}) for s in SIZES},
+        **{
+            f"rlgate/popgym-{name}{level}-v0": (cls, dict(params))
+            for name, cls in POPGYM.items()
+            for level, params in cls.DIFFICULTIES.items()
+        },
     }
 )
 

@@ -116,11 +116,46 @@ def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:
     return a
 
 
+def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Tensor:
+    """Validate a batch of actions of ``space``: Discrete as ``check_actions``; MultiDiscrete
+    an integer tensor [num_envs, *nvec.shape] with every entry in its range; Box a float tensor
+    [num_envs, *shape], finite (the env clips it to its bounds, as gymnasium's envs do).
+    Returns them on ``device`` (long, or float32 for a Box)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return check_actions(actions, num_envs, int(space.n), device) + int(space.start)
+    a = torch.as_tensor(actions, device=device)
+    shape = (num_envs, *space.shape)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        if a.shape != shape or a.dtype.is_floating_point or a.dtype == torch.bool:
+            raise ValueError(
+                f"actions must be an integer tensor of shape {list(shape)}, got "
+                f"{a.dtype} {tuple(a.shape)}"
+            )
+        a = a.long()
+        start = torch.as_tensor(np.asarray(space.start), device=device)
+        high = start + torch.as_tensor(np.asarray(space.nvec), device=device)
+        if bool(((a < start) | (a >= high)).any()):
+            raise ValueError(f"actions out of range: valid actions are {space}")
+        return a
+    if isinstance(space, gym.spaces.Box):
+        if a.shape != shape or not a.dtype.is_floating_point:
+            raise ValueError(
+                f"actions must be a float tensor of shape {list(shape)}, got "
+                f"{a.dtype} {tuple(a.shape)}"
+            )
+        a = a.float()
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError("actions must be finite")
+        return a
+    raise ValueError(f"unsupported action space {space}")
+
+
 class TensorEnv:
     """Base class of the tensor tasks. All state is a dict of tensors with a leading [N] axis.
 
-    Subclasses set ``single_observation_space``, ``single_action_space`` and ``stat_keys``
-    (extra per-episode statistics) and implement:
+    Subclasses set ``single_observation_space``, ``single_action_space`` (Discrete,
+    MultiDiscrete or Box; ``step`` checks actions against it) and ``stat_keys`` (extra
+    per-episode statistics) and implement:
 
     - ``_reset(mask [N] bool)``: start new episodes in the masked copies (also set the
       statistics of ``stat_keys`` in ``self.state`` to zero there);
@@ -128,8 +163,8 @@ class TensorEnv:
     - ``_observe() -> dict of [N, ...] tensors``.
     """
 
-    single_observation_space: gym.spaces.Dict
-    single_action_space: gym.spaces.Discrete
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
     stat_keys: tuple[str, ...] = ()
     #: gymnasium's render modes: every tensor task draws itself (``render``)
     render_modes: tuple[str, ...] = ("rgb_array",)
@@ -165,8 +200,8 @@ class TensorEnv:
         return self._observe(), {"is_first": first}
 
     def step(self, actions: Tensor):
-        """Step every copy with ``actions`` [N] (integers in the action space)."""
-        actions = check_actions(actions, self.num_envs, self.num_actions, self.device)
+        """Step every copy with ``actions`` ([N, *action shape], in the action space)."""
+        actions = check_space_actions(actions, self.num_envs, self.single_action_space, self.device)
         reward, terminated, truncated = self._step(actions)
         st = self.state
         st["episode_return"] += reward

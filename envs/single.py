@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rlgate.envs.base import TensorEnv
+from rlgate.envs.spaces import unflatten_obs
 
 
 class SingleEnv(gym.Env):
@@ -37,16 +38,18 @@ class SingleEnv(gym.Env):
         """rgb_array: the task's picture ([H, W, 3] uint8); None without a render mode."""
         return self._env.render(0) if self.render_mode == "rgb_array" else None
 
-    def _numpy(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        out = {}
-        for key, space in self.observation_space.spaces.items():
-            value = obs[key][0].cpu().numpy()
-            out[key] = (
-                value.astype(space.dtype)
-                if isinstance(space, gym.spaces.Box)
-                else (np.int64(value))
-            )
-        return out
+    def _numpy(self, obs: dict[str, torch.Tensor]) -> Any:
+        flat = {key: value[0].cpu().numpy() for key, value in obs.items()}
+        return unflatten_obs(flat, self.observation_space)
+
+    def _action(self, action) -> torch.Tensor:
+        """One action of the action space as the batched env's [1, *shape] tensor."""
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return torch.tensor([int(action)])
+        if isinstance(space, gym.spaces.Box):
+            return torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, *space.shape)
+        return torch.as_tensor(np.asarray(action, dtype=np.int64)).reshape(1, *space.shape)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -54,7 +57,7 @@ class SingleEnv(gym.Env):
         return self._numpy(obs), {}
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = self._env.step(torch.tensor([int(action)]))
+        obs, reward, terminated, truncated, info = self._env.step(self._action(action))
         out: dict[str, Any] = {}
         if bool(info["done"][0]):
             # a statistic that does not apply to this episode (NaN in the batched env: the

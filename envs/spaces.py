@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,24 @@ def flatten_obs(obs: Any, space: gym.Space, prefix: str = "") -> dict[str, Any]:
         path = f"{prefix}.{key}" if prefix else str(key)
         out.update(flatten_obs(obs[key], sub, path))
     return out
+
+
+def unflatten_obs(flat: dict[str, Any], space: gym.Space, prefix: str = "") -> Any:
+    """The inverse of ``flatten_obs`` for one observation of numpy leaves: the value ``space``
+    holds (a Dict's dict, a Tuple's tuple; a Discrete leaf as an int64 scalar, other leaves as
+    arrays of the space's dtype)."""
+    if isinstance(space, LEAF_SPACES):
+        value = np.asarray(flat[prefix or "obs"])
+        if isinstance(space, gym.spaces.Discrete):
+            return np.int64(value)
+        return value.astype(space.dtype).reshape(space.shape)
+    items = space.spaces.items() if isinstance(space, gym.spaces.Dict) else enumerate(space)
+    out = {
+        key: unflatten_obs(flat, sub, f"{prefix}.{key}" if prefix else str(key))
+        for key, sub in items
+        if not (is_text(sub) and isinstance(space, gym.spaces.Dict))
+    }
+    return out if isinstance(space, gym.spaces.Dict) else tuple(out.values())
 
 
 def is_text(space: gym.Space) -> bool:

@@ -1,0 +1,312 @@
+"""POPGym's card games on tensors: RepeatFirst, RepeatPrevious, Autoencode, CountRecall and
+HigherLower (Morad et al., ICLR 2023; the ``popgym`` package), every copy of a batch dealt in
+one call.
+
+Each copy shuffles ``decks`` x 52 cards at the start of an episode and deals them one a step, as
+popgym's ``Deck`` does. A card is its index in the unshuffled deck, and popgym reads its suit as
+index % 4, its rank as (index // 4) % 13 and its colour as index % 2; the clone keeps, per copy,
+the deck indices in the order they are dealt (``state["order"]``, [N, cards]: popgym deals from
+the end of its shuffled ``Deck.idx``, so the order is that array reversed). Observations,
+actions, rewards (an episode's returns lie in [-1, 1]) and episode ends are popgym's, at its
+parameters per difficulty (``DIFFICULTIES``); none of these games truncates.
+tests/test_envs_popgym.py copies popgym's shuffled decks into the clone (``load_popgym``),
+replays the same random actions in both and compares every step.
+
+The games (C cards, t the steps taken so far, card j the j-th dealt, from 0):
+
+- RepeatFirst: see card t, say the suit of card 0 (+-1/(C-1) a step); C-1 steps.
+- RepeatPrevious: see card t, say the suit of card t+1-k once k cards are seen (+-1/(C-k));
+  C-1 steps.
+- Autoencode: watch cards 0..C-1 (mode 1; mode 0 from the last one on), then say their suits
+  last first (+-1/C each); 2C-1 steps.
+- CountRecall: see a value card and a query card from two decks; say how many value cards of
+  the last query's kind (colour, suit or rank) have been dealt (+-1/(C-1)); C-1 steps.
+- HigherLower: see card t's rank, guess whether the next is higher (0) or lower (1): +1/C if
+  right, -1/C if wrong, 0 on a tie; C-1 steps.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlgate.envs.base import TensorEnv
+
+DECK = 52
+#: how popgym reads a card's kinds from its deck index
+KINDS = {"colors": 2, "suits": 4, "ranks": 13}
+
+
+def card_kind(cards: Tensor, kind: str) -> Tensor:
+    """Deck indices -> their colour (index % 2), suit (index % 4) or rank ((index // 4) % 13)."""
+    if kind == "colors":
+        return cards % 2
+    if kind == "suits":
+        return cards % 4
+    return (cards // 4) % 13
+
+
+class CardGame(TensorEnv):
+    """What the card games share: a shuffled deal order per copy and the step count.
+
+    Args:
+        num_envs, device, seed, autoreset: see ``TensorEnv``.
+        decks: how many 52-card decks are shuffled together (popgym's ``num_decks``).
+    """
+
+    #: difficulty -> popgym's parameters for it
+    DIFFICULTIES: dict[str, dict] = {}  # noqa: RUF012 (read-only by convention)
+    #: the decks dealt (CountRecall deals two side by side)
+    ORDERS: tuple[str, ...] = ("order",)
+
+    def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
+        if not isinstance(decks, int) or decks < 1:
+            raise ValueError(f"decks must be an integer >= 1, got {decks!r}")
+        super().__init__(num_envs, device, seed, autoreset)
+        self.decks, self.num_cards = decks, DECK * decks
+        n, dev = self.num_envs, self.device
+        for name in self.ORDERS:
+            self.state[name] = torch.zeros(n, self.num_cards, dtype=torch.long, device=dev)
+        self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
+        self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none
+
+    def _reset(self, mask: Tensor) -> None:
+        idx = mask.nonzero().squeeze(1)
+        for name in self.ORDERS:  # a uniform permutation per copy (float64 keys: no ties)
+            keys = torch.rand(
+                (idx.numel(), self.num_cards),
+                generator=self.generator,
+                device=self.device,
+                dtype=torch.float64,
+            )
+            self.state[name][idx] = torch.argsort(keys, dim=1)
+        self.state["t"][idx] = 0
+
+    def card(self, j: Tensor, name: str = "order") -> Tensor:
+        """Deck index of the j-th dealt card of each copy, j [N] (past the deck's end: its last
+        card, for a copy stepped after its episode ended without a reset)."""
+        j = j.clamp(max=self.num_cards - 1).unsqueeze(1)
+        return self.state[name].gather(1, j).squeeze(1)
+
+    def load_popgym(self, index: int, *decks) -> None:
+        """Deal copy ``index``'s current episode from popgym ``Deck``s just reset (their
+        shuffled ``idx``; popgym deals from its end), one per entry of ``ORDERS``."""
+        for name, deck in zip(self.ORDERS, decks):
+            order = torch.as_tensor(np.asarray(deck.idx)[::-1].copy(), device=self.device)
+            self.state[name][index] = order
+        self.state["t"][index] = 0
+
+    def _render(self, index: int) -> np.ndarray:
+        """The cards dealt so far, one column each, coloured by suit (a strip of 4-pixel cells)."""
+        palette = np.array([[40, 40, 40], [200, 30, 30], [30, 30, 200], [30, 160, 30]], np.uint8)
+        t = int(self.state["t"][index])
+        dealt = (self.state[self.ORDERS[0]][index, : t + 1] % 4).cpu().numpy()
+        strip = np.full((1, self.num_cards, 3), 255, np.uint8)
+        strip[0, : dealt.size] = palette[dealt]
+        return np.repeat(np.repeat(strip, 8, axis=0), 4, axis=1)
+
+
+class RepeatFirst(CardGame):
+    """popgym's RepeatFirst: say the first card's suit at every step."""
+
+    DIFFICULTIES = {"Easy": {"decks": 1}, "Medium": {"decks": 8}, "Hard": {"decks": 16}}  # noqa: RUF012
+
+    def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
+        super().__init__(num_envs, device, seed, autoreset, decks)
+        self.single_observation_space = gym.spaces.Discrete(4)
+        self.single_action_space = gym.spaces.Discrete(4)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.num_cards - 1
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": card_kind(self.card(self.state["t"]), "suits")}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        scale = 1.0 / (self.num_cards - 1)
+        first = card_kind(st["order"][:, 0], "suits")
+        reward = torch.where(actions == first, scale, -scale)
+        st["t"] += 1
+        terminated = st["t"] == self.num_cards - 1
+        return reward, terminated, torch.zeros_like(terminated)
+
+
+class RepeatPrevious(CardGame):
+    """popgym's RepeatPrevious: from step k on, say the suit of the card seen k steps ago."""
+
+    DIFFICULTIES = {  # noqa: RUF012
+        "Easy": {"decks": 1, "k": 4},
+        "Medium": {"decks": 2, "k": 32},
+        "Hard": {"decks": 3, "k": 64},
+    }
+
+    def __init__(
+        self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1, k: int = 4
+    ):
+        super().__init__(num_envs, device, seed, autoreset, decks)
+        if not isinstance(k, int) or not 1 <= k < self.num_cards:
+            raise ValueError(f"k must be an integer in 1..{self.num_cards - 1}, got {k!r}")
+        self.k = k
+        self.single_observation_space = gym.spaces.Discrete(4)
+        self.single_action_space = gym.spaces.Discrete(4)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.num_cards - 1
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": card_kind(self.card(self.state["t"]), "suits")}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        t = st["t"]
+        scale = 1.0 / (self.num_cards - self.k)
+        # t + 1 cards have been seen; from the k-th on, the one k back is asked for
+        target = card_kind(self.card((t + 1 - self.k).clamp(min=0)), "suits")
+        reward = torch.where(actions == target, scale, -scale)
+        reward = torch.where(t + 1 >= self.k, reward, 0.0)
+        st["t"] += 1
+        terminated = st["t"] == self.num_cards - 1
+        return reward, terminated, torch.zeros_like(terminated)
+
+
+class Autoencode(CardGame):
+    """popgym's Autoencode: watch the whole deck, then recite its suits, last card first."""
+
+    DIFFICULTIES = {"Easy": {"decks": 1}, "Medium": {"decks": 2}, "Hard": {"decks": 3}}  # noqa: RUF012
+
+    def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
+        super().__init__(num_envs, device, seed, autoreset, decks)
+        self.single_observation_space = gym.spaces.Tuple(
+            (gym.spaces.Discrete(2), gym.spaces.Discrete(4))
+        )
+        self.single_action_space = gym.spaces.Discrete(4)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return 2 * self.num_cards - 1
+
+    def _observe(self) -> dict[str, Tensor]:
+        t, last = self.state["t"], self.num_cards - 1
+        watching = t < last  # mode 1 (watch) until the last card is dealt
+        suit = card_kind(self.card(t.clamp(max=last)), "suits")
+        return {"0": watching.long(), "1": torch.where(t <= last, suit, 0)}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        t, last = st["t"], self.num_cards - 1
+        playing = t >= last
+        recite = (2 * last - t).clamp(min=0, max=last)  # the card said at this play step
+        target = card_kind(self.card(recite), "suits")
+        scale = 1.0 / self.num_cards
+        reward = torch.where(playing, torch.where(actions == target, scale, -scale), 0.0)
+        terminated = playing & (recite == 0)
+        st["t"] += 1
+        return reward, terminated, torch.zeros_like(terminated)
+
+
+class CountRecall(CardGame):
+    """popgym's CountRecall: count the value cards of each kind, tell the count the last query
+    asked for."""
+
+    DIFFICULTIES = {  # noqa: RUF012
+        "Easy": {"decks": 1, "kind": "colors"},
+        "Medium": {"decks": 2, "kind": "suits"},
+        "Hard": {"decks": 4, "kind": "ranks"},
+    }
+    ORDERS = ("order", "query_order")
+
+    def __init__(
+        self,
+        num_envs,
+        device="cpu",
+        seed=None,
+        autoreset=True,
+        decks: int = 1,
+        kind: str = "colors",
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        super().__init__(num_envs, device, seed, autoreset, decks)
+        self.kind, self.distinct = kind, KINDS[kind]
+        self.max_count = self.num_cards // self.distinct
+        self.single_observation_space = gym.spaces.MultiDiscrete([self.distinct] * 2)
+        self.single_action_space = gym.spaces.Discrete(self.max_count + 1)
+        self.state["counts"] = torch.zeros(
+            self.num_envs, self.distinct, dtype=torch.long, device=self.device
+        )
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.num_cards - 1
+
+    def _dealt(self) -> tuple[Tensor, Tensor]:
+        t = self.state["t"]
+        value = card_kind(self.card(t), self.kind)
+        query = card_kind(self.card(t, "query_order"), self.kind)
+        return value, query
+
+    def _reset(self, mask: Tensor) -> None:
+        super()._reset(mask)
+        self._count_first(mask)
+
+    def _count_first(self, mask: Tensor) -> None:
+        value, _ = self._dealt()
+        first = torch.nn.functional.one_hot(value, self.distinct)
+        self.state["counts"] = torch.where(mask[:, None], first, self.state["counts"])
+
+    def load_popgym(self, index: int, *decks) -> None:
+        super().load_popgym(index, *decks)
+        mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        mask[index] = True
+        self._count_first(mask)
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": torch.stack(self._dealt(), dim=1)}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        _, query = self._dealt()
+        asked = st["counts"].gather(1, query.unsqueeze(1)).squeeze(1)
+        scale = 1.0 / (self.num_cards - 1)
+        reward = torch.where(actions == asked, scale, -scale)
+        st["t"] += 1
+        value, _ = self._dealt()
+        st["counts"].scatter_add_(1, value.unsqueeze(1), torch.ones_like(value).unsqueeze(1))
+        terminated = st["t"] == self.num_cards - 1
+        return reward, terminated, torch.zeros_like(terminated)
+
+
+class HigherLower(CardGame):
+    """popgym's HigherLower: guess whether the next card's rank is higher (0) or lower (1)."""
+
+    DIFFICULTIES = {"Easy": {"decks": 1}, "Medium": {"decks": 2}, "Hard": {"decks": 3}}  # noqa: RUF012
+
+    def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
+        super().__init__(num_envs, device, seed, autoreset, decks)
+        self.single_observation_space = gym.spaces.Discrete(13)
+        self.single_action_space = gym.spaces.Discrete(2)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.num_cards - 1
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": card_kind(self.card(self.state["t"]), "ranks")}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        t = st["t"]
+        now = card_kind(self.card(t), "ranks")
+        after = card_kind(self.card(t + 1), "ranks")
+        scale = 1.0 / self.num_cards
+        right = (after > now) == (actions == 0)
+        reward = torch.where(right, scale, -scale)
+        reward = torch.where(after == now, 0.0, reward)
+        st["t"] += 1
+        terminated = st["t"] >= self.num_cards - 1
+        return reward, terminated, torch.zeros_like(terminated)

@@ -1,0 +1,121 @@
+"""POPGym's envs on tensors against the popgym package itself: copy popgym's random draws of
+an episode (its shuffled decks, ...) into the clone, replay the same random actions in both,
+and compare every observation, reward, termination and truncation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from rlgate.envs import ENVS, POPGYM, make_vec
+from rlgate.envs.spaces import unflatten_obs
+
+popgym_envs = pytest.importorskip("popgym.envs")
+
+CASES = [(name, level) for name, cls in POPGYM.items() for level in cls.DIFFICULTIES]
+
+
+def _reference(name: str, level: str) -> gym.Env:
+    return getattr(popgym_envs, f"{name}{level}")()
+
+
+def _draws(ref) -> tuple:
+    """What the clone needs of popgym's episode, as its ``load_popgym`` takes it."""
+    if hasattr(ref, "value_deck"):  # CountRecall deals two decks
+        return ref.value_deck, ref.query_deck
+    return (ref.deck,)
+
+
+def _random_action(space: gym.Space, rng: np.random.Generator):
+    """A uniform action as popgym takes it, and as the clone's [1, ...] batch."""
+    if isinstance(space, gym.spaces.Discrete):
+        action = int(rng.integers(space.n))
+        return action, torch.tensor([action])
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        action = rng.integers(space.nvec)
+        return action, torch.as_tensor(action)[None]
+    action = rng.uniform(space.low, space.high).astype(space.dtype)
+    return action, torch.as_tensor(action)[None]
+
+
+def _same_obs(mine: dict, theirs, space: gym.Space) -> bool:
+    flat = {k: v[0].cpu().numpy() for k, v in mine.items()}
+    ours = unflatten_obs(flat, space)
+    if isinstance(space, gym.spaces.Tuple):
+        return all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    return np.array_equal(ours, np.asarray(theirs))
+
+
+@pytest.mark.parametrize(("name", "level"), CASES)
+def test_replay_matches_popgym(name, level):
+    rng = np.random.default_rng(len(name) * 10 + len(level))
+    ref = _reference(name, level)
+    cls = POPGYM[name]
+    clone = cls(1, autoreset=False, **cls.DIFFICULTIES[level])
+    assert clone.single_observation_space == ref.observation_space
+    assert clone.single_action_space == ref.action_space
+    steps = ended = 0
+    returns = []
+    for _ in range(3):
+        obs, _ = ref.reset(seed=int(rng.integers(1 << 30)))
+        clone.reset()
+        clone.load_popgym(0, *_draws(ref))
+        assert _same_obs(clone._observe(), obs, ref.observation_space)
+        total = 0.0
+        for _ in range(clone.max_episode_steps + 1):
+            action, batch = _random_action(ref.action_space, rng)
+            obs, reward, term, trunc, _ = ref.step(action)
+            mine, r, te, tr, _ = clone.step(batch)
+            steps += 1
+            total += reward
+            assert _same_obs(mine, obs, ref.observation_space), steps
+            assert float(r[0]) == pytest.approx(reward, abs=1e-6), steps
+            assert bool(te[0]) == term and bool(tr[0]) == trunc, steps
+            if term or trunc:
+                ended += 1
+                break
+        returns.append(total)
+    assert ended == 3  # every episode ended, at popgym's step
+    assert all(-1.0 - 1e-6 <= g <= 1.0 + 1e-6 for g in returns)
+
+
+@pytest.mark.parametrize("name", list(POPGYM))
+def test_gymnasium_make_passes_check_env(name):
+    env = gym.make(f"rlgate/popgym-{name}Easy-v0")
+    check_env(env.unwrapped)
+
+
+def test_every_difficulty_is_registered_with_popgyms_parameters():
+    for name, cls in POPGYM.items():
+        for level, params in cls.DIFFICULTIES.items():
+            got_cls, fixed = ENVS[f"rlgate/popgym-{name}{level}-v0"]
+            assert got_cls is cls and fixed == params
+            ref = _reference(name, level)
+            env = cls(1, **params)
+            # popgym's own episode length where it states one
+            expected = getattr(ref, "max_episode_length", None)
+            if expected is not None:
+                assert env.max_episode_steps == expected, (name, level)
+
+
+@pytest.mark.parametrize("name", list(POPGYM))
+def test_batched_copies_step_together_and_are_seeded(name):
+    def run(seed):
+        env = make_vec(f"rlgate/popgym-{name}Easy-v0", 16, seed=seed)
+        obs, _ = env.reset()
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(120):  # past the first episodes' ends: the copies auto-reset
+            a = torch.randint(0, env.single_action_space.n, (16,), generator=g)
+            obs, r, te, tr, info = env.step(a)
+            out.append((torch.cat([v.reshape(16, -1) for v in obs.values()], 1), r, te))
+        return out
+
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))
+    ends = torch.stack([x[2] for x in a])
+    assert ends.any()
