@@ -110,7 +110,7 @@ def test_batched_copies_step_together_and_are_seeded(name):
         out = []
         for _ in range(120):  # past the first episodes' ends: the copies auto-reset
             a = torch.randint(0, env.single_action_space.n, (16,), generator=g)
-            obs, r, te, tr, info = env.step(a)
+            obs, r, te, _, _ = env.step(a)
             out.append((torch.cat([v.reshape(16, -1) for v in obs.values()], 1), r, te))
         return out
 
