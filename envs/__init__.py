@@ -38,6 +38,7 @@ from rlgate.envs.popgym_cards import (
     RepeatFirst,
     RepeatPrevious,
 )
+from rlgate.envs.popgym_games import Battleship, Concentration, MineSweeper, MultiarmedBandit
 from rlgate.envs.tmaze import TMazeEnv
 
 __all__ = [
@@ -60,6 +61,10 @@ POPGYM = MappingProxyType(
         "Autoencode": Autoencode,
         "CountRecall": CountRecall,
         "HigherLower": HigherLower,
+        "MultiarmedBandit": MultiarmedBandit,
+        "Concentration": Concentration,
+        "Battleship": Battleship,
+        "MineSweeper": MineSweeper,
     }
 )
 

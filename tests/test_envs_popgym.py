@@ -26,7 +26,9 @@ def _draws(ref) -> tuple:
     """What the clone needs of popgym's episode, as its ``load_popgym`` takes it."""
     if hasattr(ref, "value_deck"):  # CountRecall deals two decks
         return ref.value_deck, ref.query_deck
-    return (ref.deck,)
+    if type(ref).__name__.startswith(("Repeat", "Autoencode", "HigherLower")):
+        return (ref.deck,)
+    return (ref,)  # the games read what they need from the env
 
 
 def _random_action(space: gym.Space, rng: np.random.Generator):
@@ -39,6 +41,14 @@ def _random_action(space: gym.Space, rng: np.random.Generator):
         return action, torch.as_tensor(action)[None]
     action = rng.uniform(space.low, space.high).astype(space.dtype)
     return action, torch.as_tensor(action)[None]
+
+
+def _batch_of(space: gym.Space, n: int, g: torch.Generator) -> torch.Tensor:
+    """n uniform actions of a Discrete or MultiDiscrete space, [n, *shape]."""
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.randint(0, int(space.n), (n,), generator=g)
+    high = torch.as_tensor(space.nvec)
+    return (torch.rand(n, *space.shape, generator=g) * high).long()
 
 
 def _same_obs(mine: dict, theirs, space: gym.Space) -> bool:
@@ -108,10 +118,10 @@ def test_batched_copies_step_together_and_are_seeded(name):
         obs, _ = env.reset()
         g = torch.Generator().manual_seed(0)
         out = []
-        for _ in range(120):  # past the first episodes' ends: the copies auto-reset
-            a = torch.randint(0, env.single_action_space.n, (16,), generator=g)
-            obs, r, te, _, _ = env.step(a)
-            out.append((torch.cat([v.reshape(16, -1) for v in obs.values()], 1), r, te))
+        for _ in range(250):  # past the first episodes' ends: the copies auto-reset
+            a = _batch_of(env.single_action_space, 16, g)
+            obs, r, te, tr, _ = env.step(a)
+            out.append((torch.cat([v.reshape(16, -1) for v in obs.values()], 1), r, te | tr))
         return out
 
     a, b, c = run(1), run(1), run(2)

@@ -1,0 +1,429 @@
+"""POPGym's board and bandit games on tensors: MultiarmedBandit, Concentration, Battleship and
+MineSweeper (the ``popgym`` package's), every copy of a batch stepped in one call, at popgym's
+parameters per difficulty (``DIFFICULTIES``). Observations, actions, rewards and episode ends
+are popgym's; tests/test_envs_popgym.py copies popgym's random draws of each episode into the
+clone (``load_popgym``) and replays the same random actions in both.
+
+- MultiarmedBandit: arms pay with probabilities drawn at the episode's start; pulling arm a
+  shows 1 and pays +1/L where a uniform draw falls below its probability, else shows 0 and
+  pays -1/L; truncated after L steps. The clone draws the episode's L uniforms (float64, as
+  popgym's ``random()``) at its start.
+- Concentration: a shuffled deck face down (popgym's ``Deck``; the value of a card is its
+  colour or rank); flip two cards a turn, a pair stays up (+1/(C/2)); flipping a card already
+  up costs -1/L per card in play, a mismatch (or the same card twice) -2/L; ends when every
+  card is up, truncated after L = ceil(2C - C/(2C - 1)) steps.
+- Battleship: ships of sizes 2, 3, 3, 4 hidden on an S x S board; fire at a square: a new hit
+  shows 1 and pays 1/12, anything else shows 0 and pays -1/(S^2 - 12); ends when every ship
+  square is hit, truncated after S^2 shots. Ships are placed as popgym places them: uniform
+  start, axis and direction, redrawn until the ship fits the board and crosses no other.
+- MineSweeper: mines on an H x W board; uncover a square: a mine ends the episode (-0.5 -
+  1/L), a square uncovered before costs -0.5/(L - 2), a new one pays 1/L and shows how many
+  mines its 3 x 3 block holds; ends when every clear square is uncovered, truncated after
+  L = H W - mines steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlgate.envs.base import TensorEnv
+from rlgate.envs.popgym_cards import DECK, card_kind
+
+
+class _Game(TensorEnv):
+    DIFFICULTIES: dict[str, dict] = {}  # noqa: RUF012 (read-only by convention)
+
+    def __init__(self, num_envs, device, seed, autoreset):
+        super().__init__(num_envs, device, seed, autoreset)
+        n, dev = self.num_envs, self.device
+        self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
+        self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none
+
+    def _mask(self, index: int) -> Tensor:
+        mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        mask[index] = True
+        return mask
+
+    def _render(self, index: int) -> np.ndarray:
+        """The board the agent has uncovered so far, 8 pixels a square (grey: unknown)."""
+        board = self._picture(index)
+        return np.repeat(np.repeat(board, 8, axis=0), 8, axis=1)
+
+    def _picture(self, index: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MultiarmedBandit(_Game):
+    """popgym's MultiarmedBandit."""
+
+    DIFFICULTIES = {  # noqa: RUF012
+        "Easy": {"arms": 10, "length": 200},
+        "Medium": {"arms": 20, "length": 400},
+        "Hard": {"arms": 30, "length": 600},
+    }
+
+    def __init__(
+        self,
+        num_envs,
+        device="cpu",
+        seed=None,
+        autoreset=True,
+        arms: int = 10,
+        length: int = 200,
+    ):
+        if not isinstance(arms, int) or arms < 1:
+            raise ValueError(f"arms must be an integer >= 1, got {arms!r}")
+        if not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be an integer >= 1, got {length!r}")
+        super().__init__(num_envs, device, seed, autoreset)
+        self.arms, self.length = arms, length
+        self.single_observation_space = gym.spaces.Discrete(2)
+        self.single_action_space = gym.spaces.Discrete(arms)
+        n, dev = self.num_envs, self.device
+        self.state["arms"] = torch.zeros(n, arms, device=dev)
+        self.state["draws"] = torch.zeros(n, length, dtype=torch.float64, device=dev)
+        self.state["shown"] = torch.zeros(n, dtype=torch.long, device=dev)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.length
+
+    def _reset(self, mask: Tensor) -> None:
+        idx = mask.nonzero().squeeze(1)
+        k, st, g, dev = idx.numel(), self.state, self.generator, self.device
+        st["arms"][idx] = torch.rand((k, self.arms), generator=g, device=dev)
+        st["draws"][idx] = torch.rand(
+            (k, self.length), generator=g, device=dev, dtype=torch.float64
+        )
+        st["t"][idx] = 0
+        st["shown"][idx] = 0
+
+    def load_popgym(self, index: int, ref) -> None:
+        """Copy the episode popgym's ``ref`` has just reset into copy ``index``: its arms, and
+        the uniforms its generator will draw (read from a copy of that generator)."""
+        import copy
+
+        rng = copy.deepcopy(ref.np_random)
+        draws = np.array([rng.random() for _ in range(self.length)])
+        st = self.state
+        st["arms"][index] = torch.as_tensor(ref.bandits, device=self.device)
+        st["draws"][index] = torch.as_tensor(draws, device=self.device)
+        st["t"][index] = 0
+        st["shown"][index] = 0
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": self.state["shown"].clone()}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        t = st["t"].clamp(max=self.length - 1)
+        u = st["draws"].gather(1, t.unsqueeze(1)).squeeze(1)
+        p = st["arms"].gather(1, actions.unsqueeze(1)).squeeze(1)
+        paid = u < p.double()  # popgym compares the float64 draw with the float32 arm
+        st["shown"] = paid.long()
+        reward = torch.where(paid, 1.0 / self.length, -1.0 / self.length)
+        truncated = st["t"] >= self.length - 1
+        st["t"] += 1
+        return reward.float(), torch.zeros_like(truncated), truncated
+
+    def _picture(self, index: int) -> np.ndarray:
+        arms = (self.state["arms"][index].cpu().numpy() * 255).astype(np.uint8)
+        return np.repeat(arms[None, :, None], 3, axis=2)
+
+
+class Concentration(_Game):
+    """popgym's Concentration (the memory card game)."""
+
+    DIFFICULTIES = {  # noqa: RUF012
+        "Easy": {"decks": 1, "kind": "colors"},
+        "Medium": {"decks": 2, "kind": "colors"},
+        "Hard": {"decks": 1, "kind": "ranks"},
+    }
+    KINDS = {"colors": 2, "ranks": 13}  # noqa: RUF012 (suits: 13 of each, no pairs)
+
+    def __init__(
+        self,
+        num_envs,
+        device="cpu",
+        seed=None,
+        autoreset=True,
+        decks: int = 1,
+        kind: str = "ranks",
+    ):
+        if not isinstance(decks, int) or decks < 1:
+            raise ValueError(f"decks must be an integer >= 1, got {decks!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        super().__init__(num_envs, device, seed, autoreset)
+        self.kind, self.num_cards = kind, DECK * decks
+        c = self.num_cards
+        self.length = math.ceil(2 * c - (c / (2 * c - 1)))
+        self.facedown = self.KINDS[kind]
+        self.single_observation_space = gym.spaces.MultiDiscrete([self.facedown + 1] * c)
+        self.single_action_space = gym.spaces.Discrete(c)
+        n, dev = self.num_envs, self.device
+        self.state["values"] = torch.zeros(n, c, dtype=torch.long, device=dev)
+        self.state["up"] = torch.zeros(n, c, dtype=torch.bool, device=dev)
+        self.state["first"] = torch.full((n,), -1, dtype=torch.long, device=dev)
+        # the squares turned at the last step (the turn's first card and this one; -1: none):
+        # popgym shows them in that step's observation, before a finished turn hides them
+        self.state["turned"] = torch.full((n, 2), -1, dtype=torch.long, device=dev)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.length
+
+    def _deal(self, idx: Tensor, values: Tensor) -> None:
+        st = self.state
+        st["values"][idx] = values
+        st["up"][idx] = False
+        st["first"][idx] = -1
+        st["turned"][idx] = -1
+        st["t"][idx] = 0
+
+    def _reset(self, mask: Tensor) -> None:
+        idx = mask.nonzero().squeeze(1)
+        keys = torch.rand(
+            (idx.numel(), self.num_cards),
+            generator=self.generator,
+            device=self.device,
+            dtype=torch.float64,
+        )
+        self._deal(idx, card_kind(torch.argsort(keys, dim=1), self.kind))
+
+    def load_popgym(self, index: int, ref) -> None:
+        """Lay out copy ``index`` as popgym's ``ref`` has just dealt (its ``Deck.idx``)."""
+        cards = torch.as_tensor(np.asarray(ref.deck.idx), device=self.device)
+        self._deal(torch.tensor([index], device=self.device), card_kind(cards, self.kind)[None])
+
+    def _observe(self) -> dict[str, Tensor]:
+        st = self.state
+        shown = st["up"].clone()
+        rows = torch.arange(self.num_envs, device=self.device)
+        for j in range(2):
+            pos = st["turned"][:, j]
+            valid = pos >= 0
+            shown[rows[valid], pos[valid]] = True
+        return {"obs": torch.where(shown, st["values"], self.facedown)}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        rows = torch.arange(self.num_envs, device=self.device)
+        first = st["first"]
+        has_first = first >= 0
+        success, failure = 1.0 / (self.num_cards // 2), -1.0 / self.length
+        already_up = st["up"][rows, actions]
+        same_value = st["values"][rows, actions] == st["values"][rows, first.clamp(min=0)]
+        pair = has_first & ~already_up & same_value & (first != actions)
+        reward = torch.where(
+            already_up,
+            failure * (1.0 + has_first.float()),  # per card in play
+            torch.where(has_first, torch.where(pair, success, 2 * failure), 0.0),
+        )
+        st["turned"] = torch.stack([torch.where(has_first, first, -1), actions], dim=1)
+        st["up"][rows[pair], actions[pair]] = True
+        st["up"][rows[pair], first[pair]] = True
+        terminated = pair & st["up"].all(dim=1)
+        truncated = st["t"] >= self.length - 1
+        st["t"] += 1
+        # a turn goes on where this step turned its first card
+        st["first"] = torch.where(~has_first & ~already_up, actions, -1)
+        return reward, terminated, truncated
+
+    def _picture(self, index: int) -> np.ndarray:
+        obs = self._observe()["obs"][index].cpu().numpy()
+        grey = np.where(obs == self.facedown, 128, obs * 255 // max(1, self.facedown - 1))
+        return np.repeat(grey.astype(np.uint8)[None, :, None], 3, axis=2)
+
+
+def _box_sum(x: Tensor) -> Tensor:
+    """[N, H, W] -> the sum over each square's 3 x 3 block (itself included; zeros outside)."""
+    h, w = x.shape[1:]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    return sum(padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3))
+
+
+class Battleship(_Game):
+    """popgym's Battleship."""
+
+    DIFFICULTIES = {"Easy": {"size": 8}, "Medium": {"size": 10}, "Hard": {"size": 12}}  # noqa: RUF012
+    SHIPS = (2, 3, 3, 4)
+
+    def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, size: int = 10):
+        if not isinstance(size, int) or size < max(self.SHIPS):
+            raise ValueError(f"size must be an integer >= {max(self.SHIPS)}, got {size!r}")
+        super().__init__(num_envs, device, seed, autoreset)
+        self.size, self.needed, self.length = size, sum(self.SHIPS), size * size
+        self.single_observation_space = gym.spaces.Discrete(2)
+        self.single_action_space = gym.spaces.MultiDiscrete([size, size])
+        n, dev = self.num_envs, self.device
+        self.state["board"] = torch.zeros(n, size, size, dtype=torch.bool, device=dev)
+        self.state["guessed"] = torch.zeros(n, size, size, dtype=torch.bool, device=dev)
+        self.state["hits"] = torch.zeros(n, dtype=torch.long, device=dev)
+        self.state["shown"] = torch.zeros(n, dtype=torch.long, device=dev)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.length
+
+    def place(self, k: int) -> Tensor:
+        """k boards [k, S, S] bool with the ships placed as popgym places them: for each ship in
+        turn, a uniform start square, axis and direction, redrawn until the ship lies on the
+        board and crosses no ship placed before (all boards redraw together)."""
+        s, dev, g = self.size, self.device, self.generator
+        boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
+        lines = torch.arange(s, device=dev)
+        for ship in self.SHIPS:
+            todo = torch.arange(k, device=dev)
+            while todo.numel():
+                m = todo.numel()
+                start = torch.randint(0, s, (m, 2), generator=g, device=dev)
+                axis, sign = torch.randint(0, 2, (2, m), generator=g, device=dev)
+                end = start.clone()
+                step = (1 - 2 * sign) * (ship - 1)
+                end[torch.arange(m, device=dev), axis] += step
+                fits = ((end >= 0) & (end < s)).all(dim=1)
+                lo, hi = torch.minimum(start, end), torch.maximum(start, end)
+                rows = (lines >= lo[:, :1]) & (lines <= hi[:, :1])  # [m, S]
+                cols = (lines >= lo[:, 1:]) & (lines <= hi[:, 1:])
+                cells = rows[:, :, None] & cols[:, None, :]
+                free = ~(boards[todo] & cells).flatten(1).any(dim=1)
+                ok = fits & free
+                boards[todo[ok]] |= cells[ok]
+                todo = todo[~ok]
+        return boards
+
+    def _set(self, idx: Tensor, boards: Tensor) -> None:
+        st = self.state
+        st["board"][idx] = boards
+        st["guessed"][idx] = False
+        st["hits"][idx] = 0
+        st["shown"][idx] = 0
+        st["t"][idx] = 0
+
+    def _reset(self, mask: Tensor) -> None:
+        idx = mask.nonzero().squeeze(1)
+        self._set(idx, self.place(idx.numel()))
+
+    def load_popgym(self, index: int, ref) -> None:
+        """Copy the board popgym's ``ref`` has just placed into copy ``index``."""
+        board = torch.as_tensor(ref.board != 0, device=self.device)
+        self._set(torch.tensor([index], device=self.device), board[None])
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": self.state["shown"].clone()}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        rows = torch.arange(self.num_envs, device=self.device)
+        r, c = actions[:, 0], actions[:, 1]
+        hit = st["board"][rows, r, c] & ~st["guessed"][rows, r, c]
+        st["guessed"][rows, r, c] = True
+        st["hits"] += hit.long()
+        st["shown"] = hit.long()
+        st["t"] += 1
+        reward = torch.where(hit, 1.0 / self.needed, -1.0 / (self.length - self.needed))
+        return reward, st["hits"] == self.needed, st["t"] >= self.length
+
+    def _picture(self, index: int) -> np.ndarray:
+        st = self.state
+        board, guessed = st["board"][index].cpu().numpy(), st["guessed"][index].cpu().numpy()
+        out = np.full((*board.shape, 3), 128, np.uint8)
+        out[guessed & board] = (200, 30, 30)
+        out[guessed & ~board] = (30, 30, 200)
+        return out
+
+
+class MineSweeper(_Game):
+    """popgym's MineSweeper."""
+
+    DIFFICULTIES = {  # noqa: RUF012
+        "Easy": {"height": 4, "width": 4, "mines": 2},
+        "Medium": {"height": 6, "width": 6, "mines": 6},
+        "Hard": {"height": 8, "width": 8, "mines": 10},
+    }
+
+    def __init__(
+        self,
+        num_envs,
+        device="cpu",
+        seed=None,
+        autoreset=True,
+        height: int = 4,
+        width: int = 4,
+        mines: int = 2,
+    ):
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(mines, int) or not 1 <= mines <= height * width - 3:
+            raise ValueError(f"mines must be an integer in 1..{height * width - 3}, got {mines!r}")
+        super().__init__(num_envs, device, seed, autoreset)
+        self.height, self.width, self.mines = height, width, mines
+        self.length = height * width - mines
+        self.success = 1.0 / self.length
+        self.failure = -0.5 - self.success
+        self.repeat = -0.5 / (self.length - 2)
+        self.single_observation_space = gym.spaces.Discrete(min(mines + 1, 10))
+        self.single_action_space = gym.spaces.MultiDiscrete([height, width])
+        n, dev = self.num_envs, self.device
+        shape = (n, height, width)
+        self.state["mines"] = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.state["viewed"] = torch.zeros(shape, dtype=torch.bool, device=dev)
+        self.state["counts"] = torch.zeros(shape, dtype=torch.long, device=dev)
+        self.state["shown"] = torch.zeros(n, dtype=torch.long, device=dev)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.length
+
+    def _set(self, idx: Tensor, mines: Tensor) -> None:
+        st = self.state
+        st["mines"][idx] = mines
+        st["counts"][idx] = _box_sum(mines.long())
+        st["viewed"][idx] = False
+        st["shown"][idx] = 0
+        st["t"][idx] = 0
+
+    def _reset(self, mask: Tensor) -> None:
+        idx = mask.nonzero().squeeze(1)
+        k, cells = idx.numel(), self.height * self.width
+        keys = torch.rand((k, cells), generator=self.generator, device=self.device)
+        chosen = torch.argsort(keys, dim=1)[:, : self.mines]  # a uniform subset, as popgym's
+        mines = torch.zeros(k, cells, dtype=torch.bool, device=self.device)
+        mines.scatter_(1, chosen, True)
+        self._set(idx, mines.view(k, self.height, self.width))
+
+    def load_popgym(self, index: int, ref) -> None:
+        """Copy the mines popgym's ``ref`` has just laid into copy ``index``."""
+        mines = torch.as_tensor(ref.hidden_grid == 1, device=self.device)
+        self._set(torch.tensor([index], device=self.device), mines[None])
+
+    def _observe(self) -> dict[str, Tensor]:
+        return {"obs": self.state["shown"].clone()}
+
+    def _step(self, actions: Tensor):
+        st = self.state
+        rows = torch.arange(self.num_envs, device=self.device)
+        r, c = actions[:, 0], actions[:, 1]
+        mine, seen = st["mines"][rows, r, c], st["viewed"][rows, r, c]
+        reward = torch.where(mine, self.failure, torch.where(seen, self.repeat, self.success))
+        st["viewed"][rows, r, c] = seen | ~mine
+        st["t"] += 1
+        terminated = mine | (st["viewed"] | st["mines"]).flatten(1).all(dim=1)
+        truncated = (st["t"] == self.length) & ~terminated
+        st["shown"] = st["counts"][rows, r, c]
+        return reward, terminated, truncated
+
+    def _picture(self, index: int) -> np.ndarray:
+        st = self.state
+        viewed = st["viewed"][index].cpu().numpy()
+        counts = st["counts"][index].cpu().numpy()
+        out = np.full((*viewed.shape, 3), 128, np.uint8)
+        out[viewed] = np.stack([255 - 25 * counts[viewed]] * 3, axis=-1).clip(0, 255)
+        return out
