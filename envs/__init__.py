@@ -38,6 +38,13 @@ from rlgate.envs.popgym_cards import (
     RepeatFirst,
     RepeatPrevious,
 )
+from rlgate.envs.popgym_control import (
+    NoisyPositionOnlyCartPole,
+    NoisyPositionOnlyPendulum,
+    PositionOnlyCartPole,
+    PositionOnlyPendulum,
+    VelocityOnlyCartPole,
+)
 from rlgate.envs.popgym_games import Battleship, Concentration, MineSweeper, MultiarmedBandit
 from rlgate.envs.tmaze import TMazeEnv
 
@@ -65,6 +72,11 @@ POPGYM = MappingProxyType(
         "Concentration": Concentration,
         "Battleship": Battleship,
         "MineSweeper": MineSweeper,
+        "PositionOnlyCartPole": PositionOnlyCartPole,
+        "VelocityOnlyCartPole": VelocityOnlyCartPole,
+        "NoisyPositionOnlyCartPole": NoisyPositionOnlyCartPole,
+        "PositionOnlyPendulum": PositionOnlyPendulum,
+        "NoisyPositionOnlyPendulum": NoisyPositionOnlyPendulum,
     }
 )
 

@@ -90,10 +90,14 @@ class CardGame(TensorEnv):
         j = j.clamp(max=self.num_cards - 1).unsqueeze(1)
         return self.state[name].gather(1, j).squeeze(1)
 
-    def load_popgym(self, index: int, *decks) -> None:
-        """Deal copy ``index``'s current episode from popgym ``Deck``s just reset (their
-        shuffled ``idx``; popgym deals from its end), one per entry of ``ORDERS``."""
-        for name, deck in zip(self.ORDERS, decks):
+    def popgym_decks(self, ref) -> tuple:
+        """The popgym env's ``Deck``s, one per entry of ``ORDERS``."""
+        return (ref.deck,)
+
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
+        """Deal copy ``index``'s current episode as popgym's ``ref``, just reset, deals it
+        (its decks' shuffled ``idx``; popgym deals from the end)."""
+        for name, deck in zip(self.ORDERS, self.popgym_decks(ref)):
             order = torch.as_tensor(np.asarray(deck.idx)[::-1].copy(), device=self.device)
             self.state[name][index] = order
         self.state["t"][index] = 0
@@ -259,8 +263,11 @@ class CountRecall(CardGame):
         first = torch.nn.functional.one_hot(value, self.distinct)
         self.state["counts"] = torch.where(mask[:, None], first, self.state["counts"])
 
-    def load_popgym(self, index: int, *decks) -> None:
-        super().load_popgym(index, *decks)
+    def popgym_decks(self, ref) -> tuple:
+        return ref.value_deck, ref.query_deck
+
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
+        super().load_popgym(index, ref)
         mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         mask[index] = True
         self._count_first(mask)

@@ -103,7 +103,7 @@ class MultiarmedBandit(_Game):
         st["t"][idx] = 0
         st["shown"][idx] = 0
 
-    def load_popgym(self, index: int, ref) -> None:
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Copy the episode popgym's ``ref`` has just reset into copy ``index``: its arms, and
         the uniforms its generator will draw (read from a copy of that generator)."""
         import copy
@@ -196,7 +196,7 @@ class Concentration(_Game):
         )
         self._deal(idx, card_kind(torch.argsort(keys, dim=1), self.kind))
 
-    def load_popgym(self, index: int, ref) -> None:
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Lay out copy ``index`` as popgym's ``ref`` has just dealt (its ``Deck.idx``)."""
         cards = torch.as_tensor(np.asarray(ref.deck.idx), device=self.device)
         self._deal(torch.tensor([index], device=self.device), card_kind(cards, self.kind)[None])
@@ -310,7 +310,7 @@ class Battleship(_Game):
         idx = mask.nonzero().squeeze(1)
         self._set(idx, self.place(idx.numel()))
 
-    def load_popgym(self, index: int, ref) -> None:
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Copy the board popgym's ``ref`` has just placed into copy ``index``."""
         board = torch.as_tensor(ref.board != 0, device=self.device)
         self._set(torch.tensor([index], device=self.device), board[None])
@@ -399,7 +399,7 @@ class MineSweeper(_Game):
         mines.scatter_(1, chosen, True)
         self._set(idx, mines.view(k, self.height, self.width))
 
-    def load_popgym(self, index: int, ref) -> None:
+    def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Copy the mines popgym's ``ref`` has just laid into copy ``index``."""
         mines = torch.as_tensor(ref.hidden_grid == 1, device=self.device)
         self._set(torch.tensor([index], device=self.device), mines[None])

@@ -22,15 +22,6 @@ def _reference(name: str, level: str) -> gym.Env:
     return getattr(popgym_envs, f"{name}{level}")()
 
 
-def _draws(ref) -> tuple:
-    """What the clone needs of popgym's episode, as its ``load_popgym`` takes it."""
-    if hasattr(ref, "value_deck"):  # CountRecall deals two decks
-        return ref.value_deck, ref.query_deck
-    if type(ref).__name__.startswith(("Repeat", "Autoencode", "HigherLower")):
-        return (ref.deck,)
-    return (ref,)  # the games read what they need from the env
-
-
 def _random_action(space: gym.Space, rng: np.random.Generator):
     """A uniform action as popgym takes it, and as the clone's [1, ...] batch."""
     if isinstance(space, gym.spaces.Discrete):
@@ -44,9 +35,12 @@ def _random_action(space: gym.Space, rng: np.random.Generator):
 
 
 def _batch_of(space: gym.Space, n: int, g: torch.Generator) -> torch.Tensor:
-    """n uniform actions of a Discrete or MultiDiscrete space, [n, *shape]."""
+    """n uniform actions of a Discrete, MultiDiscrete or Box space, [n, *shape]."""
     if isinstance(space, gym.spaces.Discrete):
         return torch.randint(0, int(space.n), (n,), generator=g)
+    if isinstance(space, gym.spaces.Box):
+        low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+        return low + (high - low) * torch.rand(n, *space.shape, generator=g)
     high = torch.as_tensor(space.nvec)
     return (torch.rand(n, *space.shape, generator=g) * high).long()
 
@@ -70,9 +64,10 @@ def test_replay_matches_popgym(name, level):
     steps = ended = 0
     returns = []
     for _ in range(3):
-        obs, _ = ref.reset(seed=int(rng.integers(1 << 30)))
+        seed = int(rng.integers(1 << 30))
+        obs, _ = ref.reset(seed=seed)
         clone.reset()
-        clone.load_popgym(0, *_draws(ref))
+        clone.load_popgym(0, ref, seed)
         assert _same_obs(clone._observe(), obs, ref.observation_space)
         total = 0.0
         for _ in range(clone.max_episode_steps + 1):
@@ -81,7 +76,7 @@ def test_replay_matches_popgym(name, level):
             mine, r, te, tr, _ = clone.step(batch)
             steps += 1
             total += reward
-            assert _same_obs(mine, obs, ref.observation_space), steps
+            assert _same_obs(mine, obs, ref.observation_space), (steps, mine, obs)
             assert float(r[0]) == pytest.approx(reward, abs=1e-6), steps
             assert bool(te[0]) == term and bool(tr[0]) == trunc, steps
             if term or trunc:
