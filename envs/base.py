@@ -111,7 +111,8 @@ def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:
             f"{a.dtype} {tuple(a.shape)}"
         )
     a = a.long()
-    if bool(((a < 0) | (a >= num_actions)).any()):
+    low, high = torch.aminmax(a)  # one pass (and one sync) for both bounds
+    if int(low) < 0 or int(high) >= num_actions:
         raise ValueError(f"actions out of range: valid actions are 0..{num_actions - 1}")
     return a
 
@@ -122,7 +123,8 @@ def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Ten
     [num_envs, *shape], finite (the env clips it to its bounds, as gymnasium's envs do).
     Returns them on ``device`` (long, or float32 for a Box)."""
     if isinstance(space, gym.spaces.Discrete):
-        return check_actions(actions, num_envs, int(space.n), device) + int(space.start)
+        a = check_actions(actions, num_envs, int(space.n), device)
+        return a + int(space.start) if space.start else a
     a = torch.as_tensor(actions, device=device)
     shape = (num_envs, *space.shape)
     if isinstance(space, gym.spaces.MultiDiscrete):
@@ -132,9 +134,15 @@ def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Ten
                 f"{a.dtype} {tuple(a.shape)}"
             )
         a = a.long()
-        start = torch.as_tensor(np.asarray(space.start), device=device)
-        high = start + torch.as_tensor(np.asarray(space.nvec), device=device)
-        if bool(((a < start) | (a >= high)).any()):
+        start = np.asarray(space.start).reshape(-1)
+        if (start == start[0]).all() and (space.nvec == space.nvec.flat[0]).all():
+            low, high = torch.aminmax(a)  # equal ranges (a board's rows and columns): one pass
+            bad = int(low) < int(start[0]) or int(high) >= int(start[0] + space.nvec.flat[0])
+        else:
+            lo = torch.as_tensor(np.asarray(space.start), device=device)
+            hi = lo + torch.as_tensor(np.asarray(space.nvec), device=device)
+            bad = bool(((a < lo) | (a >= hi)).any())
+        if bad:
             raise ValueError(f"actions out of range: valid actions are {space}")
         return a
     if isinstance(space, gym.spaces.Box):

@@ -5,8 +5,9 @@ one call.
 Each copy shuffles ``decks`` x 52 cards at the start of an episode and deals them one a step, as
 popgym's ``Deck`` does. A card is its index in the unshuffled deck, and popgym reads its suit as
 index % 4, its rank as (index // 4) % 13 and its colour as index % 2; the clone keeps, per copy,
-the deck indices in the order they are dealt (``state["order"]``, [N, cards]: popgym deals from
-the end of its shuffled ``Deck.idx``, so the order is that array reversed). Observations,
+what the game reads of each card (its suit, rank or colour: ``KIND``) in the order the cards
+are dealt (``state["order"]``, [N, cards]: popgym deals from the end of its shuffled
+``Deck.idx``, so the order is that array reversed). Observations,
 actions, rewards (an episode's returns lie in [-1, 1]) and episode ends are popgym's, at its
 parameters per difficulty (``DIFFICULTIES``); none of these games truncates.
 tests/test_envs_popgym.py copies popgym's shuffled decks into the clone (``load_popgym``),
@@ -60,6 +61,8 @@ class CardGame(TensorEnv):
     DIFFICULTIES: dict[str, dict] = {}  # noqa: RUF012 (read-only by convention)
     #: the decks dealt (CountRecall deals two side by side)
     ORDERS: tuple[str, ...] = ("order",)
+    #: what the game reads of a card (``card_kind``)
+    KIND = "suits"
 
     def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
         if not isinstance(decks, int) or decks < 1:
@@ -81,12 +84,12 @@ class CardGame(TensorEnv):
                 device=self.device,
                 dtype=torch.float64,
             )
-            self.state[name][idx] = torch.argsort(keys, dim=1)
+            self.state[name][idx] = card_kind(torch.argsort(keys, dim=1), self.KIND)
         self.state["t"][idx] = 0
 
     def card(self, j: Tensor, name: str = "order") -> Tensor:
-        """Deck index of the j-th dealt card of each copy, j [N] (past the deck's end: its last
-        card, for a copy stepped after its episode ended without a reset)."""
+        """The ``KIND`` of the j-th dealt card of each copy, j [N] (past the deck's end: its
+        last card, for a copy stepped after its episode ended without a reset)."""
         j = j.clamp(max=self.num_cards - 1).unsqueeze(1)
         return self.state[name].gather(1, j).squeeze(1)
 
@@ -99,16 +102,16 @@ class CardGame(TensorEnv):
         (its decks' shuffled ``idx``; popgym deals from the end)."""
         for name, deck in zip(self.ORDERS, self.popgym_decks(ref)):
             order = torch.as_tensor(np.asarray(deck.idx)[::-1].copy(), device=self.device)
-            self.state[name][index] = order
+            self.state[name][index] = card_kind(order, self.KIND)
         self.state["t"][index] = 0
 
     def _render(self, index: int) -> np.ndarray:
-        """The cards dealt so far, one column each, coloured by suit (a strip of 4-pixel cells)."""
-        palette = np.array([[40, 40, 40], [200, 30, 30], [30, 30, 200], [30, 160, 30]], np.uint8)
+        """The cards dealt so far, one column each, shaded by what the game reads of them (a
+        strip of 4-pixel cells)."""
         t = int(self.state["t"][index])
-        dealt = (self.state[self.ORDERS[0]][index, : t + 1] % 4).cpu().numpy()
+        dealt = self.state[self.ORDERS[0]][index, : t + 1].cpu().numpy()
         strip = np.full((1, self.num_cards, 3), 255, np.uint8)
-        strip[0, : dealt.size] = palette[dealt]
+        strip[0, : dealt.size] = (dealt * 200 // max(1, KINDS[self.KIND] - 1))[:, None]
         return np.repeat(np.repeat(strip, 8, axis=0), 4, axis=1)
 
 
@@ -127,12 +130,12 @@ class RepeatFirst(CardGame):
         return self.num_cards - 1
 
     def _observe(self) -> dict[str, Tensor]:
-        return {"obs": card_kind(self.card(self.state["t"]), "suits")}
+        return {"obs": self.card(self.state["t"])}
 
     def _step(self, actions: Tensor):
         st = self.state
         scale = 1.0 / (self.num_cards - 1)
-        first = card_kind(st["order"][:, 0], "suits")
+        first = st["order"][:, 0]
         reward = torch.where(actions == first, scale, -scale)
         st["t"] += 1
         terminated = st["t"] == self.num_cards - 1
@@ -163,14 +166,14 @@ class RepeatPrevious(CardGame):
         return self.num_cards - 1
 
     def _observe(self) -> dict[str, Tensor]:
-        return {"obs": card_kind(self.card(self.state["t"]), "suits")}
+        return {"obs": self.card(self.state["t"])}
 
     def _step(self, actions: Tensor):
         st = self.state
         t = st["t"]
         scale = 1.0 / (self.num_cards - self.k)
         # t + 1 cards have been seen; from the k-th on, the one k back is asked for
-        target = card_kind(self.card((t + 1 - self.k).clamp(min=0)), "suits")
+        target = self.card((t + 1 - self.k).clamp(min=0))
         reward = torch.where(actions == target, scale, -scale)
         reward = torch.where(t + 1 >= self.k, reward, 0.0)
         st["t"] += 1
@@ -197,7 +200,7 @@ class Autoencode(CardGame):
     def _observe(self) -> dict[str, Tensor]:
         t, last = self.state["t"], self.num_cards - 1
         watching = t < last  # mode 1 (watch) until the last card is dealt
-        suit = card_kind(self.card(t.clamp(max=last)), "suits")
+        suit = self.card(t)
         return {"0": watching.long(), "1": torch.where(t <= last, suit, 0)}
 
     def _step(self, actions: Tensor):
@@ -205,7 +208,7 @@ class Autoencode(CardGame):
         t, last = st["t"], self.num_cards - 1
         playing = t >= last
         recite = (2 * last - t).clamp(min=0, max=last)  # the card said at this play step
-        target = card_kind(self.card(recite), "suits")
+        target = self.card(recite)
         scale = 1.0 / self.num_cards
         reward = torch.where(playing, torch.where(actions == target, scale, -scale), 0.0)
         terminated = playing & (recite == 0)
@@ -235,6 +238,7 @@ class CountRecall(CardGame):
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.KIND = kind  # before the base class deals
         super().__init__(num_envs, device, seed, autoreset, decks)
         self.kind, self.distinct = kind, KINDS[kind]
         self.max_count = self.num_cards // self.distinct
@@ -250,8 +254,7 @@ class CountRecall(CardGame):
 
     def _dealt(self) -> tuple[Tensor, Tensor]:
         t = self.state["t"]
-        value = card_kind(self.card(t), self.kind)
-        query = card_kind(self.card(t, "query_order"), self.kind)
+        value, query = self.card(t), self.card(t, "query_order")
         return value, query
 
     def _reset(self, mask: Tensor) -> None:
@@ -291,6 +294,8 @@ class CountRecall(CardGame):
 class HigherLower(CardGame):
     """popgym's HigherLower: guess whether the next card's rank is higher (0) or lower (1)."""
 
+    KIND = "ranks"
+
     DIFFICULTIES = {"Easy": {"decks": 1}, "Medium": {"decks": 2}, "Hard": {"decks": 3}}  # noqa: RUF012
 
     def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
@@ -303,13 +308,12 @@ class HigherLower(CardGame):
         return self.num_cards - 1
 
     def _observe(self) -> dict[str, Tensor]:
-        return {"obs": card_kind(self.card(self.state["t"]), "ranks")}
+        return {"obs": self.card(self.state["t"])}
 
     def _step(self, actions: Tensor):
         st = self.state
         t = st["t"]
-        now = card_kind(self.card(t), "ranks")
-        after = card_kind(self.card(t + 1), "ranks")
+        now, after = self.card(t), self.card(t + 1)
         scale = 1.0 / self.num_cards
         right = (after > now) == (actions == 0)
         reward = torch.where(right, scale, -scale)

@@ -271,31 +271,38 @@ class Battleship(_Game):
     def max_episode_steps(self) -> int:
         return self.length
 
+    #: candidate placements drawn per board and ship at once (the first that fits is taken)
+    CANDIDATES = 16
+
     def place(self, k: int) -> Tensor:
         """k boards [k, S, S] bool with the ships placed as popgym places them: for each ship in
         turn, a uniform start square, axis and direction, redrawn until the ship lies on the
-        board and crosses no ship placed before (all boards redraw together)."""
-        s, dev, g = self.size, self.device, self.generator
+        board and crosses no ship placed before. Candidates are drawn ``CANDIDATES`` at a time
+        for every board at once, and each board takes its first that fits (the same law as
+        redrawing one at a time)."""
+        s, dev, g, c = self.size, self.device, self.generator, self.CANDIDATES
         boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
         lines = torch.arange(s, device=dev)
         for ship in self.SHIPS:
             todo = torch.arange(k, device=dev)
             while todo.numel():
                 m = todo.numel()
-                start = torch.randint(0, s, (m, 2), generator=g, device=dev)
-                axis, sign = torch.randint(0, 2, (2, m), generator=g, device=dev)
-                end = start.clone()
-                step = (1 - 2 * sign) * (ship - 1)
-                end[torch.arange(m, device=dev), axis] += step
-                fits = ((end >= 0) & (end < s)).all(dim=1)
+                start = torch.randint(0, s, (m, c, 2), generator=g, device=dev)
+                axis, sign = torch.randint(0, 2, (2, m, c, 1), generator=g, device=dev)
+                along = torch.arange(2, device=dev) == axis  # [m, c, 2]: the axis it runs on
+                end = start + along * (1 - 2 * sign) * (ship - 1)
+                fits = ((end >= 0) & (end < s)).all(dim=-1)
                 lo, hi = torch.minimum(start, end), torch.maximum(start, end)
-                rows = (lines >= lo[:, :1]) & (lines <= hi[:, :1])  # [m, S]
-                cols = (lines >= lo[:, 1:]) & (lines <= hi[:, 1:])
-                cells = rows[:, :, None] & cols[:, None, :]
-                free = ~(boards[todo] & cells).flatten(1).any(dim=1)
+                rows = (lines >= lo[..., :1]) & (lines <= hi[..., :1])  # [m, c, S]
+                cols = (lines >= lo[..., 1:]) & (lines <= hi[..., 1:])
+                cells = rows[..., :, None] & cols[..., None, :]  # [m, c, S, S]
+                free = ~(boards[todo, None] & cells).flatten(2).any(dim=-1)
                 ok = fits & free
-                boards[todo[ok]] |= cells[ok]
-                todo = todo[~ok]
+                found = ok.any(dim=1)
+                first = ok.float().argmax(dim=1)  # the first candidate that fits
+                chosen = cells[torch.arange(m, device=dev), first]
+                boards[todo[found]] |= chosen[found]
+                todo = todo[~found]
         return boards
 
     def _set(self, idx: Tensor, boards: Tensor) -> None:

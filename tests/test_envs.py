@@ -6,12 +6,26 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
+from gymnasium.utils.env_checker import check_env, data_equivalence
 
 from rlgate.envs import ENVS, make_vec
 
-IDS = list(ENVS)
+# POPGym's Medium and Hard ids are the Easy ones' classes with other parameters: slow only
+IDS = [
+    pytest.param(i, marks=pytest.mark.slow) if i.endswith(("Medium-v0", "Hard-v0")) else i
+    for i in ENVS
+]
 FAST = {"rlgate/PassiveMatch-v0": {"delay": 4}, "rlgate/ActiveMatch-v0": {"delay": 4}}
+
+
+def random_actions(space: gym.Space, n: int, g: torch.Generator) -> torch.Tensor:
+    """n uniform actions of a Discrete, MultiDiscrete or Box space, [n, *shape]."""
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.randint(0, int(space.n), (n,), generator=g)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return (torch.rand(n, *space.shape, generator=g) * torch.as_tensor(space.nvec)).long()
+    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+    return low + (high - low) * torch.rand(n, *space.shape, generator=g)
 
 
 def _rollout(env, steps: int, seed: int):
@@ -19,7 +33,7 @@ def _rollout(env, steps: int, seed: int):
     obs, _ = env.reset()
     out = [obs]
     for _ in range(steps):
-        a = torch.randint(0, env.num_actions, (env.num_envs,), generator=g)
+        a = random_actions(env.single_action_space, env.num_envs, g)
         step = env.step(a)
         out.append(step)
     return out
@@ -43,8 +57,7 @@ def test_gymnasium_make_passes_check_env(env_id):
     assert env.observation_space.contains(obs)
     # seeded resets are reproducible
     obs2, _ = env.reset(seed=3)
-    for key in obs:
-        assert (obs[key] == obs2[key]).all()
+    assert data_equivalence(obs, obs2)
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -74,7 +87,7 @@ def test_batched_equals_single_envs_stepped_apart(env_id):
     alive = torch.ones(n, dtype=torch.bool)
     compared = 0
     for _ in range(steps):
-        actions = torch.randint(0, batch.num_actions, (n,), generator=g)
+        actions = random_actions(batch.single_action_space, n, g)
         obs, reward, term, trunc, info = batch.step(actions)
         for i in range(n):
             if not alive[i]:
@@ -89,7 +102,7 @@ def test_batched_equals_single_envs_stepped_apart(env_id):
             for key in obs:
                 assert torch.equal(o[key][0], obs[key][i]), key
             compared += 1
-    assert compared > n * 10
+    assert compared > n * 5  # MineSweeperEasy: random play hits a mine within ~8 steps
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -102,7 +115,7 @@ def test_autoreset_in_the_same_step(env_id):
     g = torch.Generator().manual_seed(0)
     ended = 0
     for _ in range(400):
-        obs, _, term, trunc, info = env.step(torch.randint(0, env.num_actions, (8,), generator=g))
+        obs, _, term, trunc, info = env.step(random_actions(env.single_action_space, 8, g))
         done = term | trunc
         assert torch.equal(info["is_first"], done) and torch.equal(info["done"], done)
         ended += int(done.sum())
@@ -111,7 +124,8 @@ def test_autoreset_in_the_same_step(env_id):
             assert (stats["length"][done] >= 1).all()
             assert set(stats) >= {"return", "length", "success"}
     assert ended > 0
-    assert first_obs["image"].dtype == torch.uint8
+    if "image" in first_obs:
+        assert first_obs["image"].dtype == torch.uint8
 
 
 def test_bad_input_is_a_value_error_naming_what_is_valid():
