@@ -168,7 +168,9 @@ class Concentration(_Game):
         self.single_action_space = gym.spaces.Discrete(c)
         n, dev = self.num_envs, self.device
         self.state["values"] = torch.zeros(n, c, dtype=torch.long, device=dev)
-        self.state["up"] = torch.zeros(n, c, dtype=torch.bool, device=dev)
+        # what shows of each square with no card turned: its value where a pair is up
+        self.state["board"] = torch.full((n, c), self.facedown, dtype=torch.long, device=dev)
+        self.state["pairs"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["first"] = torch.full((n,), -1, dtype=torch.long, device=dev)
         # the squares turned at the last step (the turn's first card and this one; -1: none):
         # popgym shows them in that step's observation, before a finished turn hides them
@@ -181,7 +183,8 @@ class Concentration(_Game):
     def _deal(self, idx: Tensor, values: Tensor) -> None:
         st = self.state
         st["values"][idx] = values
-        st["up"][idx] = False
+        st["board"][idx] = self.facedown
+        st["pairs"][idx] = 0
         st["first"][idx] = -1
         st["turned"][idx] = -1
         st["t"][idx] = 0
@@ -203,32 +206,33 @@ class Concentration(_Game):
 
     def _observe(self) -> dict[str, Tensor]:
         st = self.state
-        shown = st["up"].clone()
-        rows = torch.arange(self.num_envs, device=self.device)
-        for j in range(2):
-            pos = st["turned"][:, j]
-            valid = pos >= 0
-            shown[rows[valid], pos[valid]] = True
-        return {"obs": torch.where(shown, st["values"], self.facedown)}
+        turned, valid = st["turned"], st["turned"] >= 0
+        at = turned.clamp(min=0)
+        src = torch.where(valid, st["values"].gather(1, at), st["board"].gather(1, at))
+        # where the turn's first card is not shown, write the second's again (no clash)
+        at = torch.where(valid[:, :1], at, at[:, 1:])
+        src = torch.where(valid[:, :1], src, src[:, 1:])
+        return {"obs": st["board"].clone().scatter_(1, at, src)}
 
     def _step(self, actions: Tensor):
         st = self.state
-        rows = torch.arange(self.num_envs, device=self.device)
         first = st["first"]
         has_first = first >= 0
         success, failure = 1.0 / (self.num_cards // 2), -1.0 / self.length
-        already_up = st["up"][rows, actions]
-        same_value = st["values"][rows, actions] == st["values"][rows, first.clamp(min=0)]
-        pair = has_first & ~already_up & same_value & (first != actions)
+        both = torch.stack([actions, first.clamp(min=0)], dim=1)  # [N, 2]
+        board = st["board"].gather(1, both)
+        already_up = board[:, 0] != self.facedown
+        values = st["values"].gather(1, both)
+        pair = has_first & ~already_up & (values[:, 0] == values[:, 1]) & (first != actions)
         reward = torch.where(
             already_up,
             failure * (1.0 + has_first.float()),  # per card in play
             torch.where(has_first, torch.where(pair, success, 2 * failure), 0.0),
         )
-        st["turned"] = torch.stack([torch.where(has_first, first, -1), actions], dim=1)
-        st["up"][rows[pair], actions[pair]] = True
-        st["up"][rows[pair], first[pair]] = True
-        terminated = pair & st["up"].all(dim=1)
+        st["turned"] = torch.stack([first, actions], dim=1)  # first is -1 where none
+        st["board"].scatter_(1, both, torch.where(pair[:, None], values, board))
+        st["pairs"] += pair.long()
+        terminated = pair & (st["pairs"] == self.num_cards // 2)
         truncated = st["t"] >= self.length - 1
         st["t"] += 1
         # a turn goes on where this step turned its first card
@@ -271,39 +275,35 @@ class Battleship(_Game):
     def max_episode_steps(self) -> int:
         return self.length
 
-    #: candidate placements drawn per board and ship at once (the first that fits is taken)
-    CANDIDATES = 16
+    def segments(self, ship: int) -> Tensor:
+        """Every place a ship of length ``ship`` can lie on the empty board, [P, S * S] bool:
+        along rows, then along columns."""
+        s, dev = self.size, self.device
+        lines = torch.arange(s, device=dev)
+        starts = torch.arange(s - ship + 1, device=dev)
+        run = (lines >= starts[:, None]) & (lines < starts[:, None] + ship)  # [S - l + 1, S]
+        one = torch.eye(s, dtype=torch.bool, device=dev)
+        across = one[:, None, :, None] & run[None, :, None, :]  # row i, columns of the run
+        down = run[None, :, :, None] & one[:, None, None, :]  # column j, rows of the run
+        return torch.cat([across.reshape(-1, s * s), down.reshape(-1, s * s)])
 
     def place(self, k: int) -> Tensor:
-        """k boards [k, S, S] bool with the ships placed as popgym places them: for each ship in
-        turn, a uniform start square, axis and direction, redrawn until the ship lies on the
-        board and crosses no ship placed before. Candidates are drawn ``CANDIDATES`` at a time
-        for every board at once, and each board takes its first that fits (the same law as
-        redrawing one at a time)."""
-        s, dev, g, c = self.size, self.device, self.generator, self.CANDIDATES
-        boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
-        lines = torch.arange(s, device=dev)
+        """k boards [k, S, S] bool with the ships placed as popgym places them.
+
+        popgym draws a start square, an axis and a direction uniformly and redraws until the
+        ship lies on the board and crosses no ship placed before. Every such place is drawn by
+        exactly two of those (start, axis, direction) triples (from either end, towards the
+        other), so each ship lands uniformly on the places still free: that is what this draws,
+        for every board at once, ship by ship (no redraws)."""
+        s, dev = self.size, self.device
+        boards = torch.zeros(k, s * s, dtype=torch.bool, device=dev)
         for ship in self.SHIPS:
-            todo = torch.arange(k, device=dev)
-            while todo.numel():
-                m = todo.numel()
-                start = torch.randint(0, s, (m, c, 2), generator=g, device=dev)
-                axis, sign = torch.randint(0, 2, (2, m, c, 1), generator=g, device=dev)
-                along = torch.arange(2, device=dev) == axis  # [m, c, 2]: the axis it runs on
-                end = start + along * (1 - 2 * sign) * (ship - 1)
-                fits = ((end >= 0) & (end < s)).all(dim=-1)
-                lo, hi = torch.minimum(start, end), torch.maximum(start, end)
-                rows = (lines >= lo[..., :1]) & (lines <= hi[..., :1])  # [m, c, S]
-                cols = (lines >= lo[..., 1:]) & (lines <= hi[..., 1:])
-                cells = rows[..., :, None] & cols[..., None, :]  # [m, c, S, S]
-                free = ~(boards[todo, None] & cells).flatten(2).any(dim=-1)
-                ok = fits & free
-                found = ok.any(dim=1)
-                first = ok.float().argmax(dim=1)  # the first candidate that fits
-                chosen = cells[torch.arange(m, device=dev), first]
-                boards[todo[found]] |= chosen[found]
-                todo = todo[~found]
-        return boards
+            seg = self.segments(ship)
+            crossed = (boards.float() @ seg.float().t()) > 0  # [k, P]
+            keys = torch.rand((k, seg.shape[0]), generator=self.generator, device=dev)
+            choice = torch.where(crossed, -1.0, keys).argmax(dim=1)  # uniform over free places
+            boards |= seg[choice]
+        return boards.view(k, s, s)
 
     def _set(self, idx: Tensor, boards: Tensor) -> None:
         st = self.state
@@ -416,15 +416,16 @@ class MineSweeper(_Game):
 
     def _step(self, actions: Tensor):
         st = self.state
-        rows = torch.arange(self.num_envs, device=self.device)
-        r, c = actions[:, 0], actions[:, 1]
-        mine, seen = st["mines"][rows, r, c], st["viewed"][rows, r, c]
+        n = self.num_envs
+        cell = (actions[:, 0] * self.width + actions[:, 1]).unsqueeze(1)
+        mines, viewed = st["mines"].view(n, -1), st["viewed"].view(n, -1)
+        mine, seen = mines.gather(1, cell).squeeze(1), viewed.gather(1, cell).squeeze(1)
         reward = torch.where(mine, self.failure, torch.where(seen, self.repeat, self.success))
-        st["viewed"][rows, r, c] = seen | ~mine
+        viewed.scatter_(1, cell, (seen | ~mine).unsqueeze(1))
         st["t"] += 1
-        terminated = mine | (st["viewed"] | st["mines"]).flatten(1).all(dim=1)
+        terminated = mine | (viewed | mines).all(dim=1)
         truncated = (st["t"] == self.length) & ~terminated
-        st["shown"] = st["counts"][rows, r, c]
+        st["shown"] = st["counts"].view(n, -1).gather(1, cell).squeeze(1)
         return reward, terminated, truncated
 
     def _picture(self, index: int) -> np.ndarray:

@@ -124,3 +124,15 @@ def test_batched_copies_step_together_and_are_seeded(name):
     assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))
     ends = torch.stack([x[2] for x in a])
     assert ends.any()
+
+
+def test_battleship_places_ships_with_popgyms_law():
+    """The clone's boards (drawn without redraws) against popgym's (redrawn until a ship fits):
+    per square, how often a ship covers it."""
+    ref, n = _reference("Battleship", "Easy"), 3000
+    theirs = np.stack([ref.reset(seed=s) and ref.board.copy() for s in range(n)]).astype(bool)
+    clone = POPGYM["Battleship"](n, seed=0, size=8)
+    clone.reset()
+    ours = clone.state["board"].numpy()
+    assert (ours.sum(axis=(1, 2)) == 12).all()  # 2 + 3 + 3 + 4 squares, never crossing
+    assert np.abs(ours.mean(0) - theirs.mean(0)).max() < 0.045
