@@ -57,6 +57,7 @@ __all__ = [
     "TMazeEnv",
     "TensorEnv",
     "make_vec",
+    "popgym_id",
 ]
 
 #: POPGym's envs on tensors: popgym's name -> the clone (its ``DIFFICULTIES`` hold popgym's
@@ -79,6 +80,15 @@ POPGYM = MappingProxyType(
         "NoisyPositionOnlyPendulum": NoisyPositionOnlyPendulum,
     }
 )
+
+#: where popgym's registered id spells a name otherwise than its class (and the clone) does
+_POPGYM_SPELLING = {"VelocityOnlyCartPole": "VelocityOnlyCartpole"}
+
+
+def popgym_id(name: str, level: str) -> str:
+    """popgym's own gymnasium id of the env a ``POPGYM`` clone copies, at ``level``."""
+    return f"popgym-{_POPGYM_SPELLING.get(name, name)}{level}-v0"
+
 
 #: The tensor tasks: id -> (class, fixed options). Read-only.
 ENVS: MappingProxyType[str, tuple[type[TensorEnv], dict[str, Any]]] = MappingProxyType(

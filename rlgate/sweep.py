@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from rlgate.checkpoint import write_atomic
+from rlgate.popgym_suite import SUITE
 
 #: task name -> the env option that sets its delay (the grid's x axis)
 DELAY_OPTIONS = {"PassiveMatch": "delay", "ActiveMatch": "delay", "TMaze": "length"}
@@ -70,6 +71,13 @@ class Grid:
             for seed in self.seeds
         ]
 
+    def run(self, run: Run, out: Path) -> dict[str, Any]:
+        return run_one(self, run, out)
+
+    @staticmethod
+    def headline(record: dict[str, Any]) -> str:
+        return f"success {record['final_success']:.2f}"
+
 
 def _match_agent() -> dict[str, Any]:
     """The Match agent (recipe passive-match's sizes, heads and policy gain) for every task of
@@ -113,6 +121,9 @@ PRESETS = {
         settings=_match_agent(),
         budgets={"PassiveMatch": 1_500_000},
     ),
+    # POPGym's envs (rlgate's tensor clones) x difficulties x the suite's cores x 3 seeds,
+    # recipe "popgym" (rlgate.popgym_suite; tables: rlgate.popgym_report)
+    "popgym": SUITE,
 }
 
 
@@ -155,11 +166,16 @@ def gate_histogram(trainer) -> list[int]:
     return torch.histc(g, bins=GATE_BINS, min=0.0, max=1.0).long().tolist()
 
 
+def sweep_threads() -> None:
+    """torch threads of a sweep's run: $RLGATE_SWEEP_THREADS, default 1 (runs go in parallel)."""
+    torch.set_num_threads(max(1, int(os.environ.get("RLGATE_SWEEP_THREADS", "1"))))
+
+
 def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     """Train one run and write its result file; returns the result."""
     from rlgate.train import Trainer
 
-    torch.set_num_threads(max(1, int(os.environ.get("RLGATE_SWEEP_THREADS", "1"))))
+    sweep_threads()
     cfg = train_config(grid, run, out)
     run_dir = Path(cfg.logdir) / cfg.run_name
     if run_dir.exists():  # left by a killed sweep: start it over
@@ -222,13 +238,19 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def pending(grid: Grid, out: Path) -> list[Run]:
+def pending(grid, out: Path) -> list:
     """Runs without a result file."""
     return [r for r in grid.runs() if not (out / "results" / f"{r.name}.json").exists()]
 
 
-def run_sweep(grid: Grid, out: Path, jobs: int = 1, progress: bool = True) -> int:
-    """Run every pending run, ``jobs`` processes at a time; returns how many ran."""
+def _run(grid, run, out: Path) -> dict[str, Any]:
+    return grid.run(run, out)
+
+
+def run_sweep(grid, out: Path, jobs: int = 1, progress: bool = True) -> int:
+    """Run every pending run of ``grid`` (a Grid, or any sweep with ``runs()``, ``run(run,
+    out)`` and ``headline(record)``, such as ``rlgate.popgym_suite.Suite``), ``jobs``
+    processes at a time; returns how many ran."""
     out = Path(out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps(asdict(grid), indent=2))
@@ -242,35 +264,37 @@ def run_sweep(grid: Grid, out: Path, jobs: int = 1, progress: bool = True) -> in
     try:
         if jobs <= 1:
             for run in todo:
-                _done(bar, run, run_one(grid, run, out))
+                _done(bar, run, grid.headline(grid.run(run, out)))
         else:
             import multiprocessing as mp
 
             with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(run_one, grid, run, out): run for run in todo}
+                futures = {pool.submit(_run, grid, run, out): run for run in todo}
                 for future in as_completed(futures):
-                    _done(bar, futures[future], future.result())
+                    _done(bar, futures[future], grid.headline(future.result()))
     finally:
         if bar is not None:
             bar.close()
     return len(todo)
 
 
-def _done(bar, run: Run, record: dict) -> None:
+def _done(bar, run, headline: str) -> None:
     if bar is not None:
-        bar.set_postfix_str(f"{run.name}: success {record['final_success']:.2f}")
+        bar.set_postfix_str(f"{run.name}: {headline}")
         bar.update(1)
 
 
-def with_settings(grid: Grid, **changes: Any) -> Grid:
-    """The grid with more TrainConfig settings over every recipe (device, num_envs, ...)."""
+def with_settings(grid, **changes: Any):
+    """The grid (or suite) with more TrainConfig settings over every recipe (device, ...)."""
     return replace(grid, settings={**grid.settings, **changes})
 
 
-def with_budget(grid: Grid, total_timesteps: int | None, seeds: int | None) -> Grid:
-    """The grid with another budget (every task's) or number of seeds (1..n)."""
+def with_budget(grid, total_timesteps: int | None, seeds: int | None):
+    """The grid (or suite) with another budget (every task's) or number of seeds (1..n)."""
     if total_timesteps is not None:
-        grid = replace(with_settings(grid, total_timesteps=total_timesteps), budgets={})
+        grid = with_settings(grid, total_timesteps=total_timesteps)
+        if isinstance(grid, Grid):
+            grid = replace(grid, budgets={})
     if seeds is not None:
         grid = replace(grid, seeds=tuple(range(1, seeds + 1)))
     return grid

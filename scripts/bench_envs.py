@@ -24,7 +24,7 @@ import gymnasium as gym
 import torch
 
 from rlgate.benchmark import cpu_model, format_table
-from rlgate.envs import ENVS, POPGYM, make_vec
+from rlgate.envs import ENVS, POPGYM, make_vec, popgym_id
 
 TASKS = [
     "rlgate/PassiveMatch-v0",
@@ -33,11 +33,12 @@ TASKS = [
     "rlgate/MemoryS7-v0",
     "rlgate/MemoryS17-v0",
 ]
-POPGYM_TASKS = [f"rlgate/popgym-{n}{lvl}-v0" for n, c in POPGYM.items() for lvl in c.DIFFICULTIES]
+_LEVELS = [(n, lvl) for n, c in POPGYM.items() for lvl in c.DIFFICULTIES]
+POPGYM_TASKS = [f"rlgate/popgym-{n}{lvl}-v0" for n, lvl in _LEVELS]
 #: tensor task -> the gymnasium id it clones
 REFERENCES = {
     "rlgate/MemoryS7-v0": "MiniGrid-MemoryS7-v0",
-    **{task: task.removeprefix("rlgate/") for task in POPGYM_TASKS},
+    **{f"rlgate/popgym-{n}{lvl}-v0": popgym_id(n, lvl) for n, lvl in _LEVELS},
 }
 DEFAULT_REFERENCE = "MiniGrid-MemoryS7-v0"
 
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 1024, 8192])
     ap.add_argument("--tasks", nargs="+", default=None, choices=list(ENVS))
     ap.add_argument("--popgym", action="store_true", help="POPGym's clones only")
-    ap.add_argument("--sync-envs", type=int, nargs="+", default=[1, 16, 64, 256])
-    ap.add_argument("--async-envs", type=int, nargs="+", default=[2, 4, 16])
+    ap.add_argument("--sync-envs", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--async-envs", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)

@@ -5,12 +5,14 @@ Usage:
     python scripts/reproduce.py --preset full             # 8 cores x 3 tasks x 3 delays x 3 seeds
     python scripts/reproduce.py --preset full --total-timesteps 2000000 --jobs 8
     python scripts/reproduce.py --preset full --report-only   # tables and plots from what ran
+    python scripts/reproduce.py --preset popgym --jobs 2  # POPGym: 6 cores x 42 env-levels x 3
 
 It is resumable: finished runs are skipped, so a killed sweep continues where it stopped (the
 runs that were in flight start over). Writes, under --out (default sweeps/{preset}):
 results/*.json (one per run), results.csv, results.md, curves_{task}.png,
-success_vs_delay.png, gates.png, and TensorBoard runs under tb/ (``tensorboard --logdir
-{out}/tb``). Needs matplotlib (``pip install -e ".[repro]"``).
+success_vs_delay.png, gates.png (popgym: results.md with MMER per env and level, mmer.png,
+normalised.png), and TensorBoard runs under tb/ (``tensorboard --logdir {out}/tb``). Needs
+matplotlib (``pip install -e ".[repro]"``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from rlgate import sweep, sweep_report
+from rlgate import popgym_report, sweep, sweep_report
+from rlgate.popgym_suite import Suite
 
 
 def main(argv=None) -> int:
@@ -49,14 +52,32 @@ def main(argv=None) -> int:
     jobs = args.jobs or (1 if cuda else (os.cpu_count() or 1))
     if not args.report_only:
         runs = len(grid.runs())
-        budgets = ", ".join(f"{task} {grid.budget(task):,}" for task in grid.delays)
+        if isinstance(grid, Suite):
+            what = (
+                f"{len(grid.env_names())} envs x {len(grid.levels)} levels, "
+                f"{len(grid.seeds)} seeds) of {grid.budget():,}"
+            )
+        else:
+            budgets = ", ".join(f"{task} {grid.budget(task):,}" for task in grid.delays)
+            what = (
+                f"{sum(len(d) for d in grid.delays.values())} task-delays, "
+                f"{len(grid.seeds)} seeds) of {budgets}"
+            )
         print(
-            f"reproduce: {runs} runs ({len(grid.cores)} cores, "
-            f"{sum(len(d) for d in grid.delays.values())} task-delays, {len(grid.seeds)} seeds) "
-            f"of {budgets} steps, {jobs} at a time -> {out}"
+            f"reproduce: {runs} runs ({len(grid.cores)} cores, {what} steps, "
+            f"{jobs} at a time -> {out}"
         )
         ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
         print(f"reproduce: ran {ran}, skipped {runs - ran} finished runs")
+    if isinstance(grid, Suite):
+        done = popgym_report.report(grid, out)
+        if done is None:
+            print(f"reproduce: error: no results under {out}/results", file=sys.stderr)
+            return 2
+        paths, table = done
+        print(table)
+        print("wrote", *paths)
+        return 0
     records = sweep_report.load_results(out)
     if not records:
         print(f"reproduce: error: no results under {out}/results", file=sys.stderr)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from rlgate.envs import ENVS, POPGYM, make_vec
+from rlgate.envs import ENVS, POPGYM, make_vec, popgym_id
 from rlgate.envs.spaces import unflatten_obs
 
 popgym_envs = pytest.importorskip("popgym.envs")
@@ -85,6 +85,13 @@ def test_replay_matches_popgym(name, level):
         returns.append(total)
     assert ended == 3  # every episode ended, at popgym's step
     assert all(-1.0 - 1e-6 <= g <= 1.0 + 1e-6 for g in returns)
+
+
+def test_each_clone_names_popgyms_own_id():
+    registered = set(gym.registry)
+    for name, cls in POPGYM.items():
+        for level in cls.DIFFICULTIES:
+            assert popgym_id(name, level) in registered, name
 
 
 @pytest.mark.parametrize("name", list(POPGYM))
