@@ -93,7 +93,7 @@ class Suite:
 
     def run(self, run: SuiteRun, out: Path) -> dict[str, Any]:
         """Train one run and write its result file; returns the result."""
-        from rlgate.sweep import provenance, sweep_threads
+        from rlgate.provenance import provenance, sweep_threads
         from rlgate.train import Trainer
 
         sweep_threads()

@@ -14,9 +14,7 @@ the cores side by side for each task and delay.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from rlgate.checkpoint import write_atomic
 from rlgate.popgym_suite import SUITE
+from rlgate.provenance import provenance, sweep_threads
 
 #: task name -> the env option that sets its delay (the grid's x axis)
 DELAY_OPTIONS = {"PassiveMatch": "delay", "ActiveMatch": "delay", "TMaze": "length"}
@@ -166,11 +165,6 @@ def gate_histogram(trainer) -> list[int]:
     return torch.histc(g, bins=GATE_BINS, min=0.0, max=1.0).long().tolist()
 
 
-def sweep_threads() -> None:
-    """torch threads of a sweep's run: $RLGATE_SWEEP_THREADS, default 1 (runs go in parallel)."""
-    torch.set_num_threads(max(1, int(os.environ.get("RLGATE_SWEEP_THREADS", "1"))))
-
-
 def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     """Train one run and write its result file; returns the result."""
     from rlgate.train import Trainer
@@ -204,38 +198,6 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     text = json.dumps(record).encode()
     write_atomic(path, lambda f: f.write(text))
     return record
-
-
-#: the folders whose uncommitted changes make a run's provenance "dirty"
-CODE_DIRS = ("rlgate", "agents", "envs")
-
-
-def provenance() -> dict[str, Any]:
-    """Where a run's result came from: the checkout's git commit (None outside a git checkout)
-    and whether the code that trains (rlgate/, agents/, envs/) had uncommitted changes, torch's
-    version and the run's thread count. A sweep resumed over several checkouts can then say
-    which commit produced which runs."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = (
-        git("status", "--porcelain", "--untracked-files=no", "--", *CODE_DIRS) if commit else None
-    )
-    return {
-        "commit": commit,
-        "dirty": bool(status) if status is not None else None,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def pending(grid, out: Path) -> list:

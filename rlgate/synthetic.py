@@ -262,7 +262,7 @@ class SyntheticGrid:
 
     def run(self, run: SyntheticRun, out: Path) -> dict[str, Any]:
         """Train one run and write its result file; returns the result."""
-        from rlgate.sweep import provenance, sweep_threads
+        from rlgate.provenance import provenance, sweep_threads
 
         sweep_threads()
         cfg = self.config(run)
