@@ -62,6 +62,7 @@ def test_inductor_compiled_core_matches_eager(name):
         torch.testing.assert_close(v, u, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # inductor compiles a whole model, ~25 s
 def test_compiled_actor_critic_matches_eager():
     """A whole model (encoder, native core, heads) compiled with inductor."""
     from rlgate.agents.actor_critic import build_model

@@ -237,6 +237,7 @@ def _torchrun(args: list[str], cwd, n: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
 
 
+@pytest.mark.slow  # two torchrun jobs per agent, ~75 s
 @pytest.mark.parametrize("agent", ["ppo", "impala"])
 def test_torchrun_job_completes_and_resumes_with_another_world_size(tmp_path, agent):
     common = ["--agent", agent, "--num-envs", "4", "--unroll-length", "8", "--hidden-size", "16"]

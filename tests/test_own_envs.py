@@ -201,6 +201,7 @@ def memoryless_cartpole(tmp_path_factory):
     return _second_half_and_best(_curve(Trainer(cfg, env=position_only_cartpole).run()))
 
 
+@pytest.mark.slow  # three 100k-step trainings, ~3 min on 2 cores
 @pytest.mark.parametrize("core", ["lstm", "ur-lstm"])
 def test_memory_balances_position_only_cartpole_and_the_mlp_does_not(
     tmp_path, core, memoryless_cartpole
@@ -213,6 +214,7 @@ def test_memory_balances_position_only_cartpole_and_the_mlp_does_not(
     assert half >= 1.3 * mlp_half and best >= 180, (half, best, mlp_half, mlp_best)
 
 
+@pytest.mark.slow  # ~20 s of training
 def test_a_continuous_action_recalls_a_scalar_beyond_the_memoryless_optimum(tmp_path):
     cfg = _cfg(
         tmp_path,
