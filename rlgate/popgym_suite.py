@@ -11,15 +11,12 @@ are skipped); TensorBoard runs go to ``{out}/tb/{env}{level}/{core}-s{seed}``.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from rlgate.checkpoint import write_atomic
 
 LEVELS = ("Easy", "Medium", "Hard")
 SUITE_CORES = ("mlp", "lstm", "gru", "ur-lstm", "ur-gru", "c-lstm")
@@ -93,7 +90,7 @@ class Suite:
 
     def run(self, run: SuiteRun, out: Path) -> dict[str, Any]:
         """Train one run and write its result file; returns the result."""
-        from rlgate.provenance import provenance, sweep_threads
+        from rlgate.provenance import provenance, sweep_threads, write_result
         from rlgate.train import Trainer
 
         sweep_threads()
@@ -123,11 +120,7 @@ class Suite:
             "config": cfg.to_dict(),
             "provenance": provenance(),
         }
-        path = out / "results" / f"{run.name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(record).encode()
-        write_atomic(path, lambda f: f.write(text))
-        return record
+        return write_result(out, run.name, record)
 
     @staticmethod
     def headline(record: dict[str, Any]) -> str:

@@ -1,13 +1,17 @@
-"""What every sweep's run records of where it came from, and the threads it runs on."""
+"""What every sweep's run records of where it came from, the threads it runs on, and where
+its result goes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from rlgate.checkpoint import write_atomic
 
 
 def sweep_threads() -> None:
@@ -45,3 +49,13 @@ def provenance() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+
+
+def write_result(out: Path, name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a finished run's ``record`` to ``{out}/results/{name}.json`` atomically (a sweep
+    skips the runs that have one); returns the record."""
+    path = Path(out) / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record).encode()
+    write_atomic(path, lambda f: f.write(text))
+    return record

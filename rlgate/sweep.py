@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from rlgate.checkpoint import write_atomic
 from rlgate.popgym_suite import SUITE
-from rlgate.provenance import provenance, sweep_threads
+from rlgate.provenance import provenance, sweep_threads, write_result
 
 #: task name -> the env option that sets its delay (the grid's x axis)
 DELAY_OPTIONS = {"PassiveMatch": "delay", "ActiveMatch": "delay", "TMaze": "length"}
@@ -193,11 +192,7 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "provenance": provenance(),
     }
-    path = out / "results" / f"{run.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record).encode()
-    write_atomic(path, lambda f: f.write(text))
-    return record
+    return write_result(out, run.name, record)
 
 
 def pending(grid, out: Path) -> list:

@@ -22,7 +22,6 @@ atomically to ``{out}/results/{run}.json`` when it ends.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlgate.checkpoint import write_atomic
 from rlgate.cores import CORES, make_core
 
 SYMBOLS, SEQUENCE = 8, 10  # Copy's alphabet and how many symbols it copies
@@ -262,16 +260,12 @@ class SyntheticGrid:
 
     def run(self, run: SyntheticRun, out: Path) -> dict[str, Any]:
         """Train one run and write its result file; returns the result."""
-        from rlgate.provenance import provenance, sweep_threads
+        from rlgate.provenance import provenance, sweep_threads, write_result
 
         sweep_threads()
         cfg = self.config(run)
         record = {**asdict(run), **train(cfg), "config": asdict(cfg), "provenance": provenance()}
-        path = Path(out) / "results" / f"{run.name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(record).encode()
-        write_atomic(path, lambda f: f.write(text))
-        return record
+        return write_result(out, run.name, record)
 
     @staticmethod
     def headline(record: dict[str, Any]) -> str:
