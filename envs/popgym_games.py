@@ -270,6 +270,8 @@ class Battleship(_Game):
         self.state["guessed"] = torch.zeros(n, size, size, dtype=torch.bool, device=dev)
         self.state["hits"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["shown"] = torch.zeros(n, dtype=torch.long, device=dev)
+        self._segments: dict[int, Tensor] = {}  # ship length -> its places (``segments``)
+        self._first_square: Tensor | None = None  # each copy's first square in the flat boards
 
     @property
     def max_episode_steps(self) -> int:
@@ -277,7 +279,8 @@ class Battleship(_Game):
 
     def segments(self, ship: int) -> Tensor:
         """Every place a ship of length ``ship`` can lie on the empty board, [P, S * S] bool:
-        along rows, then along columns."""
+        along rows (row i, first column j at i * (S - l + 1) + j), then along columns (column
+        j, first row i at S * (S - l + 1) + j * (S - l + 1) + i)."""
         s, dev = self.size, self.device
         lines = torch.arange(s, device=dev)
         starts = torch.arange(s - ship + 1, device=dev)
@@ -286,6 +289,18 @@ class Battleship(_Game):
         across = one[:, None, :, None] & run[None, :, None, :]  # row i, columns of the run
         down = run[None, :, :, None] & one[:, None, None, :]  # column j, rows of the run
         return torch.cat([across.reshape(-1, s * s), down.reshape(-1, s * s)])
+
+    @staticmethod
+    def crossed(boards: Tensor, ship: int) -> Tensor:
+        """Which places of ``segments(ship)`` cross a ship already on ``boards`` [k, S, S]
+        bool: [k, P] bool, from the ship squares each window of ``ship`` squares along a row
+        or a column holds (running sums, not a product with every place)."""
+        k, s = boards.shape[0], boards.shape[1]
+        sums = torch.nn.functional.pad(boards.to(torch.int32).cumsum(2), (1, 0))  # [k, S, S+1]
+        rows = sums[:, :, ship:] - sums[:, :, :-ship]  # [k, S (row), S - l + 1 (first column)]
+        sums = torch.nn.functional.pad(boards.to(torch.int32).cumsum(1), (0, 0, 1, 0))
+        cols = (sums[:, ship:] - sums[:, :-ship]).transpose(1, 2)  # [k, S (column), first row]
+        return torch.cat([rows.reshape(k, -1), cols.reshape(k, -1)], dim=1) > 0
 
     def place(self, k: int) -> Tensor:
         """k boards [k, S, S] bool with the ships placed as popgym places them.
@@ -296,14 +311,16 @@ class Battleship(_Game):
         other), so each ship lands uniformly on the places still free: that is what this draws,
         for every board at once, ship by ship (no redraws)."""
         s, dev = self.size, self.device
-        boards = torch.zeros(k, s * s, dtype=torch.bool, device=dev)
+        boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
         for ship in self.SHIPS:
-            seg = self.segments(ship)
-            crossed = (boards.float() @ seg.float().t()) > 0  # [k, P]
+            seg = self._segments.get(ship)
+            if seg is None:
+                seg = self._segments[ship] = self.segments(ship)
             keys = torch.rand((k, seg.shape[0]), generator=self.generator, device=dev)
-            choice = torch.where(crossed, -1.0, keys).argmax(dim=1)  # uniform over free places
-            boards |= seg[choice]
-        return boards.view(k, s, s)
+            keys.masked_fill_(self.crossed(boards, ship), -1.0)
+            choice = keys.argmax(dim=1)  # uniform over the free places
+            boards |= seg[choice].view(k, s, s)
+        return boards
 
     def _set(self, idx: Tensor, boards: Tensor) -> None:
         st = self.state
@@ -327,10 +344,13 @@ class Battleship(_Game):
 
     def _step(self, actions: Tensor):
         st = self.state
-        rows = torch.arange(self.num_envs, device=self.device)
-        r, c = actions[:, 0], actions[:, 1]
-        hit = st["board"][rows, r, c] & ~st["guessed"][rows, r, c]
-        st["guessed"][rows, r, c] = True
+        squares = self.size * self.size
+        if self._first_square is None:
+            self._first_square = torch.arange(self.num_envs, device=self.device) * squares
+        at = self._first_square + actions[:, 0] * self.size + actions[:, 1]  # flat square index
+        guessed = st["guessed"].view(-1)
+        hit = st["board"].view(-1)[at] & ~guessed[at]
+        guessed[at] = True
         st["hits"] += hit.long()
         st["shown"] = hit.long()
         st["t"] += 1
