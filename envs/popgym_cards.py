@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import native
 from rlgate.envs.base import TensorEnv
 
 DECK = 52
@@ -47,6 +48,18 @@ def card_kind(cards: Tensor, kind: str) -> Tensor:
     if kind == "suits":
         return cards % 4
     return (cards // 4) % 13
+
+
+def deal(env: TensorEnv, k: int, cards: int, kind: str) -> Tensor:
+    """k uniformly shuffled decks of ``cards`` cards: [k, cards], the ``kind`` of each card in
+    the shuffled order. Both paths draw the same float64 uniforms from the env's generator;
+    the native one (``env.native``) turns them into a Fisher-Yates shuffle, the PyTorch one
+    sorts them as keys (no ties: float64)."""
+    u = torch.rand((k, cards), generator=env.generator, device=env.device, dtype=torch.float64)
+    kinds = card_kind(torch.arange(cards, device=env.device), kind)
+    if env.native:
+        return native.shuffle_kinds(u, kinds)
+    return kinds[torch.argsort(u, dim=1)]
 
 
 class CardGame(TensorEnv):
@@ -68,30 +81,27 @@ class CardGame(TensorEnv):
         if not isinstance(decks, int) or decks < 1:
             raise ValueError(f"decks must be an integer >= 1, got {decks!r}")
         super().__init__(num_envs, device, seed, autoreset)
+        self.native = native.native_for(self.device)  # the shuffle's native path
         self.decks, self.num_cards = decks, DECK * decks
         n, dev = self.num_envs, self.device
         for name in self.ORDERS:
             self.state[name] = torch.zeros(n, self.num_cards, dtype=torch.long, device=dev)
         self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none
+        self._row_start: Tensor | None = None  # where each copy's deck starts, flattened
 
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
-        for name in self.ORDERS:  # a uniform permutation per copy (float64 keys: no ties)
-            keys = torch.rand(
-                (idx.numel(), self.num_cards),
-                generator=self.generator,
-                device=self.device,
-                dtype=torch.float64,
-            )
-            self.state[name][idx] = card_kind(torch.argsort(keys, dim=1), self.KIND)
+        for name in self.ORDERS:
+            self.state[name][idx] = deal(self, idx.numel(), self.num_cards, self.KIND)
         self.state["t"][idx] = 0
 
     def card(self, j: Tensor, name: str = "order") -> Tensor:
         """The ``KIND`` of the j-th dealt card of each copy, j [N] (past the deck's end: its
         last card, for a copy stepped after its episode ended without a reset)."""
-        j = j.clamp(max=self.num_cards - 1).unsqueeze(1)
-        return self.state[name].gather(1, j).squeeze(1)
+        if self._row_start is None:
+            self._row_start = torch.arange(self.num_envs, device=self.device) * self.num_cards
+        return self.state[name].take(self._row_start + j.clamp(max=self.num_cards - 1))
 
     def popgym_decks(self, ref) -> tuple:
         """The popgym env's ``Deck``s, one per entry of ``ORDERS``."""
@@ -280,12 +290,12 @@ class CountRecall(CardGame):
 
     def _step(self, actions: Tensor):
         st = self.state
-        _, query = self._dealt()
+        query = self.card(st["t"], "query_order")
         asked = st["counts"].gather(1, query.unsqueeze(1)).squeeze(1)
         scale = 1.0 / (self.num_cards - 1)
         reward = torch.where(actions == asked, scale, -scale)
         st["t"] += 1
-        value, _ = self._dealt()
+        value = self.card(st["t"])
         st["counts"].scatter_add_(1, value.unsqueeze(1), torch.ones_like(value).unsqueeze(1))
         terminated = st["t"] == self.num_cards - 1
         return reward, terminated, torch.zeros_like(terminated)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import native
 from rlgate.envs.base import TensorEnv
 
 # gymnasium's CartPole-v1
@@ -141,6 +142,7 @@ class _CartPole(_Control):
     ):
         super().__init__(num_envs, device, seed, autoreset, length, noise)
         self.single_action_space = gym.spaces.Discrete(2)
+        self.native = native.native_for(self.device)  # the step's native path
 
     def _initial(self, k: int) -> Tensor:
         u = torch.rand((k, 4), generator=self.generator, device=self.device, dtype=torch.float64)
@@ -159,6 +161,11 @@ class _CartPole(_Control):
 
     def _step(self, actions: Tensor):
         st = self.state
+        if self.native:
+            terminated = native.cartpole_step(st["physics"], actions)
+            st["t"] += 1
+            reward = torch.full((self.num_envs,), 1.0 / self.length, device=self.device)
+            return reward, terminated, st["t"] >= self.length
         x, x_dot, theta, theta_dot = st["physics"].unbind(1)
         force = actions.double() * (2 * FORCE) - FORCE  # action 1 pushes right, 0 left
         cos, sin = torch.cos(theta), torch.sin(theta)

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import native
 from rlgate.envs.base import TensorEnv
-from rlgate.envs.popgym_cards import DECK, card_kind
+from rlgate.envs.popgym_cards import DECK, card_kind, deal
 
 
 class _Game(TensorEnv):
@@ -40,6 +41,8 @@ class _Game(TensorEnv):
 
     def __init__(self, num_envs, device, seed, autoreset):
         super().__init__(num_envs, device, seed, autoreset)
+        #: whether the steps (Concentration) and boards (Battleship) take envs/native.c's path
+        self.native = native.native_for(self.device)
         n, dev = self.num_envs, self.device
         self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none
@@ -191,13 +194,7 @@ class Concentration(_Game):
 
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
-        keys = torch.rand(
-            (idx.numel(), self.num_cards),
-            generator=self.generator,
-            device=self.device,
-            dtype=torch.float64,
-        )
-        self._deal(idx, card_kind(torch.argsort(keys, dim=1), self.kind))
+        self._deal(idx, deal(self, idx.numel(), self.num_cards, self.kind))
 
     def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Lay out copy ``index`` as popgym's ``ref`` has just dealt (its ``Deck.idx``)."""
@@ -205,6 +202,8 @@ class Concentration(_Game):
         self._deal(torch.tensor([index], device=self.device), card_kind(cards, self.kind)[None])
 
     def _observe(self) -> dict[str, Tensor]:
+        if self.native:
+            return {"obs": native.concentration_observe(self)}
         st = self.state
         turned, valid = st["turned"], st["turned"] >= 0
         at = turned.clamp(min=0)
@@ -215,6 +214,8 @@ class Concentration(_Game):
         return {"obs": st["board"].clone().scatter_(1, at, src)}
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.concentration_step(self, actions)
         st = self.state
         first = st["first"]
         has_first = first >= 0
@@ -295,7 +296,7 @@ class Battleship(_Game):
         """Which places of ``segments(ship)`` cross a ship already on ``boards`` [k, S, S]
         bool: [k, P] bool, from the ship squares each window of ``ship`` squares along a row
         or a column holds (running sums, not a product with every place)."""
-        k, s = boards.shape[0], boards.shape[1]
+        k = boards.shape[0]
         sums = torch.nn.functional.pad(boards.to(torch.int32).cumsum(2), (1, 0))  # [k, S, S+1]
         rows = sums[:, :, ship:] - sums[:, :, :-ship]  # [k, S (row), S - l + 1 (first column)]
         sums = torch.nn.functional.pad(boards.to(torch.int32).cumsum(1), (0, 0, 1, 0))
@@ -309,16 +310,26 @@ class Battleship(_Game):
         ship lies on the board and crosses no ship placed before. Every such place is drawn by
         exactly two of those (start, axis, direction) triples (from either end, towards the
         other), so each ship lands uniformly on the places still free: that is what this draws,
-        for every board at once, ship by ship (no redraws)."""
+        for every board at once, ship by ship (no redraws): ship j goes to the floor(u F)-th of
+        its F free places (in ``segments`` order), u a float64 uniform per board and ship. The
+        native path (``self.native``) does the same in one call."""
         s, dev = self.size, self.device
+        u = torch.rand(
+            (k, len(self.SHIPS)), generator=self.generator, device=dev, dtype=torch.float64
+        )
+        if self.native:
+            return native.battleship_place(u, s, torch.tensor(self.SHIPS))
         boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
-        for ship in self.SHIPS:
+        for j, ship in enumerate(self.SHIPS):
             seg = self._segments.get(ship)
             if seg is None:
                 seg = self._segments[ship] = self.segments(ship)
-            keys = torch.rand((k, seg.shape[0]), generator=self.generator, device=dev)
-            keys.masked_fill_(self.crossed(boards, ship), -1.0)
-            choice = keys.argmax(dim=1)  # uniform over the free places
+            free = ~self.crossed(boards, ship)
+            count = free.sum(1)
+            if bool((count == 0).any()):
+                raise RuntimeError(f"a ship of {ship} finds no place on a {s} x {s} board")
+            pick = torch.minimum((u[:, j] * count).long(), count - 1)
+            choice = (free.cumsum(1) > pick[:, None]).int().argmax(1)  # the pick-th free place
             boards |= seg[choice].view(k, s, s)
         return boards
 
@@ -343,6 +354,8 @@ class Battleship(_Game):
         return {"obs": self.state["shown"].clone()}
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.battleship_step(self, actions)
         st = self.state
         squares = self.size * self.size
         if self._first_square is None:

@@ -11,7 +11,9 @@ env steps (transitions) per second. A clone's reference (``REFERENCES``: minigri
 MiniGrid-MemoryS7-v0, popgym's popgym-<Name><Level>-v0) runs as a plain gymnasium
 ``SyncVectorEnv`` and ``AsyncVectorEnv`` (numpy in and out, no conversion to tensors) at several
 sizes, and the ratio is to the best of those; tasks that clone nothing are compared with
-minigrid's best. Target: every clone at N=1024 on CPU >= 100x its reference's best vector env.
+minigrid's best. The tensor envs run on one torch thread (``--threads``), as each of popgym's
+runs on one core; POPGym's clones on the CPU take envs/native.c's kernels where they build
+(``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on CPU >= 100x its reference's best vector env.
 """
 
 from __future__ import annotations
@@ -107,7 +109,15 @@ def main(argv=None) -> int:
     ap.add_argument("--async-envs", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the tensor envs (default 1: at these sizes an op is a few "
+        "microseconds, and splitting it over threads costs more than it saves)",
+    )
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.num_envs, args.sync_envs, args.async_envs, args.seconds = [1, 1024], [16], [2], 0.5
     tasks = args.tasks or (POPGYM_TASKS if args.popgym else TASKS + POPGYM_TASKS)

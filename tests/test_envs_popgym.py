@@ -53,12 +53,16 @@ def _same_obs(mine: dict, theirs, space: gym.Space) -> bool:
     return np.array_equal(ours, np.asarray(theirs))
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 @pytest.mark.parametrize(("name", "level"), CASES)
-def test_replay_matches_popgym(name, level):
+def test_replay_matches_popgym(name, level, native):
     rng = np.random.default_rng(len(name) * 10 + len(level))
     ref = _reference(name, level)
     cls = POPGYM[name]
     clone = cls(1, autoreset=False, **cls.DIFFICULTIES[level])
+    if native and not getattr(clone, "native", False):
+        pytest.skip("this env has no native path (or the kernels can't be built here)")
+    clone.native = native
     assert clone.single_observation_space == ref.observation_space
     assert clone.single_action_space == ref.action_space
     steps = ended = 0

@@ -95,7 +95,8 @@ def test_built_wheel_imports_every_module(wheel, tmp_path):
         zf.extractall(tmp_path)
         names = set(zf.namelist())
     assert not any(n.startswith(("envs/", "agents/")) for n in names)
-    assert "rlgate/cores/native.c" in names  # the native kernels' source ships with the wheel
+    assert "rlgate/cores/native.c" in names  # the native kernels' sources ship with the wheel
+    assert "rlgate/envs/native.c" in names
     code = (
         "import importlib, sys\n"
         f"root = {str(tmp_path)!r}\n"

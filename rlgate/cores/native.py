@@ -129,8 +129,8 @@ def torch_libgomp() -> bool:
     return len(runtimes) == 1 and os.path.basename(next(iter(runtimes))) == "libgomp.so.1"
 
 
-def _compile(cc: str, target: Path) -> None:
-    """Compile native.c into target, atomically (temp file + rename): safe under parallel ranks."""
+def _compile(cc: str, target: Path, source: Path = SOURCE, libs: tuple[str, ...] = ()) -> None:
+    """Compile source into target, atomically (temp file + rename): safe under parallel ranks."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     os.close(fd)
@@ -139,51 +139,55 @@ def _compile(cc: str, target: Path) -> None:
         openmp = (OPENMP_FLAGS, ()) if torch_libgomp() else ((),)
         for omp in openmp:
             for arch in (ARCH_FLAGS, ()):  # -march=native is a GCC/Clang x86/arm64 flag
-                cmd = [cc, *FLAGS, *omp, *arch, "-shared", str(SOURCE), "-o", tmp]
+                cmd = [cc, *FLAGS, *omp, *arch, "-shared", str(source), "-o", tmp, *libs]
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
                 if out.returncode == 0:
                     os.replace(tmp, target)
                     return
                 lines = (out.stderr or out.stdout).strip().splitlines()
                 last = lines[-1] if lines else f"exit code {out.returncode}"
-        raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {last}")
+        raise NativeUnavailable(f"compiling {source.name} with {cc!r} failed: {last}")
     except (OSError, subprocess.SubprocessError) as e:
-        raise NativeUnavailable(f"compiling {SOURCE.name} with {cc!r} failed: {e}") from None
+        raise NativeUnavailable(f"compiling {source.name} with {cc!r} failed: {e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-@functools.cache
-def _load() -> ctypes.CDLL | NativeUnavailable:
+def build(source: Path, name: str, libs: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Compile a C file (once per source, compiler and CPU: cached under ``cache_dir()`` as
+    ``{name}-{key}.so``) and load it; raises NativeUnavailable saying why where it can't be."""
     cc = compiler()
     if cc is None:
-        return NativeUnavailable("no C compiler found (set $CC, or install gcc or clang)")
+        raise NativeUnavailable("no C compiler found (set $CC, or install gcc or clang)")
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                source.read_bytes(),
+                " ".join((*FLAGS, *libs)).encode(),
+                str(torch_libgomp()).encode(),
+                _compiler_id(cc).encode(),
+                _cpu_id().encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    path = cache_dir() / f"{name}-{key}.so"
+    if not path.exists():
+        t0 = time.perf_counter()
+        _compile(cc, path, source, libs)
+        log.info("compiled %s in %.2fs: %s", source.name, time.perf_counter() - t0, path)
     try:
-        source = SOURCE.read_bytes()
-        key = hashlib.sha256(
-            b"\0".join(
-                [
-                    source,
-                    " ".join(FLAGS).encode(),
-                    str(torch_libgomp()).encode(),
-                    _compiler_id(cc).encode(),
-                    _cpu_id().encode(),
-                ]
-            )
-        ).hexdigest()[:20]
-        path = cache_dir() / f"native-{key}.so"
-        if not path.exists():
-            t0 = time.perf_counter()
-            _compile(cc, path)
-            log.info(
-                "compiled the native gate kernels in %.2fs: %s", time.perf_counter() - t0, path
-            )
-        lib = ctypes.CDLL(str(path))
+        return ctypes.CDLL(str(path))
+    except OSError as e:
+        raise NativeUnavailable(f"loading {path.name} failed: {e}") from None
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | NativeUnavailable:
+    try:
+        lib = build(SOURCE, "native")
     except NativeUnavailable as e:
         return e
-    except OSError as e:
-        return NativeUnavailable(f"loading the native gate kernels failed: {e}")
     for name, args in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None

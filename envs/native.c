@@ -1,0 +1,187 @@
+/* The CPU kernels of POPGym's clones: one call does, for every copy of a batch, what their
+ * PyTorch paths do in dozens of small ops (a deck's shuffle, a board's ships, a CartPole step,
+ * a Concentration turn). Each mirrors its PyTorch path's arithmetic; envs/native.py compiles and
+ * loads this file and checks what it passes, and tests/test_envs_native.py holds each kernel to
+ * its PyTorch path (the same random draws in, the same state and outputs out). Every kernel
+ * checks the indices it would read or write through and returns 0, or -1 (having written
+ * nothing) where one lies out of range: the caller raises. Row-major, every array contiguous.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The kinds of a shuffled deck, dealt in order: out[r, p] = kinds[deck[p]], where deck is a
+ * Fisher-Yates shuffle of 0..cards-1 driven by u[r, :] (float64 uniforms in [0, 1)): for i from
+ * cards - 1 down to 1, swap deck[i] with deck[floor(u[r, i] (i + 1))] (u[r, 0] is unused). A
+ * uniform permutation per row, in O(cards), where sorting random keys is O(cards log cards).
+ * kinds: [cards] int64, what the game reads of each card (its suit, rank or colour). */
+int shuffle_kinds(int64_t rows, int64_t cards, const double *u, const int64_t *kinds,
+                  int64_t *out) {
+  if (rows < 0 || cards < 1) return -1;
+  for (int64_t r = 0; r < rows; ++r) { /* shuffling the kinds themselves: the same deal */
+    const double *ur = u + (size_t)r * cards;
+    int64_t *o = out + (size_t)r * cards;
+    memcpy(o, kinds, (size_t)cards * sizeof(int64_t));
+    for (int64_t i = cards - 1; i > 0; --i) {
+      int64_t j = (int64_t)(ur[i] * (double)(i + 1));
+      if (j > i || j < 0) j = i; /* a u outside [0, 1): keep the card (never from rand) */
+      const int64_t swap = o[i];
+      o[i] = o[j];
+      o[j] = swap;
+    }
+  }
+  return 0;
+}
+
+/* Battleship's boards: ships[s] long ships placed one after another on rows empty size x size
+ * boards (uint8 [rows, size * size], 1 where a ship lies). Each ship goes to the
+ * floor(u[r, s] F)-th of the F places it can still take (crossing no ship placed before), in
+ * the order of Battleship.segments: along rows (row i, first column j), then along columns
+ * (column j, first row i). Returns -1 where a ship is longer than the board or finds no place
+ * (u: float64 uniforms [rows, nships]). */
+int battleship_place(int64_t rows, int64_t size, int64_t nships, const int64_t *ships,
+                     const double *u, uint8_t *boards) {
+  if (rows < 0 || size < 1 || size > 64 || nships < 0) return -1;
+  for (int64_t s = 0; s < nships; ++s)
+    if (ships[s] < 1 || ships[s] > size) return -1;
+  const int64_t squares = size * size;
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t *b = boards + (size_t)r * squares;
+    memset(b, 0, (size_t)squares);
+    for (int64_t s = 0; s < nships; ++s) {
+      const int64_t len = ships[s], starts = size - len + 1;
+      int64_t free = 0;
+      for (int axis = 0; axis < 2; ++axis) /* count the free places */
+        for (int64_t line = 0; line < size; ++line)
+          for (int64_t j = 0; j < starts; ++j) {
+            int clash = 0;
+            for (int64_t q = j; q < j + len; ++q)
+              clash |= axis ? b[q * size + line] : b[line * size + q];
+            free += !clash;
+          }
+      if (free == 0) return -1;
+      int64_t pick = (int64_t)(u[(size_t)r * nships + s] * (double)free);
+      if (pick >= free || pick < 0) pick = free - 1;
+      for (int axis = 0; axis < 2; ++axis) /* find the pick-th free place, and place there */
+        for (int64_t line = 0; line < size; ++line)
+          for (int64_t j = 0; j < starts; ++j) {
+            int clash = 0;
+            for (int64_t q = j; q < j + len; ++q)
+              clash |= axis ? b[q * size + line] : b[line * size + q];
+            if (clash) continue;
+            if (pick-- == 0) {
+              for (int64_t q = j; q < j + len; ++q) b[axis ? q * size + line : line * size + q] = 1;
+              goto placed;
+            }
+          }
+    placed:;
+    }
+  }
+  return 0;
+}
+
+/* gymnasium's CartPole-v1 (Euler), one step of every copy, in float64 and in gymnasium's order
+ * of operations: physics [n, 4] (x, x_dot, theta, theta_dot) updated in place, actions [n] in
+ * {0, 1} (1 pushes right), terminated [n] (1 where the cart or the pole left its bounds). */
+int cartpole_step(int64_t n, double *physics, const int64_t *actions, uint8_t *terminated) {
+  const double gravity = 9.8, masscart = 1.0, masspole = 0.1, half_length = 0.5;
+  const double force_mag = 10.0, tau = 0.02;
+  const double total_mass = masspole + masscart, polemass_length = masspole * half_length;
+  const double theta_limit = 12 * 2 * 3.141592653589793 / 360, x_limit = 2.4; /* math.pi */
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] != 0 && actions[b] != 1) return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    double *p = physics + (size_t)b * 4;
+    const double x = p[0], x_dot = p[1], theta = p[2], theta_dot = p[3];
+    const double force = (double)actions[b] * (2 * force_mag) - force_mag;
+    const double c = cos(theta), s = sin(theta);
+    const double temp = (force + polemass_length * (theta_dot * theta_dot) * s) / total_mass;
+    const double theta_acc =
+        (gravity * s - c * temp) /
+        (half_length * (4.0 / 3.0 - masspole * (c * c) / total_mass));
+    const double x_acc = temp - polemass_length * theta_acc * c / total_mass;
+    p[0] = x + tau * x_dot;
+    p[1] = x_dot + tau * x_acc;
+    p[2] = theta + tau * theta_dot;
+    p[3] = theta_dot + tau * theta_acc;
+    terminated[b] = fabs(p[0]) > x_limit || fabs(p[2]) > theta_limit;
+  }
+  return 0;
+}
+
+/* One turn of Concentration for every copy (the PyTorch path is Concentration._step): flip
+ * card actions[b] of cards; a turn's second card that matches its first (first[b] >= 0) stays
+ * up with it. values, board: [n, cards] int64 (each card's value; what shows with no card
+ * turned, facedown where no pair is up); pairs, first, t: [n]; turned: [n, 2] (the turn's first
+ * card and this one, -1: none). Writes reward (float32), terminated, truncated [n]. */
+int concentration_step(int64_t n, int64_t cards, int64_t facedown, int64_t length,
+                       float success, float failure, const int64_t *values, int64_t *board,
+                       int64_t *pairs, int64_t *first, int64_t *turned, int64_t *t,
+                       const int64_t *actions, float *reward, uint8_t *terminated,
+                       uint8_t *truncated) {
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] < 0 || actions[b] >= cards || first[b] < -1 || first[b] >= cards) return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t *v = values + (size_t)b * cards;
+    int64_t *bd = board + (size_t)b * cards;
+    const int64_t a = actions[b], f0 = first[b], f = f0 < 0 ? 0 : f0;
+    const int has_first = f0 >= 0, already_up = bd[a] != facedown;
+    const int pair = has_first && !already_up && v[a] == v[f] && f0 != a;
+    reward[b] = already_up ? failure * (1.0f + (float)has_first)
+                           : (has_first ? (pair ? success : 2 * failure) : 0.0f);
+    turned[2 * b] = f0;
+    turned[2 * b + 1] = a;
+    if (pair) {
+      bd[a] = v[a];
+      bd[f] = v[f];
+    }
+    pairs[b] += pair;
+    terminated[b] = pair && pairs[b] == cards / 2;
+    truncated[b] = t[b] >= length - 1;
+    t[b] += 1;
+    first[b] = !has_first && !already_up ? a : -1;
+  }
+  return 0;
+}
+
+/* What Concentration shows (its PyTorch path is Concentration._observe): obs [n, cards] =
+ * board with the values of the cards turned at the last step (turned >= 0) face up. */
+int concentration_observe(int64_t n, int64_t cards, const int64_t *values, const int64_t *board,
+                          const int64_t *turned, int64_t *obs) {
+  for (int64_t b = 0; b < 2 * n; ++b)
+    if (turned[b] < -1 || turned[b] >= cards) return -1;
+  memcpy(obs, board, (size_t)(n * cards) * sizeof(int64_t));
+  for (int64_t b = 0; b < n; ++b)
+    for (int k = 0; k < 2; ++k) {
+      const int64_t c = turned[2 * b + k];
+      if (c >= 0) obs[(size_t)b * cards + c] = values[(size_t)b * cards + c];
+    }
+  return 0;
+}
+
+/* One shot of Battleship for every copy (the PyTorch path is Battleship._step): fire at square
+ * (actions[b, 0], actions[b, 1]) of a size x size board; a hit of a ship square not fired at
+ * before counts. board, guessed: uint8 [n, size * size]; hits, shown, t: [n] int64. Writes
+ * reward (float32: hit_reward or miss_reward), terminated (every one of `needed` ship squares
+ * hit), truncated (size * size shots). */
+int battleship_step(int64_t n, int64_t size, int64_t needed, float hit_reward, float miss_reward,
+                    const uint8_t *board, uint8_t *guessed, int64_t *hits, int64_t *shown,
+                    int64_t *t, const int64_t *actions, float *reward, uint8_t *terminated,
+                    uint8_t *truncated) {
+  for (int64_t b = 0; b < 2 * n; ++b)
+    if (actions[b] < 0 || actions[b] >= size) return -1;
+  const int64_t squares = size * size;
+  for (int64_t b = 0; b < n; ++b) {
+    const size_t at = (size_t)b * squares + (size_t)(actions[2 * b] * size + actions[2 * b + 1]);
+    const int hit = board[at] && !guessed[at];
+    guessed[at] = 1;
+    hits[b] += hit;
+    shown[b] = hit;
+    t[b] += 1;
+    reward[b] = hit ? hit_reward : miss_reward;
+    terminated[b] = hits[b] == needed;
+    truncated[b] = t[b] >= squares;
+  }
+  return 0;
+}

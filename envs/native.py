@@ -1,0 +1,181 @@
+"""The native CPU kernels of POPGym's clones (native.c beside this file), and when an env uses
+them.
+
+On a CPU, a step of 1024 copies of a cheap game is a few dozen PyTorch ops of a few
+microseconds each, whatever their size; native.c does a deck's shuffle, a board's ships, a
+CartPole step and a Concentration turn for every copy in one call. It is compiled like the
+gate kernels (``rlgate.cores.native.build``: a C compiler on first use, cached per machine).
+An env on the CPU uses it where it can be built (``native_for``), and says with a WARNING,
+once, where it can't (then the PyTorch path runs, a few times slower); ``RLGATE_NATIVE_ENVS=0``
+turns it off. Every wrapper checks the dtype, shape and contiguity of what it hands over, and
+the kernels check every index they read or write through.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rlgate.cores.native import NativeUnavailable, build
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native.c")
+_L, _P, _F = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+SIGNATURES = {
+    "shuffle_kinds": (_L, _L, _P, _P, _P),
+    "battleship_place": (_L, _L, _L, _P, _P, _P),
+    "cartpole_step": (_L, _P, _P, _P),
+    "concentration_step": (_L, _L, _L, _L, _F, _F, *[_P] * 10),
+    "concentration_observe": (_L, _L, _P, _P, _P, _P),
+    "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
+}
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | NativeUnavailable:
+    try:
+        lib = build(SOURCE, "envs", libs=("-lm",))
+    except NativeUnavailable as e:
+        return e
+    for name, args in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ctypes.c_int
+    return lib
+
+
+def available() -> tuple[bool, str]:
+    """Whether the env kernels can run here (building them on first call), and if not, why."""
+    lib = _load()
+    return (False, str(lib)) if isinstance(lib, NativeUnavailable) else (True, "")
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+    log.warning("POPGym envs on the CPU take their PyTorch path (a few times slower): %s", reason)
+
+
+def native_for(device: torch.device) -> bool:
+    """Whether an env on ``device`` steps with the native kernels: on the CPU where they build
+    (a WARNING, once, where they don't), unless $RLGATE_NATIVE_ENVS is 0."""
+    if device.type != "cpu" or os.environ.get("RLGATE_NATIVE_ENVS", "1") == "0":
+        return False
+    ok, why = available()
+    if not ok:
+        _warn_once(why)
+    return ok
+
+
+def _ptr(x: Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    if x.dtype != dtype or tuple(x.shape) != shape or not x.is_contiguous() or x.is_cuda:
+        raise ValueError(
+            f"native env kernel: expected a contiguous CPU {dtype} tensor of shape {shape}, "
+            f"got {x.dtype} {tuple(x.shape)}"
+        )
+    return x.data_ptr()
+
+
+def _check(code: int, what: str) -> None:
+    if code != 0:
+        raise ValueError(f"native env kernel {what}: an index or size out of range")
+
+
+def _lib() -> ctypes.CDLL:
+    lib = _load()
+    if isinstance(lib, NativeUnavailable):
+        raise lib
+    return lib
+
+
+def shuffle_kinds(u: Tensor, kinds: Tensor) -> Tensor:
+    """Fisher-Yates shuffles of a deck, one per row of u [k, C] (float64 uniforms; u[:, 0] is
+    unused): [k, C] int64, the kinds [C] int64 of the deck's cards in the shuffled order."""
+    k, c = u.shape
+    out = torch.empty(k, c, dtype=torch.long)
+    code = _lib().shuffle_kinds(
+        k, c, _ptr(u, torch.float64, (k, c)), _ptr(kinds, torch.long, (c,)), out.data_ptr()
+    )
+    _check(code, "shuffle_kinds")
+    return out
+
+
+def battleship_place(u: Tensor, size: int, ships: Tensor) -> Tensor:
+    """k boards [k, size, size] bool with ships [s] int64 placed, ship j of board r on the
+    floor(u[r, j] F)-th of its F free places (u [k, s] float64), as Battleship.place."""
+    k, s = u.shape
+    boards = torch.empty(k, size, size, dtype=torch.uint8)
+    code = _lib().battleship_place(
+        k, size, s, _ptr(ships, torch.long, (s,)), _ptr(u, torch.float64, (k, s)),
+        boards.data_ptr(),
+    )  # fmt: skip
+    _check(code, "battleship_place")
+    return boards.view(torch.bool)
+
+
+def cartpole_step(physics: Tensor, actions: Tensor) -> Tensor:
+    """One CartPole step of every copy: physics [n, 4] float64 updated in place, actions [n]
+    int64 in {0, 1}; returns terminated [n] bool."""
+    n = physics.shape[0]
+    terminated = torch.empty(n, dtype=torch.uint8)
+    code = _lib().cartpole_step(
+        n, _ptr(physics, torch.float64, (n, 4)), _ptr(actions, torch.long, (n,)),
+        terminated.data_ptr(),
+    )  # fmt: skip
+    _check(code, "cartpole_step")
+    return terminated.view(torch.bool)
+
+
+def concentration_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One turn of a Concentration ``env``'s copies (its state updated in place): reward [n]
+    float32, terminated, truncated [n] bool."""
+    st, n, c = env.state, env.num_envs, env.num_cards
+    reward = torch.empty(n)
+    ends = torch.empty(2, n, dtype=torch.uint8)
+    code = _lib().concentration_step(
+        n, c, env.facedown, env.length, 1.0 / (c // 2), -1.0 / env.length,
+        _ptr(st["values"], torch.long, (n, c)), _ptr(st["board"], torch.long, (n, c)),
+        _ptr(st["pairs"], torch.long, (n,)), _ptr(st["first"], torch.long, (n,)),
+        _ptr(st["turned"], torch.long, (n, 2)), _ptr(st["t"], torch.long, (n,)),
+        _ptr(actions, torch.long, (n,)), reward.data_ptr(), ends[0].data_ptr(),
+        ends[1].data_ptr(),
+    )  # fmt: skip
+    _check(code, "concentration_step")
+    ends = ends.view(torch.bool)
+    return reward, ends[0], ends[1]
+
+
+def concentration_observe(env) -> Tensor:
+    """What a Concentration ``env``'s copies show: [n, cards] int64."""
+    st, n, c = env.state, env.num_envs, env.num_cards
+    obs = torch.empty(n, c, dtype=torch.long)
+    code = _lib().concentration_observe(
+        n, c, _ptr(st["values"], torch.long, (n, c)), _ptr(st["board"], torch.long, (n, c)),
+        _ptr(st["turned"], torch.long, (n, 2)), obs.data_ptr(),
+    )  # fmt: skip
+    _check(code, "concentration_observe")
+    return obs
+
+
+def battleship_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One shot of a Battleship ``env``'s copies (its state updated in place), actions [n, 2]
+    int64: reward [n] float32, terminated, truncated [n] bool."""
+    st, n, s = env.state, env.num_envs, env.size
+    reward = torch.empty(n)
+    ends = torch.empty(2, n, dtype=torch.uint8)
+    code = _lib().battleship_step(
+        n, s, env.needed, 1.0 / env.needed, -1.0 / (env.length - env.needed),
+        _ptr(st["board"].view(torch.uint8), torch.uint8, (n, s, s)),
+        _ptr(st["guessed"].view(torch.uint8), torch.uint8, (n, s, s)),
+        _ptr(st["hits"], torch.long, (n,)), _ptr(st["shown"], torch.long, (n,)),
+        _ptr(st["t"], torch.long, (n,)), _ptr(actions, torch.long, (n, 2)), reward.data_ptr(),
+        ends[0].data_ptr(), ends[1].data_ptr(),
+    )  # fmt: skip
+    _check(code, "battleship_step")
+    ends = ends.view(torch.bool)
+    return reward, ends[0], ends[1]

@@ -1,0 +1,131 @@
+"""envs/native.c's kernels against their PyTorch paths and plain loops: the same random draws
+in, the same decks, boards, states and outputs out; and what they refuse."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from rlgate.envs import POPGYM, make_vec, native
+from rlgate.envs.popgym_cards import card_kind
+
+pytestmark = pytest.mark.skipif(not native.available()[0], reason="no native env kernels here")
+
+
+def _fisher_yates(u: list[float], kinds: list[int]) -> list[int]:
+    deck = list(kinds)
+    for i in range(len(deck) - 1, 0, -1):
+        j = int(u[i] * (i + 1))
+        deck[i], deck[j] = deck[j], deck[i]
+    return deck
+
+
+@pytest.mark.parametrize(("cards", "kind"), [(52, "suits"), (208, "ranks"), (104, "colors")])
+def test_shuffle_is_a_plain_fisher_yates(cards, kind):
+    u = torch.rand(40, cards, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kinds = card_kind(torch.arange(cards), kind)
+    got = native.shuffle_kinds(u, kinds)
+    for r in range(40):
+        assert got[r].tolist() == _fisher_yates(u[r].tolist(), kinds.tolist())
+
+
+def test_shuffle_deals_every_order_alike():
+    """Each card of 6 lands on each position 1/6 of the time (20,000 shuffles, within 5 sigma)."""
+    n, cards = 20000, 6
+    u = torch.rand(n, cards, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    got = native.shuffle_kinds(u, torch.arange(cards))
+    counts = torch.stack([(got == c).sum(0) for c in range(cards)]).double()
+    sigma = (n * (1 / cards) * (1 - 1 / cards)) ** 0.5
+    assert (counts - n / cards).abs().max() < 5 * sigma
+
+
+@pytest.mark.parametrize("level", ["Easy", "Medium", "Hard"])
+def test_battleship_boards_equal_the_torch_path(level):
+    env = POPGYM["Battleship"](1, seed=0, **POPGYM["Battleship"].DIFFICULTIES[level])
+    env.native = True
+    a = env.place(300)
+    env.generator.manual_seed(0)
+    env.native = False
+    b = env.place(300)
+    env.generator.manual_seed(0)
+    assert torch.equal(a, b)
+    assert (a.sum((1, 2)) == sum(env.SHIPS)).all()  # no two ships cross
+
+
+def _random_actions(space, n, g):
+    if hasattr(space, "nvec"):
+        return (torch.rand(n, *space.shape, generator=g) * torch.as_tensor(space.nvec)).long()
+    return torch.randint(0, int(space.n), (n,), generator=g)
+
+
+@pytest.mark.parametrize(
+    "task",
+    ["PositionOnlyCartPoleEasy", "VelocityOnlyCartPoleHard", "NoisyPositionOnlyCartPoleMedium",
+     "ConcentrationEasy", "ConcentrationHard", "BattleshipEasy", "BattleshipHard"],
+)  # fmt: skip
+def test_native_steps_equal_the_torch_path(task):
+    """From the same state at every step (the torch env takes the native env's state after each
+    step: their resets shuffle differently), both paths give the same obs, rewards, ends and
+    next state."""
+    a = make_vec(f"rlgate/popgym-{task}-v0", 64, seed=4)
+    b = make_vec(f"rlgate/popgym-{task}-v0", 64, seed=4)
+    assert a.native
+    b.native = False
+    a.reset()
+    b.reset()
+    b.load_state_dict(a.state_dict())
+    g = torch.Generator().manual_seed(5)
+    ends = 0
+    for _ in range(400):
+        actions = _random_actions(a.single_action_space, 64, g)
+        oa, ra, ta, ua, ia = a.step(actions)
+        ob, rb, tb, ub, ib = b.step(actions)
+        for key in oa:
+            assert torch.equal(oa[key], ob[key]), key
+        assert torch.equal(ra, rb) and torch.equal(ta, tb) and torch.equal(ua, ub)
+        ends += int(ia["done"].sum())
+        for key in ("return", "length"):
+            assert torch.equal(ia["episode"].get(key, torch.zeros(0)),
+                               ib["episode"].get(key, torch.zeros(0)))  # fmt: skip
+        b.load_state_dict(a.state_dict())
+    assert ends > 0
+
+
+def test_kernels_refuse_out_of_range_indices_and_wrong_tensors():
+    physics = torch.zeros(4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="out of range"):
+        native.cartpole_step(physics, torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="float64"):
+        native.cartpole_step(physics.float(), torch.tensor([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match="shape"):
+        native.cartpole_step(physics, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="out of range"):
+        native.battleship_place(torch.rand(2, 1, dtype=torch.float64), 3, torch.tensor([4]))
+    env = make_vec("rlgate/popgym-BattleshipEasy-v0", 2, seed=0)
+    env.reset()
+    with pytest.raises(ValueError, match="out of range"):
+        native.battleship_step(env, torch.tensor([[0, 0], [0, 99]]))
+    conc = make_vec("rlgate/popgym-ConcentrationEasy-v0", 2, seed=0)
+    conc.reset()
+    with pytest.raises(ValueError, match="out of range"):
+        native.concentration_step(conc, torch.tensor([0, -5]))
+    conc.state["turned"][1, 0] = 77
+    with pytest.raises(ValueError, match="out of range"):
+        native.concentration_observe(conc)
+
+
+def test_no_kernels_means_the_torch_path_with_a_warning(monkeypatch, caplog):
+    native._warn_once.cache_clear()
+    monkeypatch.setattr(native, "available", lambda: (False, "no C compiler found"))
+    with caplog.at_level(logging.WARNING, logger="rlgate.envs.native"):
+        env = make_vec("rlgate/popgym-ConcentrationEasy-v0", 4, seed=0)
+    assert not env.native
+    assert "no C compiler found" in caplog.text
+    native._warn_once.cache_clear()
+    monkeypatch.setenv("RLGATE_NATIVE_ENVS", "0")
+    assert not make_vec("rlgate/popgym-CountRecallEasy-v0", 4, seed=0).native
+    assert not native.native_for(torch.device("cuda"))
+    np.testing.assert_equal(env.reset()[0]["obs"].shape, (4, 52))
