@@ -215,7 +215,14 @@ class TensorEnv:
         st["episode_return"] += reward
         st["episode_length"] += 1
         done = terminated | truncated
-        any_done = bool(done.any())
+        return self._end_step(reward, terminated, truncated, done, bool(done.any()))
+
+    def _end_step(self, reward, terminated, truncated, done, any_done: bool, obs=None):
+        """The rest of ``step`` once the copies have stepped and their episode returns and
+        lengths have grown: the statistics of the episodes that ended, their auto-reset and
+        the observations (``obs``, where given, are the copies' next ones, valid where no
+        episode ended)."""
+        st = self.state
         info: dict[str, Any] = {"done": done, "episode": {}}
         if any_done:  # statistics only when some episode ended (the common step pays nothing)
             keys = ("success", *self.stat_keys)
@@ -232,7 +239,9 @@ class TensorEnv:
                 st["episode_length"].masked_fill_(done, 0)
                 self._reset(done)
             info["is_first"] = done
-        return self._observe(), reward, terminated, truncated, info
+        if obs is None or any_done:
+            obs = self._observe()
+        return obs, reward, terminated, truncated, info
 
     @property
     def num_actions(self) -> int:

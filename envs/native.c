@@ -185,3 +185,89 @@ int battleship_step(int64_t n, int64_t size, int64_t needed, float hit_reward, f
   }
   return 0;
 }
+
+/* The card games (popgym_cards.py), one step of every copy with its episode's bookkeeping, for
+ * the common step where no episode ends there needing nothing more of Python. game: 0
+ * RepeatFirst, 1 RepeatPrevious, 2 Autoencode, 3 CountRecall, 4 HigherLower; cards C; k (how
+ * far back RepeatPrevious asks); order, query: [n, C] int64, the kinds of the dealt cards (query:
+ * CountRecall's query deck); counts: [n, distinct] int64 (CountRecall's tallies); t: [n].
+ * Writes reward (float32: +-scale, 0 where the game pays nothing), terminated, done [n] (the
+ * card games never truncate), adds reward and 1 to episode_return, episode_length, and writes
+ * the next observation of each copy into obs [n, width] (as the game's _observe: width 2 for
+ * Autoencode's mode and card and CountRecall's two cards). Returns the number of copies whose
+ * episode ended, or -1 for an action or a card out of range. Mirrors each game's _step and
+ * _observe; card(j) reads position min(j, C - 1), as CardGame.card does. */
+int64_t cardgame_step(int64_t game, int64_t n, int64_t cards, int64_t k, int64_t distinct,
+                      int64_t num_actions, float scale, const int64_t *order,
+                      const int64_t *query, int64_t *counts, int64_t *t, const int64_t *actions,
+                      float *reward, uint8_t *terminated, uint8_t *done, float *episode_return,
+                      int64_t *episode_length, int64_t *obs) {
+  if (game < 0 || game > 4 || cards < 2 || k < 1) return -1;
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] < 0 || actions[b] >= num_actions || t[b] < 0) return -1;
+  const int64_t last = cards - 1;
+#define CARD(deck, b, j) (deck)[(size_t)(b) * cards + ((j) < last ? (j) : last)]
+  if (game == 3) /* the tallies read and written: kinds < distinct */
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t q = CARD(query, b, t[b]), v = CARD(order, b, t[b] + 1);
+      if (q < 0 || q >= distinct || v < 0 || v >= distinct) return -1;
+    }
+  int64_t ended = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t a = actions[b], tb = t[b];
+    float r = 0.0f;
+    int term = 0;
+    switch (game) {
+      case 0: /* RepeatFirst */
+        r = a == order[(size_t)b * cards] ? scale : -scale;
+        term = tb + 1 == last;
+        break;
+      case 1: { /* RepeatPrevious */
+        const int64_t back = tb + 1 - k < 0 ? 0 : tb + 1 - k;
+        r = tb + 1 >= k ? (a == CARD(order, b, back) ? scale : -scale) : 0.0f;
+        term = tb + 1 == last;
+        break;
+      }
+      case 2: { /* Autoencode */
+        int64_t recite = 2 * last - tb;
+        recite = recite < 0 ? 0 : (recite > last ? last : recite);
+        const int playing = tb >= last;
+        r = playing ? (a == CARD(order, b, recite) ? scale : -scale) : 0.0f;
+        term = playing && recite == 0;
+        break;
+      }
+      case 3: { /* CountRecall */
+        const int64_t asked = counts[(size_t)b * distinct + CARD(query, b, tb)];
+        r = a == asked ? scale : -scale;
+        counts[(size_t)b * distinct + CARD(order, b, tb + 1)] += 1;
+        term = tb + 1 == last;
+        break;
+      }
+      default: { /* HigherLower */
+        const int64_t now = CARD(order, b, tb), after = CARD(order, b, tb + 1);
+        r = after == now ? 0.0f : (((after > now) == (a == 0)) ? scale : -scale);
+        term = tb + 1 >= last;
+        break;
+      }
+    }
+    t[b] = tb + 1;
+    reward[b] = r;
+    terminated[b] = (uint8_t)term;
+    done[b] = (uint8_t)term;
+    ended += term;
+    episode_return[b] += r;
+    episode_length[b] += 1;
+    const int64_t now = tb + 1;
+    if (game == 2) {
+      obs[2 * b] = now < last;
+      obs[2 * b + 1] = now <= last ? CARD(order, b, now) : 0;
+    } else if (game == 3) {
+      obs[2 * b] = CARD(order, b, now);
+      obs[2 * b + 1] = CARD(query, b, now);
+    } else {
+      obs[b] = CARD(order, b, now);
+    }
+  }
+#undef CARD
+  return ended;
+}

@@ -35,7 +35,10 @@ SIGNATURES = {
     "concentration_step": (_L, _L, _L, _L, _F, _F, *[_P] * 10),
     "concentration_observe": (_L, _L, _P, _P, _P, _P),
     "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
+    "cardgame_step": (_L, _L, _L, _L, _L, _L, _F, *[_P] * 11),
 }
+#: kernels that return a count, or -1
+COUNTING = ("cardgame_step",)
 
 
 @functools.cache
@@ -46,7 +49,7 @@ def _load() -> ctypes.CDLL | NativeUnavailable:
         return e
     for name, args in SIGNATURES.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, ctypes.c_int
+        fn.argtypes, fn.restype = args, ctypes.c_int64 if name in COUNTING else ctypes.c_int
     return lib
 
 
@@ -179,3 +182,30 @@ def battleship_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     _check(code, "battleship_step")
     ends = ends.view(torch.bool)
     return reward, ends[0], ends[1]
+
+
+def cardgame_step(env, game: int, scale: float, actions: Tensor, width: int):
+    """One step of a card game ``env``'s copies (``cardgame_step`` in native.c; its state, and
+    its episode returns and lengths, updated in place): reward [n] float32, terminated [n]
+    bool, done [n] bool, the next observations [n, width] int64 (valid where no episode ended)
+    and how many episodes ended. ValueError for an action out of range."""
+    st, n, c = env.state, env.num_envs, env.num_cards
+    reward = torch.empty(n)
+    flags = torch.empty(2, n, dtype=torch.uint8)
+    obs = torch.empty(n, width, dtype=torch.long)
+    query = st.get("query_order", st["order"])
+    counts = st.get("counts")
+    distinct = counts.shape[1] if counts is not None else 1
+    ended = _lib().cardgame_step(
+        game, n, c, getattr(env, "k", 1), distinct, env.num_actions, scale,
+        _ptr(st["order"], torch.long, (n, c)), _ptr(query, torch.long, (n, c)),
+        _ptr(counts, torch.long, (n, distinct)) if counts is not None else None,
+        _ptr(st["t"], torch.long, (n,)), _ptr(actions, torch.long, (n,)), reward.data_ptr(),
+        flags[0].data_ptr(), flags[1].data_ptr(),
+        _ptr(st["episode_return"], torch.float32, (n,)),
+        _ptr(st["episode_length"], torch.long, (n,)), obs.data_ptr(),
+    )  # fmt: skip
+    if ended < 0:
+        raise ValueError(f"actions out of range: valid actions are 0..{env.num_actions - 1}")
+    flags = flags.view(torch.bool)
+    return reward, flags[0], flags[1], obs, int(ended)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from rlgate.envs import native
-from rlgate.envs.base import TensorEnv
+from rlgate.envs.base import TensorEnv, check_space_actions
 
 DECK = 52
 #: how popgym reads a card's kinds from its deck index
@@ -76,6 +76,10 @@ class CardGame(TensorEnv):
     ORDERS: tuple[str, ...] = ("order",)
     #: what the game reads of a card (``card_kind``)
     KIND = "suits"
+    #: the game's number in native.c's ``cardgame_step`` (its native step) and the width of
+    #: the observations it writes
+    GAME: int = -1
+    OBS_WIDTH = 1
 
     def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, decks: int = 1):
         if not isinstance(decks, int) or decks < 1:
@@ -95,6 +99,35 @@ class CardGame(TensorEnv):
         for name in self.ORDERS:
             self.state[name][idx] = deal(self, idx.numel(), self.num_cards, self.KIND)
         self.state["t"][idx] = 0
+
+    @property
+    def reward_scale(self) -> float:  # pragma: no cover - abstract
+        """What a right (+) or wrong (-) answer pays."""
+        raise NotImplementedError
+
+    def step(self, actions: Tensor):
+        """``TensorEnv.step``; on the native path one call steps every copy, keeps its
+        episode's return and length and writes its next observation (the PyTorch path's
+        auto-reset and episode statistics follow only where an episode ended)."""
+        if not self.native or self.GAME < 0:
+            return super().step(actions)
+        n = self.num_envs
+        if not (
+            isinstance(actions, Tensor)
+            and actions.dtype == torch.long
+            and actions.shape == (n,)
+            and actions.device.type == "cpu"
+        ):
+            actions = check_space_actions(actions, n, self.single_action_space, self.device)
+        reward, terminated, done, obs, ended = native.cardgame_step(
+            self, self.GAME, self.reward_scale, actions.contiguous(), self.OBS_WIDTH
+        )
+        truncated = torch.zeros_like(terminated)  # none of the card games truncates
+        return self._end_step(reward, terminated, truncated, done, ended > 0, self._as_obs(obs))
+
+    def _as_obs(self, obs: Tensor) -> dict[str, Tensor]:
+        """The native step's observations [N, OBS_WIDTH] as ``_observe`` gives them."""
+        return {"obs": obs[:, 0]}
 
     def card(self, j: Tensor, name: str = "order") -> Tensor:
         """The ``KIND`` of the j-th dealt card of each copy, j [N] (past the deck's end: its
@@ -142,9 +175,15 @@ class RepeatFirst(CardGame):
     def _observe(self) -> dict[str, Tensor]:
         return {"obs": self.card(self.state["t"])}
 
+    GAME = 0
+
+    @property
+    def reward_scale(self) -> float:
+        return 1.0 / (self.num_cards - 1)
+
     def _step(self, actions: Tensor):
         st = self.state
-        scale = 1.0 / (self.num_cards - 1)
+        scale = self.reward_scale
         first = st["order"][:, 0]
         reward = torch.where(actions == first, scale, -scale)
         st["t"] += 1
@@ -171,6 +210,12 @@ class RepeatPrevious(CardGame):
         self.single_observation_space = gym.spaces.Discrete(4)
         self.single_action_space = gym.spaces.Discrete(4)
 
+    GAME = 1
+
+    @property
+    def reward_scale(self) -> float:
+        return 1.0 / (self.num_cards - self.k)
+
     @property
     def max_episode_steps(self) -> int:
         return self.num_cards - 1
@@ -181,7 +226,7 @@ class RepeatPrevious(CardGame):
     def _step(self, actions: Tensor):
         st = self.state
         t = st["t"]
-        scale = 1.0 / (self.num_cards - self.k)
+        scale = self.reward_scale
         # t + 1 cards have been seen; from the k-th on, the one k back is asked for
         target = self.card((t + 1 - self.k).clamp(min=0))
         reward = torch.where(actions == target, scale, -scale)
@@ -203,6 +248,15 @@ class Autoencode(CardGame):
         )
         self.single_action_space = gym.spaces.Discrete(4)
 
+    GAME, OBS_WIDTH = 2, 2
+
+    @property
+    def reward_scale(self) -> float:
+        return 1.0 / self.num_cards
+
+    def _as_obs(self, obs: Tensor) -> dict[str, Tensor]:
+        return {"0": obs[:, 0], "1": obs[:, 1]}
+
     @property
     def max_episode_steps(self) -> int:
         return 2 * self.num_cards - 1
@@ -219,7 +273,7 @@ class Autoencode(CardGame):
         playing = t >= last
         recite = (2 * last - t).clamp(min=0, max=last)  # the card said at this play step
         target = self.card(recite)
-        scale = 1.0 / self.num_cards
+        scale = self.reward_scale
         reward = torch.where(playing, torch.where(actions == target, scale, -scale), 0.0)
         terminated = playing & (recite == 0)
         st["t"] += 1
@@ -258,6 +312,15 @@ class CountRecall(CardGame):
             self.num_envs, self.distinct, dtype=torch.long, device=self.device
         )
 
+    GAME, OBS_WIDTH = 3, 2
+
+    @property
+    def reward_scale(self) -> float:
+        return 1.0 / (self.num_cards - 1)
+
+    def _as_obs(self, obs: Tensor) -> dict[str, Tensor]:
+        return {"obs": obs}
+
     @property
     def max_episode_steps(self) -> int:
         return self.num_cards - 1
@@ -292,7 +355,7 @@ class CountRecall(CardGame):
         st = self.state
         query = self.card(st["t"], "query_order")
         asked = st["counts"].gather(1, query.unsqueeze(1)).squeeze(1)
-        scale = 1.0 / (self.num_cards - 1)
+        scale = self.reward_scale
         reward = torch.where(actions == asked, scale, -scale)
         st["t"] += 1
         value = self.card(st["t"])
@@ -313,6 +376,12 @@ class HigherLower(CardGame):
         self.single_observation_space = gym.spaces.Discrete(13)
         self.single_action_space = gym.spaces.Discrete(2)
 
+    GAME = 4
+
+    @property
+    def reward_scale(self) -> float:
+        return 1.0 / self.num_cards
+
     @property
     def max_episode_steps(self) -> int:
         return self.num_cards - 1
@@ -324,7 +393,7 @@ class HigherLower(CardGame):
         st = self.state
         t = st["t"]
         now, after = self.card(t), self.card(t + 1)
-        scale = 1.0 / self.num_cards
+        scale = self.reward_scale
         right = (after > now) == (actions == 0)
         reward = torch.where(right, scale, -scale)
         reward = torch.where(after == now, 0.0, reward)
