@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlgate.envs import native
+
 
 def resolve_device(device: torch.device | str) -> torch.device:
     """A torch device that exists here, or ValueError naming the problem."""
@@ -178,6 +180,8 @@ class TensorEnv:
     render_modes: tuple[str, ...] = ("rgb_array",)
     #: entry -> encoder kind, for entries whose space does not say what they are
     observation_kinds: dict[str, str] = {}  # noqa: RUF012 (read-only by convention)
+    #: whether the env steps with envs/native.c's kernels (POPGym's clones on the CPU set it)
+    native: bool = False
 
     def __init__(
         self,
@@ -211,6 +215,9 @@ class TensorEnv:
         """Step every copy with ``actions`` ([N, *action shape], in the action space)."""
         actions = check_space_actions(actions, self.num_envs, self.single_action_space, self.device)
         reward, terminated, truncated = self._step(actions)
+        if self.native:  # the same in one call (POPGym's clones on the CPU)
+            done, ended = native.step_bookkeeping(self, reward, terminated, truncated)
+            return self._end_step(reward, terminated, truncated, done, ended > 0)
         st = self.state
         st["episode_return"] += reward
         st["episode_length"] += 1

@@ -271,3 +271,19 @@ int64_t cardgame_step(int64_t game, int64_t n, int64_t cards, int64_t k, int64_t
 #undef CARD
   return ended;
 }
+
+/* The bookkeeping of a step (TensorEnv.step's): episode_return += reward, episode_length += 1,
+ * done = terminated | truncated, for n copies (bool arrays as uint8). Returns how many
+ * episodes ended. */
+int64_t step_bookkeeping(int64_t n, const float *reward, const uint8_t *terminated,
+                         const uint8_t *truncated, float *episode_return,
+                         int64_t *episode_length, uint8_t *done) {
+  int64_t ended = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    episode_return[b] += reward[b];
+    episode_length[b] += 1;
+    done[b] = terminated[b] | truncated[b];
+    ended += done[b];
+  }
+  return ended;
+}

@@ -36,9 +36,10 @@ SIGNATURES = {
     "concentration_observe": (_L, _L, _P, _P, _P, _P),
     "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
     "cardgame_step": (_L, _L, _L, _L, _L, _L, _F, *[_P] * 11),
+    "step_bookkeeping": (_L, *[_P] * 6),
 }
 #: kernels that return a count, or -1
-COUNTING = ("cardgame_step",)
+COUNTING = ("cardgame_step", "step_bookkeeping")
 
 
 @functools.cache
@@ -209,3 +210,18 @@ def cardgame_step(env, game: int, scale: float, actions: Tensor, width: int):
         raise ValueError(f"actions out of range: valid actions are 0..{env.num_actions - 1}")
     flags = flags.view(torch.bool)
     return reward, flags[0], flags[1], obs, int(ended)
+
+
+def step_bookkeeping(env, reward: Tensor, terminated: Tensor, truncated: Tensor):
+    """A step's bookkeeping (``TensorEnv.step``'s) in one call: the episode returns and
+    lengths of ``env`` grow by reward [n] float32 and 1; returns done [n] bool (terminated or
+    truncated) and how many episodes ended."""
+    st, n = env.state, env.num_envs
+    done = torch.empty(n, dtype=torch.bool)
+    ended = _lib().step_bookkeeping(
+        n, _ptr(reward, torch.float32, (n,)),
+        _ptr(terminated, torch.bool, (n,)), _ptr(truncated, torch.bool, (n,)),
+        _ptr(st["episode_return"], torch.float32, (n,)),
+        _ptr(st["episode_length"], torch.long, (n,)), done.data_ptr(),
+    )  # fmt: skip
+    return done, int(ended)

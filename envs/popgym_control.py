@@ -56,6 +56,7 @@ class _Control(TensorEnv):
         if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
         super().__init__(num_envs, device, seed, autoreset)
+        self.native = native.native_for(self.device)  # CartPole's steps, the bookkeeping
         self.length, self.noise = length, float(noise)
         n, dev = self.num_envs, self.device
         self.state["physics"] = torch.zeros(n, self.STATE, dtype=torch.float64, device=dev)
@@ -142,7 +143,6 @@ class _CartPole(_Control):
     ):
         super().__init__(num_envs, device, seed, autoreset, length, noise)
         self.single_action_space = gym.spaces.Discrete(2)
-        self.native = native.native_for(self.device)  # the step's native path
 
     def _initial(self, k: int) -> Tensor:
         u = torch.rand((k, 4), generator=self.generator, device=self.device, dtype=torch.float64)

@@ -13,7 +13,8 @@ MiniGrid-MemoryS7-v0, popgym's popgym-<Name><Level>-v0) runs as a plain gymnasiu
 sizes, and the ratio is to the best of those; tasks that clone nothing are compared with
 minigrid's best. The tensor envs run on one torch thread (``--threads``), as each of popgym's
 runs on one core; POPGym's clones on the CPU take envs/native.c's kernels where they build
-(``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on CPU >= 100x its reference's best vector env.
+(``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on CPU >= 100x
+its reference's best vector env.
 """
 
 from __future__ import annotations
