@@ -287,3 +287,95 @@ int64_t step_bookkeeping(int64_t n, const float *reward, const uint8_t *terminat
   }
   return ended;
 }
+
+/* One pull of MultiarmedBandit for every copy (the PyTorch path is MultiarmedBandit._step):
+ * arm actions[b] pays where the episode's t-th float64 draw falls below its float32
+ * probability. arms: [n, narms] float32; draws: [n, length] float64; t, shown: [n] int64.
+ * Writes reward (float32, +-1/length), truncated (the episode's last pull). */
+int bandit_step(int64_t n, int64_t narms, int64_t length, const float *arms, const double *draws,
+                int64_t *t, int64_t *shown, const int64_t *actions, float *reward,
+                uint8_t *truncated) {
+  if (length < 1) return -1;
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] < 0 || actions[b] >= narms || t[b] < 0) return -1;
+  const float pay = (float)(1.0 / (double)length);
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t tb = t[b] < length - 1 ? t[b] : length - 1;
+    const int paid = draws[(size_t)b * length + tb] < (double)arms[(size_t)b * narms + actions[b]];
+    shown[b] = paid;
+    reward[b] = paid ? pay : -pay;
+    truncated[b] = t[b] >= length - 1;
+    t[b] += 1;
+  }
+  return 0;
+}
+
+/* MineSweeper's boards for rows copies: `mines` mines on distinct squares of height x width,
+ * the squares of the first `mines` draws of a Fisher-Yates shuffle driven by u [rows, squares]
+ * (float64 uniforms; the shuffle runs from the last square down, as shuffle_kinds's), and each
+ * square's count of mines in its 3 x 3 block (itself included). mines_out: uint8 [rows,
+ * squares]; counts: int64 [rows, squares]. */
+int minesweeper_lay(int64_t rows, int64_t height, int64_t width, int64_t mines, const double *u,
+                    uint8_t *mines_out, int64_t *counts) {
+  const int64_t squares = height * width;
+  if (rows < 0 || height < 1 || width < 1 || squares < 1 || squares > 4096 || mines < 0 ||
+      mines > squares)
+    return -1;
+  int64_t deck[4096];
+  for (int64_t r = 0; r < rows; ++r) {
+    const double *ur = u + (size_t)r * squares;
+    uint8_t *m = mines_out + (size_t)r * squares;
+    int64_t *c = counts + (size_t)r * squares;
+    for (int64_t p = 0; p < squares; ++p) deck[p] = p;
+    for (int64_t i = squares - 1; i >= squares - mines && i > 0; --i) { /* the last `mines` */
+      int64_t j = (int64_t)(ur[i] * (double)(i + 1));
+      if (j > i || j < 0) j = i;
+      const int64_t swap = deck[i];
+      deck[i] = deck[j];
+      deck[j] = swap;
+    }
+    memset(m, 0, (size_t)squares);
+    for (int64_t p = squares - mines; p < squares; ++p) m[deck[p]] = 1;
+    for (int64_t y = 0; y < height; ++y)
+      for (int64_t x = 0; x < width; ++x) {
+        int64_t sum = 0;
+        for (int64_t dy = -1; dy <= 1; ++dy)
+          for (int64_t dx = -1; dx <= 1; ++dx) {
+            const int64_t yy = y + dy, xx = x + dx;
+            if (yy >= 0 && yy < height && xx >= 0 && xx < width) sum += m[yy * width + xx];
+          }
+        c[y * width + x] = sum;
+      }
+  }
+  return 0;
+}
+
+/* One square uncovered in every copy's MineSweeper (the PyTorch path is MineSweeper._step):
+ * mines, viewed: uint8 [n, squares]; counts: int64 [n, squares]; t, shown: [n]. Writes reward
+ * (float32: failure on a mine, repeat on a square uncovered before, success else), terminated
+ * (a mine, or every clear square uncovered), truncated (length squares uncovered, not
+ * terminated). */
+int minesweeper_step(int64_t n, int64_t height, int64_t width, int64_t length, float success,
+                     float failure, float repeat, const uint8_t *mines, uint8_t *viewed,
+                     const int64_t *counts, int64_t *t, int64_t *shown, const int64_t *actions,
+                     float *reward, uint8_t *terminated, uint8_t *truncated) {
+  const int64_t squares = height * width;
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[2 * b] < 0 || actions[2 * b] >= height || actions[2 * b + 1] < 0 ||
+        actions[2 * b + 1] >= width)
+      return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    const size_t row = (size_t)b * squares;
+    const int64_t cell = actions[2 * b] * width + actions[2 * b + 1];
+    const int mine = mines[row + cell], seen = viewed[row + cell];
+    reward[b] = mine ? failure : (seen ? repeat : success);
+    viewed[row + cell] = seen || !mine;
+    t[b] += 1;
+    int all = 1;
+    for (int64_t q = 0; q < squares; ++q) all &= viewed[row + q] | mines[row + q];
+    terminated[b] = mine || all;
+    truncated[b] = t[b] == length && !terminated[b];
+    shown[b] = counts[row + cell];
+  }
+  return 0;
+}

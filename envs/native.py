@@ -37,6 +37,9 @@ SIGNATURES = {
     "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
     "cardgame_step": (_L, _L, _L, _L, _L, _L, _F, *[_P] * 11),
     "step_bookkeeping": (_L, *[_P] * 6),
+    "bandit_step": (_L, _L, _L, *[_P] * 7),
+    "minesweeper_lay": (_L, _L, _L, _L, _P, _P, _P),
+    "minesweeper_step": (_L, _L, _L, _L, _F, _F, _F, *[_P] * 9),
 }
 #: kernels that return a count, or -1
 COUNTING = ("cardgame_step", "step_bookkeeping")
@@ -225,3 +228,53 @@ def step_bookkeeping(env, reward: Tensor, terminated: Tensor, truncated: Tensor)
         _ptr(st["episode_length"], torch.long, (n,)), done.data_ptr(),
     )  # fmt: skip
     return done, int(ended)
+
+
+def bandit_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One pull of a MultiarmedBandit ``env``'s copies: reward [n] float32, terminated (never),
+    truncated [n] bool."""
+    st, n = env.state, env.num_envs
+    reward = torch.empty(n)
+    truncated = torch.empty(n, dtype=torch.bool)
+    code = _lib().bandit_step(
+        n, env.arms, env.length, _ptr(st["arms"], torch.float32, (n, env.arms)),
+        _ptr(st["draws"], torch.float64, (n, env.length)), _ptr(st["t"], torch.long, (n,)),
+        _ptr(st["shown"], torch.long, (n,)), _ptr(actions, torch.long, (n,)),
+        reward.data_ptr(), truncated.data_ptr(),
+    )  # fmt: skip
+    _check(code, "bandit_step")
+    return reward, torch.zeros_like(truncated), truncated
+
+
+def minesweeper_lay(u: Tensor, height: int, width: int, mines: int) -> tuple[Tensor, Tensor]:
+    """k MineSweeper boards from u [k, H W] float64: the mines [k, H, W] bool (a partial
+    Fisher-Yates shuffle's last ``mines`` squares) and each square's count of mines in its
+    3 x 3 block [k, H, W] int64."""
+    k = u.shape[0]
+    out = torch.empty(k, height, width, dtype=torch.uint8)
+    counts = torch.empty(k, height, width, dtype=torch.long)
+    code = _lib().minesweeper_lay(
+        k, height, width, mines, _ptr(u, torch.float64, (k, height * width)), out.data_ptr(),
+        counts.data_ptr(),
+    )  # fmt: skip
+    _check(code, "minesweeper_lay")
+    return out.view(torch.bool), counts
+
+
+def minesweeper_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One square uncovered in a MineSweeper ``env``'s copies, actions [n, 2]: reward [n]
+    float32, terminated, truncated [n] bool."""
+    st, n, h, w = env.state, env.num_envs, env.height, env.width
+    reward = torch.empty(n)
+    ends = torch.empty(2, n, dtype=torch.uint8)
+    code = _lib().minesweeper_step(
+        n, h, w, env.length, env.success, env.failure, env.repeat,
+        _ptr(st["mines"].view(torch.uint8), torch.uint8, (n, h, w)),
+        _ptr(st["viewed"].view(torch.uint8), torch.uint8, (n, h, w)),
+        _ptr(st["counts"], torch.long, (n, h, w)), _ptr(st["t"], torch.long, (n,)),
+        _ptr(st["shown"], torch.long, (n,)), _ptr(actions, torch.long, (n, 2)),
+        reward.data_ptr(), ends[0].data_ptr(), ends[1].data_ptr(),
+    )  # fmt: skip
+    _check(code, "minesweeper_step")
+    ends = ends.view(torch.bool)
+    return reward, ends[0], ends[1]

@@ -123,6 +123,8 @@ class MultiarmedBandit(_Game):
         return {"obs": self.state["shown"].clone()}
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.bandit_step(self, actions)
         st = self.state
         t = st["t"].clamp(max=self.length - 1)
         u = st["draws"].gather(1, t.unsqueeze(1)).squeeze(1)
@@ -422,10 +424,10 @@ class MineSweeper(_Game):
     def max_episode_steps(self) -> int:
         return self.length
 
-    def _set(self, idx: Tensor, mines: Tensor) -> None:
+    def _set(self, idx: Tensor, mines: Tensor, counts: Tensor | None = None) -> None:
         st = self.state
         st["mines"][idx] = mines
-        st["counts"][idx] = _box_sum(mines.long())
+        st["counts"][idx] = _box_sum(mines.long()) if counts is None else counts
         st["viewed"][idx] = False
         st["shown"][idx] = 0
         st["t"][idx] = 0
@@ -433,6 +435,10 @@ class MineSweeper(_Game):
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
         k, cells = idx.numel(), self.height * self.width
+        if self.native:  # a partial Fisher-Yates shuffle's squares, the counts with them
+            u = torch.rand((k, cells), generator=self.generator, dtype=torch.float64)
+            self._set(idx, *native.minesweeper_lay(u, self.height, self.width, self.mines))
+            return
         keys = torch.rand((k, cells), generator=self.generator, device=self.device)
         chosen = torch.argsort(keys, dim=1)[:, : self.mines]  # a uniform subset, as popgym's
         mines = torch.zeros(k, cells, dtype=torch.bool, device=self.device)
@@ -448,6 +454,8 @@ class MineSweeper(_Game):
         return {"obs": self.state["shown"].clone()}
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.minesweeper_step(self, actions)
         st = self.state
         n = self.num_envs
         cell = (actions[:, 0] * self.width + actions[:, 1]).unsqueeze(1)

@@ -42,6 +42,21 @@ def test_shuffle_deals_every_order_alike():
     assert (counts - n / cards).abs().max() < 5 * sigma
 
 
+@pytest.mark.parametrize(("height", "width", "mines"), [(4, 4, 2), (8, 8, 10), (3, 5, 15)])
+def test_minesweeper_boards_are_a_plain_partial_shuffle(height, width, mines):
+    u = torch.rand(50, height * width, dtype=torch.float64)
+    got, counts = native.minesweeper_lay(u, height, width, mines)
+    for r in range(50):
+        deck = _fisher_yates(u[r].tolist(), list(range(height * width)))
+        want = torch.zeros(height * width, dtype=torch.bool)
+        want[deck[height * width - mines :]] = True
+        assert torch.equal(got[r].flatten(), want)
+        board = torch.nn.functional.pad(got[r].long(), (1, 1, 1, 1))
+        for y in range(height):
+            for x in range(width):
+                assert counts[r, y, x] == board[y : y + 3, x : x + 3].sum()
+
+
 @pytest.mark.parametrize("level", ["Easy", "Medium", "Hard"])
 def test_battleship_boards_equal_the_torch_path(level):
     env = POPGYM["Battleship"](1, seed=0, **POPGYM["Battleship"].DIFFICULTIES[level])
@@ -66,7 +81,8 @@ def _random_actions(space, n, g):
     ["PositionOnlyCartPoleEasy", "VelocityOnlyCartPoleHard", "NoisyPositionOnlyCartPoleMedium",
      "ConcentrationEasy", "ConcentrationHard", "BattleshipEasy", "BattleshipHard",
      "RepeatFirstEasy", "RepeatPreviousMedium", "AutoencodeEasy", "CountRecallMedium",
-     "CountRecallHard", "HigherLowerEasy"],
+     "CountRecallHard", "HigherLowerEasy", "MultiarmedBanditMedium", "MineSweeperEasy",
+     "MineSweeperHard"],
 )  # fmt: skip
 def test_native_steps_equal_the_torch_path(task):
     """From the same state at every step (the torch env takes the native env's state after each
