@@ -119,6 +119,22 @@ def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:
     return a
 
 
+_EQUAL_RANGES: dict[int, tuple[gym.spaces.MultiDiscrete, tuple[int, int] | None]] = {}
+
+
+def _equal_ranges(space: gym.spaces.MultiDiscrete) -> tuple[int, int] | None:
+    """(low, high) where every entry of ``space`` takes low..high-1, else None (read once per
+    space: every step asks)."""
+    seen = _EQUAL_RANGES.get(id(space))
+    if seen is not None and seen[0] is space:
+        return seen[1]
+    start, nvec = np.asarray(space.start).reshape(-1), np.asarray(space.nvec).reshape(-1)
+    equal = (start == start[0]).all() and (nvec == nvec[0]).all()
+    bounds = (int(start[0]), int(start[0] + nvec[0])) if equal else None
+    _EQUAL_RANGES[id(space)] = (space, bounds)
+    return bounds
+
+
 def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Tensor:
     """Validate a batch of actions of ``space``: Discrete as ``check_actions``; MultiDiscrete
     an integer tensor [num_envs, *nvec.shape] with every entry in its range; Box a float tensor
@@ -136,10 +152,10 @@ def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Ten
                 f"{a.dtype} {tuple(a.shape)}"
             )
         a = a.long()
-        start = np.asarray(space.start).reshape(-1)
-        if (start == start[0]).all() and (space.nvec == space.nvec.flat[0]).all():
+        equal = _equal_ranges(space)
+        if equal is not None:
             low, high = torch.aminmax(a)  # equal ranges (a board's rows and columns): one pass
-            bad = int(low) < int(start[0]) or int(high) >= int(start[0] + space.nvec.flat[0])
+            bad = int(low) < equal[0] or int(high) >= equal[1]
         else:
             lo = torch.as_tensor(np.asarray(space.start), device=device)
             hi = lo + torch.as_tensor(np.asarray(space.nvec), device=device)

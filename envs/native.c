@@ -42,41 +42,42 @@ int shuffle_kinds(int64_t rows, int64_t cards, const double *u, const int64_t *k
  * (u: float64 uniforms [rows, nships]). */
 int battleship_place(int64_t rows, int64_t size, int64_t nships, const int64_t *ships,
                      const double *u, uint8_t *boards) {
-  if (rows < 0 || size < 1 || size > 64 || nships < 0) return -1;
+  if (rows < 0 || size < 1 || size > 63 || nships < 0) return -1;
   for (int64_t s = 0; s < nships; ++s)
     if (ships[s] < 1 || ships[s] > size) return -1;
   const int64_t squares = size * size;
   for (int64_t r = 0; r < rows; ++r) {
-    uint8_t *b = boards + (size_t)r * squares;
-    memset(b, 0, (size_t)squares);
+    uint64_t row[64] = {0}, col[64] = {0}; /* the ship squares of each row and column, as bits */
     for (int64_t s = 0; s < nships; ++s) {
       const int64_t len = ships[s], starts = size - len + 1;
+      const uint64_t run = (((uint64_t)1) << len) - 1;
       int64_t free = 0;
-      for (int axis = 0; axis < 2; ++axis) /* count the free places */
+      for (int axis = 0; axis < 2; ++axis) { /* count the free places */
+        const uint64_t *lines = axis ? col : row;
         for (int64_t line = 0; line < size; ++line)
-          for (int64_t j = 0; j < starts; ++j) {
-            int clash = 0;
-            for (int64_t q = j; q < j + len; ++q)
-              clash |= axis ? b[q * size + line] : b[line * size + q];
-            free += !clash;
-          }
+          for (int64_t j = 0; j < starts; ++j) free += !((lines[line] >> j) & run);
+      }
       if (free == 0) return -1;
       int64_t pick = (int64_t)(u[(size_t)r * nships + s] * (double)free);
       if (pick >= free || pick < 0) pick = free - 1;
-      for (int axis = 0; axis < 2; ++axis) /* find the pick-th free place, and place there */
+      for (int axis = 0; axis < 2; ++axis) { /* the pick-th free place gets the ship */
+        const uint64_t *lines = axis ? col : row;
         for (int64_t line = 0; line < size; ++line)
           for (int64_t j = 0; j < starts; ++j) {
-            int clash = 0;
-            for (int64_t q = j; q < j + len; ++q)
-              clash |= axis ? b[q * size + line] : b[line * size + q];
-            if (clash) continue;
-            if (pick-- == 0) {
-              for (int64_t q = j; q < j + len; ++q) b[axis ? q * size + line : line * size + q] = 1;
-              goto placed;
+            if ((lines[line] >> j) & run || pick-- != 0) continue;
+            for (int64_t q = j; q < j + len; ++q) {
+              const int64_t y = axis ? q : line, x = axis ? line : q;
+              row[y] |= (uint64_t)1 << x;
+              col[x] |= (uint64_t)1 << y;
             }
+            goto placed;
           }
+      }
     placed:;
     }
+    uint8_t *b = boards + (size_t)r * squares;
+    for (int64_t y = 0; y < size; ++y)
+      for (int64_t x = 0; x < size; ++x) b[y * size + x] = (row[y] >> x) & 1;
   }
   return 0;
 }
