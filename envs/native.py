@@ -31,7 +31,7 @@ _L, _P, _F = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 SIGNATURES = {
     "shuffle_kinds": (_L, _L, _P, _P, _P),
     "battleship_place": (_L, _L, _L, _P, _P, _P),
-    "cartpole_step": (_L, _P, _P, _P),
+    "cartpole_step": (_L, *[_P] * 5),
     "concentration_step": (_L, _L, _L, _L, _F, _F, *[_P] * 10),
     "concentration_observe": (_L, _L, _P, _P, _P, _P),
     "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
@@ -130,8 +130,10 @@ def cartpole_step(physics: Tensor, actions: Tensor) -> Tensor:
     int64 in {0, 1}; returns terminated [n] bool."""
     n = physics.shape[0]
     terminated = torch.empty(n, dtype=torch.uint8)
+    at = _ptr(physics, torch.float64, (n, 4))
+    cos, sin = torch.cos(physics[:, 2]), torch.sin(physics[:, 2])  # contiguous [n]
     code = _lib().cartpole_step(
-        n, _ptr(physics, torch.float64, (n, 4)), _ptr(actions, torch.long, (n,)),
+        n, at, cos.data_ptr(), sin.data_ptr(), _ptr(actions, torch.long, (n,)),
         terminated.data_ptr(),
     )  # fmt: skip
     _check(code, "cartpole_step")
