@@ -247,6 +247,19 @@ class TensorEnv:
         episode ended)."""
         st = self.state
         info: dict[str, Any] = {"done": done, "episode": {}}
+        if any_done and self.autoreset and self.native:  # the same, the bookkeeping in one call
+            ret, length, cut = native.episode_ends(self, done, truncated)
+            keys = ("success", *self.stat_keys)
+            info["episode"] = {
+                "return": ret,
+                "length": length,
+                **{key: st[key].clone() for key in keys},
+            }
+            if cut:
+                info["final_obs"] = self._observe()
+            self._reset(done)
+            info["is_first"] = done
+            return self._observe(), reward, terminated, truncated, info
         if any_done:  # statistics only when some episode ended (the common step pays nothing)
             keys = ("success", *self.stat_keys)
             info["episode"] = {

@@ -383,3 +383,22 @@ int minesweeper_step(int64_t n, int64_t height, int64_t width, int64_t length, f
   }
   return 0;
 }
+
+/* Where episodes ended (done [n]): their returns and lengths copied out (return_out,
+ * length_out: every copy's, as TensorEnv.step's statistics) and zeroed for the next episode.
+ * Returns how many of the ended episodes were truncated. */
+int64_t episode_ends(int64_t n, const uint8_t *done, const uint8_t *truncated,
+                     float *episode_return, int64_t *episode_length, float *return_out,
+                     int64_t *length_out) {
+  int64_t cut = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    return_out[b] = episode_return[b];
+    length_out[b] = episode_length[b];
+    if (done[b]) {
+      episode_return[b] = 0.0f;
+      episode_length[b] = 0;
+      cut += truncated[b];
+    }
+  }
+  return cut;
+}

@@ -40,9 +40,10 @@ SIGNATURES = {
     "bandit_step": (_L, _L, _L, *[_P] * 7),
     "minesweeper_lay": (_L, _L, _L, _L, _P, _P, _P),
     "minesweeper_step": (_L, _L, _L, _L, _F, _F, _F, *[_P] * 9),
+    "episode_ends": (_L, *[_P] * 6),
 }
 #: kernels that return a count, or -1
-COUNTING = ("cardgame_step", "step_bookkeeping")
+COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends")
 
 
 @functools.cache
@@ -280,3 +281,17 @@ def minesweeper_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     _check(code, "minesweeper_step")
     ends = ends.view(torch.bool)
     return reward, ends[0], ends[1]
+
+
+def episode_ends(env, done: Tensor, truncated: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Where episodes ended (done [n] bool): ``env``'s episode returns [n] float32 and lengths
+    [n] int64 copied out and zeroed there; returns the copies and how many of the ended
+    episodes were truncated."""
+    st, n = env.state, env.num_envs
+    ret, length = torch.empty(n), torch.empty(n, dtype=torch.long)
+    cut = _lib().episode_ends(
+        n, _ptr(done, torch.bool, (n,)), _ptr(truncated, torch.bool, (n,)),
+        _ptr(st["episode_return"], torch.float32, (n,)),
+        _ptr(st["episode_length"], torch.long, (n,)), ret.data_ptr(), length.data_ptr(),
+    )  # fmt: skip
+    return ret, length, int(cut)
