@@ -85,10 +85,13 @@ int battleship_place(int64_t rows, int64_t size, int64_t nships, const int64_t *
 /* gymnasium's CartPole-v1 (Euler), one step of every copy, in float64 and in gymnasium's order
  * of operations: physics [n, 4] (x, x_dot, theta, theta_dot) updated in place, given the cosine
  * and sine of each theta [n] (PyTorch's vectorised ones: the PyTorch path's, at a fraction of
- * libm's cost), actions [n] in {0, 1} (1 pushes right), terminated [n] (1 where the cart or
- * the pole left its bounds). */
-int cartpole_step(int64_t n, double *physics, const double *cosines, const double *sines,
-                  const int64_t *actions, uint8_t *terminated) {
+ * libm's cost), actions [n] in {0, 1} (1 pushes right); t [n] counts the step. Writes reward
+ * (1/length a step, as popgym pays), terminated [n] (the cart or the pole left its bounds) and
+ * truncated (length steps). */
+int cartpole_step(int64_t n, int64_t length, double *physics, const double *cosines,
+                  const double *sines, const int64_t *actions, int64_t *t, float *reward,
+                  uint8_t *terminated, uint8_t *truncated) {
+  const float pay = (float)(1.0 / (double)length);
   const double gravity = 9.8, masscart = 1.0, masspole = 0.1, half_length = 0.5;
   const double force_mag = 10.0, tau = 0.02;
   const double total_mass = masspole + masscart, polemass_length = masspole * half_length;
@@ -110,6 +113,9 @@ int cartpole_step(int64_t n, double *physics, const double *cosines, const doubl
     p[2] = theta + tau * theta_dot;
     p[3] = theta_dot + tau * theta_acc;
     terminated[b] = fabs(p[0]) > x_limit || fabs(p[2]) > theta_limit;
+    t[b] += 1;
+    truncated[b] = t[b] >= length;
+    reward[b] = pay;
   }
   return 0;
 }
@@ -401,4 +407,19 @@ int64_t episode_ends(int64_t n, const uint8_t *done, const uint8_t *truncated,
     }
   }
   return cut;
+}
+
+/* What CartPole shows (its PyTorch path is _CartPole._observe): obs [n, 2] float32, the entries
+ * first and first + 2 of physics [n, 4] (x and theta: 0; the velocities: 1), and x and theta
+ * where t is 0 (popgym's reset shows the positions). */
+int cartpole_observe(int64_t n, int64_t first, const double *physics, const int64_t *t,
+                     float *obs) {
+  if (first != 0 && first != 1) return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    const double *p = physics + (size_t)b * 4;
+    const int64_t at = t[b] == 0 ? 0 : first;
+    obs[2 * b] = (float)p[at];
+    obs[2 * b + 1] = (float)p[at + 2];
+  }
+  return 0;
 }

@@ -31,7 +31,8 @@ _L, _P, _F = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 SIGNATURES = {
     "shuffle_kinds": (_L, _L, _P, _P, _P),
     "battleship_place": (_L, _L, _L, _P, _P, _P),
-    "cartpole_step": (_L, *[_P] * 5),
+    "cartpole_step": (_L, _L, *[_P] * 8),
+    "cartpole_observe": (_L, _L, _P, _P, _P),
     "concentration_step": (_L, _L, _L, _L, _F, _F, *[_P] * 10),
     "concentration_observe": (_L, _L, _P, _P, _P, _P),
     "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
@@ -126,19 +127,37 @@ def battleship_place(u: Tensor, size: int, ships: Tensor) -> Tensor:
     return boards.view(torch.bool)
 
 
-def cartpole_step(physics: Tensor, actions: Tensor) -> Tensor:
-    """One CartPole step of every copy: physics [n, 4] float64 updated in place, actions [n]
-    int64 in {0, 1}; returns terminated [n] bool."""
-    n = physics.shape[0]
-    terminated = torch.empty(n, dtype=torch.uint8)
+def cartpole_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One CartPole step of a CartPole ``env``'s copies (physics [n, 4] float64 and t updated
+    in place), actions [n] int64 in {0, 1}: reward [n] float32, terminated, truncated [n]
+    bool."""
+    st, n = env.state, env.num_envs
+    physics = st["physics"]
     at = _ptr(physics, torch.float64, (n, 4))
     cos, sin = torch.cos(physics[:, 2]), torch.sin(physics[:, 2])  # contiguous [n]
+    reward = torch.empty(n)
+    ends = torch.empty(2, n, dtype=torch.uint8)
     code = _lib().cartpole_step(
-        n, at, cos.data_ptr(), sin.data_ptr(), _ptr(actions, torch.long, (n,)),
-        terminated.data_ptr(),
+        n, env.length, at, cos.data_ptr(), sin.data_ptr(), _ptr(actions, torch.long, (n,)),
+        _ptr(st["t"], torch.long, (n,)), reward.data_ptr(), ends[0].data_ptr(),
+        ends[1].data_ptr(),
     )  # fmt: skip
     _check(code, "cartpole_step")
-    return terminated.view(torch.bool)
+    ends = ends.view(torch.bool)
+    return reward, ends[0], ends[1]
+
+
+def cartpole_observe(env, first: int) -> Tensor:
+    """What a CartPole ``env``'s copies see, before any noise: physics entries first and
+    first + 2 ([x, theta] where t is 0), [n, 2] float32."""
+    st, n = env.state, env.num_envs
+    obs = torch.empty(n, 2)
+    code = _lib().cartpole_observe(
+        n, first, _ptr(st["physics"], torch.float64, (n, 4)), _ptr(st["t"], torch.long, (n,)),
+        obs.data_ptr(),
+    )  # fmt: skip
+    _check(code, "cartpole_observe")
+    return obs
 
 
 def concentration_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -152,6 +152,8 @@ class _CartPole(_Control):
         return rng.uniform(low=-0.05, high=0.05, size=(4,))
 
     def _observe(self) -> dict[str, Tensor]:
+        if self.native:
+            return {"obs": self._noisy(native.cartpole_observe(self, self.VIEW[0]))}
         st = self.state
         position = st["physics"][:, 0::2].float()  # [x, theta]
         if self.VIEW == (0, 2):
@@ -162,10 +164,7 @@ class _CartPole(_Control):
     def _step(self, actions: Tensor):
         st = self.state
         if self.native:
-            terminated = native.cartpole_step(st["physics"], actions)
-            st["t"] += 1
-            reward = torch.full((self.num_envs,), 1.0 / self.length, device=self.device)
-            return reward, terminated, st["t"] >= self.length
+            return native.cartpole_step(self, actions)
         x, x_dot, theta, theta_dot = st["physics"].unbind(1)
         force = actions.double() * (2 * FORCE) - FORCE  # action 1 pushes right, 0 left
         cos, sin = torch.cos(theta), torch.sin(theta)

@@ -114,13 +114,15 @@ def test_native_steps_equal_the_torch_path(task):
 
 
 def test_kernels_refuse_out_of_range_indices_and_wrong_tensors():
-    physics = torch.zeros(4, 4, dtype=torch.float64)
+    pole = make_vec("rlgate/popgym-PositionOnlyCartPoleEasy-v0", 4, seed=0)
+    pole.reset()
     with pytest.raises(ValueError, match="out of range"):
-        native.cartpole_step(physics, torch.tensor([0, 1, 2, 0]))
-    with pytest.raises(ValueError, match="float64"):
-        native.cartpole_step(physics.float(), torch.tensor([0, 1, 1, 0]))
+        native.cartpole_step(pole, torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="shape"):
-        native.cartpole_step(physics, torch.tensor([0, 1]))
+        native.cartpole_step(pole, torch.tensor([0, 1]))
+    pole.state["physics"] = pole.state["physics"].float()
+    with pytest.raises(ValueError, match="float64"):
+        native.cartpole_step(pole, torch.tensor([0, 1, 1, 0]))
     with pytest.raises(ValueError, match="out of range"):
         native.battleship_place(torch.rand(2, 1, dtype=torch.float64), 3, torch.tensor([4]))
     env = make_vec("rlgate/popgym-BattleshipEasy-v0", 2, seed=0)
