@@ -119,6 +119,18 @@ def check_actions(actions, num_envs: int, num_actions: int, device) -> Tensor:
     return a
 
 
+def _plain_long(actions: Any, num_envs: int, space: gym.Space) -> bool:
+    """Whether ``actions`` already is what a native step takes: a contiguous CPU int64 tensor
+    [num_envs, *space.shape] (its ranges are the kernel's to check)."""
+    return (
+        isinstance(actions, Tensor)
+        and actions.dtype == torch.long
+        and actions.is_cpu
+        and actions.shape == (num_envs, *space.shape)
+        and actions.is_contiguous()
+    )
+
+
 _EQUAL_RANGES: dict[int, tuple[gym.spaces.MultiDiscrete, tuple[int, int] | None]] = {}
 
 
@@ -198,6 +210,8 @@ class TensorEnv:
     observation_kinds: dict[str, str] = {}  # noqa: RUF012 (read-only by convention)
     #: whether the env steps with envs/native.c's kernels (POPGym's clones on the CPU set it)
     native: bool = False
+    #: whether its native ``_step`` checks the actions' ranges (then ``step`` does not)
+    native_checks_actions: bool = False
 
     def __init__(
         self,
@@ -229,8 +243,16 @@ class TensorEnv:
 
     def step(self, actions: Tensor):
         """Step every copy with ``actions`` ([N, *action shape], in the action space)."""
-        actions = check_space_actions(actions, self.num_envs, self.single_action_space, self.device)
-        reward, terminated, truncated = self._step(actions)
+        space, n = self.single_action_space, self.num_envs
+        if self.native and self.native_checks_actions and _plain_long(actions, n, space):
+            try:  # the native step checks every action's range itself
+                reward, terminated, truncated = self._step(actions)
+            except ValueError:
+                check_space_actions(actions, self.num_envs, space, self.device)  # which action
+                raise
+        else:
+            actions = check_space_actions(actions, self.num_envs, space, self.device)
+            reward, terminated, truncated = self._step(actions)
         if self.native:  # the same in one call (POPGym's clones on the CPU)
             done, ended = native.step_bookkeeping(self, reward, terminated, truncated)
             return self._end_step(reward, terminated, truncated, done, ended > 0)

@@ -143,6 +143,7 @@ class _CartPole(_Control):
     ):
         super().__init__(num_envs, device, seed, autoreset, length, noise)
         self.single_action_space = gym.spaces.Discrete(2)
+        self.native_checks_actions = self.native  # cartpole_step checks them
 
     def _initial(self, k: int) -> Tensor:
         u = torch.rand((k, 4), generator=self.generator, device=self.device, dtype=torch.float64)

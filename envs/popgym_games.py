@@ -41,8 +41,8 @@ class _Game(TensorEnv):
 
     def __init__(self, num_envs, device, seed, autoreset):
         super().__init__(num_envs, device, seed, autoreset)
-        #: whether the steps (Concentration) and boards (Battleship) take envs/native.c's path
-        self.native = native.native_for(self.device)
+        #: whether the steps (and boards) take envs/native.c's path, which checks the actions
+        self.native = self.native_checks_actions = native.native_for(self.device)
         n, dev = self.num_envs, self.device
         self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none

@@ -129,6 +129,15 @@ def test_kernels_refuse_out_of_range_indices_and_wrong_tensors():
     env.reset()
     with pytest.raises(ValueError, match="out of range"):
         native.battleship_step(env, torch.tensor([[0, 0], [0, 99]]))
+    before = {k: v.clone() for k, v in env.state.items()}
+    with pytest.raises(ValueError, match="valid actions are MultiDiscrete"):
+        env.step(torch.tensor([[0, 0], [0, 99]]))  # the step's own message, nothing written
+    for key, value in env.state.items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)
+    pole = make_vec("rlgate/popgym-PositionOnlyCartPoleEasy-v0", 4, seed=0)
+    pole.reset()
+    with pytest.raises(ValueError, match=r"valid actions are 0\.\.1"):
+        pole.step(torch.tensor([0, 1, 2, 0]))
     conc = make_vec("rlgate/popgym-ConcentrationEasy-v0", 2, seed=0)
     conc.reset()
     with pytest.raises(ValueError, match="out of range"):
