@@ -423,3 +423,33 @@ int cartpole_observe(int64_t n, int64_t first, const double *physics, const int6
   }
   return 0;
 }
+
+/* gymnasium's Pendulum-v1, one step of every copy as PositionOnlyPendulum._step does it (the
+ * same float32 and float64 operations in the same order): physics [n, 2] (theta, theta_dot)
+ * float64 updated in place, given the sine of each theta [n] (PyTorch's); actions [n] float32
+ * torques (clipped to [-2, 2]); t [n] counts the step. Writes reward (float32, popgym's
+ * rescaling: (r + half) / half / length) and truncated (length steps). */
+int pendulum_step(int64_t n, int64_t length, double half, double *physics, const double *sines,
+                  const float *actions, int64_t *t, float *reward, uint8_t *truncated) {
+  const double pi = 3.141592653589793, max_speed = 8.0, dt = 0.05;
+  if (length < 1) return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    double *p = physics + (size_t)b * 2;
+    const double theta = p[0], theta_dot = p[1];
+    float u = actions[b];
+    u = u < -2.0f ? -2.0f : (u > 2.0f ? 2.0f : u);
+    double angle = fmod(theta + pi, 2 * pi); /* Python's and PyTorch's remainder */
+    if (angle < 0) angle += 2 * pi;
+    angle -= pi;
+    const double costs = angle * angle + 0.1 * (theta_dot * theta_dot) + (double)(0.001f * (u * u));
+    const double push = (double)(3.0f * u);
+    double new_dot = theta_dot + (15.0 * sines[b] + push) * dt;
+    new_dot = new_dot < -max_speed ? -max_speed : (new_dot > max_speed ? max_speed : new_dot);
+    p[0] = theta + new_dot * dt;
+    p[1] = new_dot;
+    reward[b] = (float)((-costs + half) / half / (double)length);
+    t[b] += 1;
+    truncated[b] = t[b] >= length;
+  }
+  return 0;
+}

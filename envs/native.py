@@ -42,6 +42,7 @@ SIGNATURES = {
     "minesweeper_lay": (_L, _L, _L, _L, _P, _P, _P),
     "minesweeper_step": (_L, _L, _L, _L, _F, _F, _F, *[_P] * 9),
     "episode_ends": (_L, *[_P] * 6),
+    "pendulum_step": (_L, _L, ctypes.c_double, *[_P] * 6),
 }
 #: kernels that return a count, or -1
 COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends")
@@ -314,3 +315,21 @@ def episode_ends(env, done: Tensor, truncated: Tensor) -> tuple[Tensor, Tensor, 
         _ptr(st["episode_length"], torch.long, (n,)), ret.data_ptr(), length.data_ptr(),
     )  # fmt: skip
     return ret, length, int(cut)
+
+
+def pendulum_step(env, actions: Tensor, half: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of a Pendulum ``env``'s copies (physics [n, 2] float64 and t updated in
+    place), actions [n, 1] float32 torques: reward [n] float32, terminated (never), truncated
+    [n] bool; ``half`` is popgym's reward rescaling."""
+    st, n = env.state, env.num_envs
+    physics = st["physics"]
+    at = _ptr(physics, torch.float64, (n, 2))
+    sin = torch.sin(physics[:, 0])
+    reward = torch.empty(n)
+    truncated = torch.empty(n, dtype=torch.bool)
+    code = _lib().pendulum_step(
+        n, env.length, half, at, sin.data_ptr(), _ptr(actions, torch.float32, (n, 1)),
+        _ptr(st["t"], torch.long, (n,)), reward.data_ptr(), truncated.data_ptr(),
+    )  # fmt: skip
+    _check(code, "pendulum_step")
+    return reward, torch.zeros_like(truncated), truncated

@@ -249,6 +249,8 @@ class PositionOnlyPendulum(_Control):
         return {"obs": self._noisy(torch.stack([torch.cos(theta), torch.sin(theta)], 1).float())}
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.pendulum_step(self, actions.contiguous(), -PENDULUM_LOW / 2)
         st = self.state
         theta, theta_dot = st["physics"].unbind(1)
         u = actions[:, 0].clamp(-MAX_TORQUE, MAX_TORQUE)  # float32, as gymnasium's
