@@ -28,6 +28,7 @@ import torch
 
 from rlgate.benchmark import cpu_model, format_table
 from rlgate.envs import ENVS, POPGYM, make_vec, popgym_id
+from rlgate.runtime import tune_cpu_allocator
 
 TASKS = [
     "rlgate/PassiveMatch-v0",
@@ -117,8 +118,15 @@ def main(argv=None) -> int:
         help="torch threads of the tensor envs (default 1: at these sizes an op is a few "
         "microseconds, and splitting it over threads costs more than it saves)",
     )
+    ap.add_argument(
+        "--no-tune-allocator",
+        action="store_true",
+        help="measure without rlgate train's malloc settings (freed memory kept for reuse)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.no_tune_allocator:
+        tune_cpu_allocator()  # as rlgate train does; for both sides of the comparison
     if args.quick:
         args.num_envs, args.sync_envs, args.async_envs, args.seconds = [1, 1024], [16], [2], 0.5
     tasks = args.tasks or (POPGYM_TASKS if args.popgym else TASKS + POPGYM_TASKS)
