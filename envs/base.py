@@ -269,32 +269,26 @@ class TensorEnv:
         episode ended)."""
         st = self.state
         info: dict[str, Any] = {"done": done, "episode": {}}
-        if any_done and self.autoreset and self.native:  # the same, the bookkeeping in one call
-            ret, length, cut = native.episode_ends(self, done, truncated)
+        cut = None  # how many ended episodes were truncated, where the native call counted
+        if any_done:  # statistics only when some episode ended (the common step pays nothing)
+            if self.autoreset and self.native:  # copied out and zeroed in one call
+                ret, length, cut = native.episode_ends(self, done, truncated)
+            else:
+                ret, length = st["episode_return"].clone(), st["episode_length"].clone()
             keys = ("success", *self.stat_keys)
             info["episode"] = {
                 "return": ret,
                 "length": length,
                 **{key: st[key].clone() for key in keys},
             }
-            if cut:
-                info["final_obs"] = self._observe()
-            self._reset(done)
-            info["is_first"] = done
-            return self._observe(), reward, terminated, truncated, info
-        if any_done:  # statistics only when some episode ended (the common step pays nothing)
-            keys = ("success", *self.stat_keys)
-            info["episode"] = {
-                "return": st["episode_return"].clone(),
-                "length": st["episode_length"].clone(),
-                **{key: st[key].clone() for key in keys},
-            }
         if self.autoreset:
             if any_done:
-                if bool(truncated.any()):  # the last observation, before the reset
+                any_cut = cut > 0 if cut is not None else bool(truncated.any())
+                if any_cut:  # the last observation, before the reset
                     info["final_obs"] = self._observe()
-                st["episode_return"].masked_fill_(done, 0.0)
-                st["episode_length"].masked_fill_(done, 0)
+                if cut is None:
+                    st["episode_return"].masked_fill_(done, 0.0)
+                    st["episode_length"].masked_fill_(done, 0)
                 self._reset(done)
             info["is_first"] = done
         if obs is None or any_done:
