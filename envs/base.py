@@ -188,6 +188,10 @@ def check_space_actions(actions, num_envs: int, space: gym.Space, device) -> Ten
     raise ValueError(f"unsupported action space {space}")
 
 
+#: draws a pool holds beyond what eight steps of every copy could take
+POOL_SIZE = 4096
+
+
 class TensorEnv:
     """Base class of the tensor tasks. All state is a dict of tensors with a leading [N] axis.
 
@@ -212,6 +216,9 @@ class TensorEnv:
     native: bool = False
     #: whether its native ``_step`` checks the actions' ranges (then ``step`` does not)
     native_checks_actions: bool = False
+    #: the env's pools of random draws (name -> the most draws a step takes per copy; see
+    #: ``_pool``): "uniform" holds float64 uniforms, any other float32 draws the env makes
+    pools: dict[str, int] = {}  # noqa: RUF012 (read-only by convention)
 
     def __init__(
         self,
@@ -228,12 +235,21 @@ class TensorEnv:
         self.generator = torch.Generator(device=self.device)
         self._seed(seed)
         self.state: dict[str, Tensor] = {}
+        self._scratch: Tensor | None = None
+        for name, per_copy in self.pools.items():  # emptied: drawn at their first use
+            size = POOL_SIZE + 8 * per_copy * num_envs
+            dtype = torch.float64 if name == "uniform" else torch.float32
+            self.state[name] = torch.zeros(size, dtype=dtype, device=self.device)
+            self.state[name + "_at"] = torch.full((1,), size, dtype=torch.long, device=self.device)
 
     # ----------------------------------------------------------------- public API
     def reset(self, seed: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Start a new episode in every copy; ``seed`` reseeds the env's generator."""
         if seed is not None:
             self._seed(seed)
+        for name in self.pools:  # drawn again from the generator as it is now
+            self.state[name + "_at"].fill_(self.state[name].numel())
+        self._fill_pools()
         n = self.num_envs
         self.state["episode_return"] = torch.zeros(n, device=self.device)
         self.state["episode_length"] = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -244,6 +260,7 @@ class TensorEnv:
     def step(self, actions: Tensor):
         """Step every copy with ``actions`` ([N, *action shape], in the action space)."""
         space, n = self.single_action_space, self.num_envs
+        self._fill_pools()
         if self.native and self.native_checks_actions and _plain_long(actions, n, space):
             try:  # the native step checks every action's range itself
                 reward, terminated, truncated = self._step(actions)
@@ -261,6 +278,43 @@ class TensorEnv:
         st["episode_length"] += 1
         done = terminated | truncated
         return self._end_step(reward, terminated, truncated, done, bool(done.any()))
+
+    def _whole_step(self, actions, run, as_obs) -> tuple:
+        """``step`` where one native call ``run(actions) -> native.Stepped`` steps every copy,
+        keeps its episode's books, resets the copies whose episode ended (where autoreset) and
+        makes the observations; ``as_obs`` turns its observation tensor into ``_observe``'s
+        dict. The statistics beyond return and length (success, ``stat_keys``) are read after
+        the reset: these envs keep them constant."""
+        space, n = self.single_action_space, self.num_envs
+        self._fill_pools()
+        if _plain_long(actions, n, space):
+            try:  # the kernel checks every action's range itself
+                out = run(actions)
+            except ValueError:
+                check_space_actions(actions, n, space, self.device)  # which action
+                raise
+        else:
+            out = run(check_space_actions(actions, n, space, self.device).contiguous())
+        info: dict[str, Any] = {"done": out.done, "episode": {}}
+        if out.ended:
+            st = self.state
+            info["episode"] = {
+                "return": out.returns,
+                "length": out.lengths,
+                **{key: st[key].clone() for key in ("success", *self.stat_keys)},
+            }
+            if self.autoreset and out.final_obs is not None:
+                info["final_obs"] = as_obs(out.final_obs)
+        if self.autoreset:
+            info["is_first"] = out.done
+        return as_obs(out.obs), out.reward, out.terminated, out.truncated, info
+
+    def scratch(self, make) -> Tensor:
+        """The env's scratch tensor, made by ``make()`` on first use: where a native step
+        writes what it hands out only sometimes (and then as a copy)."""
+        if self._scratch is None:
+            self._scratch = make()
+        return self._scratch
 
     def _end_step(self, reward, terminated, truncated, done, any_done: bool, obs=None):
         """The rest of ``step`` once the copies have stepped and their episode returns and
@@ -300,11 +354,21 @@ class TensorEnv:
         return int(self.single_action_space.n)
 
     def get_state(self, index: int) -> dict[str, Tensor]:
-        """Copy of the state of copy ``index`` (leading axis of size 1)."""
-        return {k: v[index : index + 1].clone() for k, v in self.state.items()}
+        """Copy of the state of copy ``index`` (leading axis of size 1; the pools of draws,
+        which no copy owns, left out)."""
+        shared = self._pool_keys()
+        return {k: v[index : index + 1].clone() for k, v in self.state.items() if k not in shared}
+
+    def _pool_keys(self) -> set[str]:
+        return {key for name in self.pools for key in (name, name + "_at")}
 
     def set_state(self, index: int, state: dict[str, Tensor]) -> None:
         """Overwrite the state of copy ``index`` with one from ``get_state``."""
+        shared = self._pool_keys()
+        if shared & set(state):
+            raise ValueError(
+                f"a copy's state holds no pools of draws ({', '.join(sorted(shared))})"
+            )
         for k, v in state.items():
             self.state[k][index : index + 1] = v.to(self.device)
 
@@ -338,6 +402,46 @@ class TensorEnv:
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.generator.manual_seed(int(seed))
+
+    def _pool(self, name: str, need: int) -> tuple[Tensor, Tensor]:
+        """Pool ``name`` of ``pools`` with at least ``need`` draws left (drawn again, whole, from
+        the generator when short) and its position [1] int64, the index of its next draw.
+
+        A step takes the draws it needs (a new episode's deal, its initial state, an
+        observation's noise) from the pool in copy order, so that the native path and the
+        PyTorch path, handed the same state, draw the same numbers; drawing a pool at a time
+        is one generator call for many steps' worth. Pools are refilled only where a step or
+        a reset starts (``_fill_pools``), never halfway through one: both paths refill alike."""
+        pool, at = self.state[name], self.state[name + "_at"]
+        if int(at) + need > pool.numel():
+            if need > pool.numel():
+                raise ValueError(f"pool {name!r} holds {pool.numel()} draws, a step needs {need}")
+            self._fill_pool(name, pool)
+            at.zero_()
+        return pool, at
+
+    def _fill_pools(self) -> None:
+        """Every pool with what a step (or a reset) of every copy could take left in it."""
+        for name, per_copy in self.pools.items():
+            self._pool(name, per_copy * self.num_envs)
+
+    def _take(self, name: str, count: int) -> Tensor:
+        """The next ``count`` draws of pool ``name`` ([count]; ``_fill_pools`` has left them)."""
+        pool, at = self.state[name], self.state[name + "_at"]
+        start = int(at)
+        if start + count > pool.numel():
+            raise RuntimeError(
+                f"pool {name!r} ran short: {count} draws from {start} of {pool.numel()}"
+            )
+        at += count
+        return pool[start : start + count]
+
+    def _fill_pool(self, name: str, pool: Tensor) -> None:
+        """Fill ``pool`` in place with fresh draws of pool ``name``: "uniform" holds float64
+        uniforms in [0, 1); any other pool (float32) is the env's to fill."""
+        if name != "uniform":  # pragma: no cover - an env's own pool
+            raise NotImplementedError(f"{type(self).__name__} does not fill pool {name!r}")
+        pool.uniform_(generator=self.generator)
 
     def _rand(self, *shape: int) -> Tensor:
         return torch.rand(shape, generator=self.generator, device=self.device)

@@ -34,75 +34,157 @@ int shuffle_kinds(int64_t rows, int64_t cards, const double *u, const int64_t *k
   return 0;
 }
 
-/* Battleship's boards: ships[s] long ships placed one after another on rows empty size x size
- * boards (uint8 [rows, size * size], 1 where a ship lies). Each ship goes to the
- * floor(u[r, s] F)-th of the F places it can still take (crossing no ship placed before), in
- * the order of Battleship.segments: along rows (row i, first column j), then along columns
- * (column j, first row i). Returns -1 where a ship is longer than the board or finds no place
- * (u: float64 uniforms [rows, nships]). */
-int battleship_place(int64_t rows, int64_t size, int64_t nships, const int64_t *ships,
-                     const double *u, uint8_t *boards) {
-  if (rows < 0 || size < 1 || size > 63 || nships < 0) return -1;
-  for (int64_t s = 0; s < nships; ++s)
-    if (ships[s] < 1 || ships[s] > size) return -1;
-  const int64_t squares = size * size;
-  for (int64_t r = 0; r < rows; ++r) {
-    uint64_t row[64] = {0}, col[64] = {0}; /* the ship squares of each row and column, as bits */
-    for (int64_t s = 0; s < nships; ++s) {
-      const int64_t len = ships[s], starts = size - len + 1;
-      const uint64_t run = (((uint64_t)1) << len) - 1;
-      int64_t free = 0;
-      for (int axis = 0; axis < 2; ++axis) { /* count the free places */
-        const uint64_t *lines = axis ? col : row;
-        for (int64_t line = 0; line < size; ++line)
-          for (int64_t j = 0; j < starts; ++j) free += !((lines[line] >> j) & run);
+/* Battleship's ships placed on one empty size x size board (uint8 [size * size], 1 where a
+ * ship lies): ship s goes to the floor(u[s] F)-th of the F places it can still take (crossing
+ * no ship placed before), in the order of Battleship.segments: along rows (row i, first column
+ * j), then along columns (column j, first row i). Returns -1 where a ship finds no place. The
+ * caller checks the sizes (1 <= ships[s] <= size <= 63). */
+static int place_ships(int64_t size, int64_t nships, const int64_t *ships, const double *u,
+                       uint8_t *board) {
+  uint64_t row[64] = {0}, col[64] = {0}; /* the ship squares of each row and column, as bits */
+  for (int64_t s = 0; s < nships; ++s) {
+    const int64_t len = ships[s], starts = size - len + 1;
+    const uint64_t first = starts == 64 ? ~(uint64_t)0 : (((uint64_t)1) << starts) - 1;
+    /* bit j of free[axis][line]: the ship can lie from j to j + len - 1 along that line */
+    uint64_t free[2][64];
+    int64_t count = 0;
+    for (int axis = 0; axis < 2; ++axis) {
+      const uint64_t *lines = axis ? col : row;
+      for (int64_t line = 0; line < size; ++line) {
+        uint64_t taken = 0;
+        for (int64_t q = 0; q < len; ++q) taken |= lines[line] >> q;
+        free[axis][line] = ~taken & first;
+        count += __builtin_popcountll(free[axis][line]);
       }
-      if (free == 0) return -1;
-      int64_t pick = (int64_t)(u[(size_t)r * nships + s] * (double)free);
-      if (pick >= free || pick < 0) pick = free - 1;
-      for (int axis = 0; axis < 2; ++axis) { /* the pick-th free place gets the ship */
-        const uint64_t *lines = axis ? col : row;
-        for (int64_t line = 0; line < size; ++line)
-          for (int64_t j = 0; j < starts; ++j) {
-            if ((lines[line] >> j) & run || pick-- != 0) continue;
-            for (int64_t q = j; q < j + len; ++q) {
-              const int64_t y = axis ? q : line, x = axis ? line : q;
-              row[y] |= (uint64_t)1 << x;
-              col[x] |= (uint64_t)1 << y;
-            }
-            goto placed;
-          }
-      }
-    placed:;
     }
-    uint8_t *b = boards + (size_t)r * squares;
-    for (int64_t y = 0; y < size; ++y)
-      for (int64_t x = 0; x < size; ++x) b[y * size + x] = (row[y] >> x) & 1;
+    if (count == 0) return -1;
+    int64_t pick = (int64_t)(u[s] * (double)count);
+    if (pick >= count || pick < 0) pick = count - 1;
+    for (int axis = 0; axis < 2; ++axis) /* the pick-th free place, in segments order */
+      for (int64_t line = 0; line < size; ++line) {
+        uint64_t bits = free[axis][line];
+        const int64_t here = __builtin_popcountll(bits);
+        if (pick >= here) {
+          pick -= here;
+          continue;
+        }
+        while (pick-- > 0) bits &= bits - 1; /* drop the lowest set bits before it */
+        const int64_t j = __builtin_ctzll(bits);
+        for (int64_t q = j; q < j + len; ++q) {
+          const int64_t y = axis ? q : line, x = axis ? line : q;
+          row[y] |= (uint64_t)1 << x;
+          col[x] |= (uint64_t)1 << y;
+        }
+        goto placed;
+      }
+  placed:;
   }
+  for (int64_t y = 0; y < size; ++y)
+    for (int64_t x = 0; x < size; ++x) board[y * size + x] = (row[y] >> x) & 1;
   return 0;
 }
 
-/* gymnasium's CartPole-v1 (Euler), one step of every copy, in float64 and in gymnasium's order
- * of operations: physics [n, 4] (x, x_dot, theta, theta_dot) updated in place, given the cosine
- * and sine of each theta [n] (PyTorch's vectorised ones: the PyTorch path's, at a fraction of
- * libm's cost), actions [n] in {0, 1} (1 pushes right); t [n] counts the step. Writes reward
- * (1/length a step, as popgym pays), terminated [n] (the cart or the pole left its bounds) and
- * truncated (length steps). */
-int cartpole_step(int64_t n, int64_t length, double *physics, const double *cosines,
-                  const double *sines, const int64_t *actions, int64_t *t, float *reward,
-                  uint8_t *terminated, uint8_t *truncated) {
+static int ships_fit(int64_t size, int64_t nships, const int64_t *ships) {
+  if (size < 1 || size > 63 || nships < 0) return 0;
+  for (int64_t s = 0; s < nships; ++s)
+    if (ships[s] < 1 || ships[s] > size) return 0;
+  return 1;
+}
+
+/* Battleship's boards: rows boards (uint8 [rows, size * size]) with ships[nships] placed by
+ * place_ships, board r from u[r, :] (float64 uniforms [rows, nships]). Returns -1 where a ship
+ * is longer than the board or finds no place. */
+int battleship_place(int64_t rows, int64_t size, int64_t nships, const int64_t *ships,
+                     const double *u, uint8_t *boards) {
+  if (rows < 0 || !ships_fit(size, nships, ships)) return -1;
+  for (int64_t r = 0; r < rows; ++r)
+    if (place_ships(size, nships, ships, u + (size_t)r * nships, boards + (size_t)r * size * size))
+      return -1;
+  return 0;
+}
+
+/* What a whole-step kernel returns: how many episodes ended, plus 2^32 for each of them that
+ * was truncated (n < 2^31 copies). */
+static int64_t ended_and_cut(int64_t ended, int64_t cut) { return ended + (cut << 32); }
+
+/* The end of a step of copy b, as TensorEnv.step and _end_step do it: its episode's return
+ * and length grow by the reward and 1; done = terminated or truncated; the episode's return and
+ * length are copied out (every copy's: valid where done) and, where it ended and the env
+ * resets (reset), zeroed for the next one. Returns done. */
+static int end_of_step(int64_t b, float reward, int terminated, int truncated, int reset,
+                       float *episode_return, int64_t *episode_length, float *return_out,
+                       int64_t *length_out, uint8_t *done) {
+  episode_return[b] += reward;
+  episode_length[b] += 1;
+  done[b] = terminated || truncated;
+  return_out[b] = episode_return[b];
+  length_out[b] = episode_length[b];
+  if (done[b] && reset) {
+    episode_return[b] = 0.0f;
+    episode_length[b] = 0;
+  }
+  return done[b];
+}
+
+/* What a CartPole copy shows (its PyTorch path is _CartPole._observe): entries first and
+ * first + 2 of its physics p[4] (x and theta: 0; the velocities: 1), x and theta where t is 0
+ * (popgym's reset shows the positions), plus noise[2] clipped to [low, high] where noise is
+ * given (the noisy task). */
+static void cartpole_view(const double *p, int64_t t, int64_t first, const float *noise,
+                          const float *bounds, float *obs) {
+  const int64_t at = t == 0 ? 0 : first;
+  for (int i = 0; i < 2; ++i) {
+    float v = (float)p[at + 2 * i];
+    if (noise) {
+      v += noise[i];
+      v = v < bounds[i] ? bounds[i] : v;         /* torch.maximum(obs + noise, low) */
+      v = v > bounds[2 + i] ? bounds[2 + i] : v; /* torch.minimum(., high) */
+    }
+    obs[i] = v;
+  }
+}
+
+/* One step of every copy of a CartPole task and all that follows it, in one call (its
+ * PyTorch path: _CartPole._step, TensorEnv.step's bookkeeping, _Control._reset and _observe).
+ * gymnasium's CartPole-v1 (Euler) in float64 and in gymnasium's order of operations, with
+ * libm's cos and sin (popgym's, through Python's math): physics [n, 4] (x, x_dot, theta,
+ * theta_dot) and t [n] updated in place; actions [n] in {0, 1} (1 pushes right); it pays
+ * 1/length a step, ends where the cart or the pole leaves its bounds, truncates at length
+ * steps. Then end_of_step; where an episode ended and reset is 1, the copy starts its next
+ * one from the next 4 uniforms of the pool `uniform` (state -0.05 + 0.1 u), the reset copies
+ * in copy order. With a noise pool (the noisy task: noise, obs_noise [n, 2], bounds [4] low
+ * then high), every copy's next observation takes the next 2 draws of it, in copy order,
+ * then each reset copy's first observation 2 more. Writes reward [n] float32, flags [3, n]
+ * (terminated, truncated, done), return_out, length_out [n], obs [n, 2] (each copy's next
+ * observation) and final_obs [n, 2] (an ended episode's last one). Pool positions *uniform_at,
+ * *noise_at advance by what was taken. Returns ended_and_cut, or -1, having written nothing,
+ * for an action out of range or a pool short of what n resets could take. */
+int64_t cartpole_run(int64_t n, int64_t length, int64_t first, int64_t reset, double *physics,
+                     int64_t *t, const int64_t *actions, float *episode_return,
+                     int64_t *episode_length, const double *uniform, int64_t uniform_size,
+                     int64_t *uniform_at, const float *noise, int64_t noise_size,
+                     int64_t *noise_at, float *obs_noise, const float *bounds, float *reward,
+                     uint8_t *flags, float *return_out, int64_t *length_out, float *obs,
+                     float *final_obs) {
   const float pay = (float)(1.0 / (double)length);
   const double gravity = 9.8, masscart = 1.0, masspole = 0.1, half_length = 0.5;
   const double force_mag = 10.0, tau = 0.02;
   const double total_mass = masspole + masscart, polemass_length = masspole * half_length;
   const double theta_limit = 12 * 2 * 3.141592653589793 / 360, x_limit = 2.4; /* math.pi */
+  if (length < 1 || (first != 0 && first != 1)) return -1;
+  if (*uniform_at < 0 || *uniform_at + 4 * n > uniform_size) return -1;
+  if (noise && (*noise_at < 0 || *noise_at + 4 * n > noise_size)) return -1;
   for (int64_t b = 0; b < n; ++b)
     if (actions[b] != 0 && actions[b] != 1) return -1;
+  uint8_t *terminated = flags, *truncated = flags + n, *done = flags + 2 * n;
+  const double *u = uniform + *uniform_at;
+  const float *z = noise ? noise + *noise_at : NULL, *z_reset = noise ? z + 2 * n : NULL;
+  int64_t ended = 0, cut = 0;
   for (int64_t b = 0; b < n; ++b) {
     double *p = physics + (size_t)b * 4;
     const double x = p[0], x_dot = p[1], theta = p[2], theta_dot = p[3];
     const double force = (double)actions[b] * (2 * force_mag) - force_mag;
-    const double c = cosines[b], s = sines[b];
+    const double c = cos(theta), s = sin(theta);
     const double temp = (force + polemass_length * (theta_dot * theta_dot) * s) / total_mass;
     const double theta_acc =
         (gravity * s - c * temp) /
@@ -116,8 +198,32 @@ int cartpole_step(int64_t n, int64_t length, double *physics, const double *cosi
     t[b] += 1;
     truncated[b] = t[b] >= length;
     reward[b] = pay;
+    float *nb = noise ? obs_noise + 2 * b : NULL;
+    if (nb) {
+      nb[0] = z[2 * b];
+      nb[1] = z[2 * b + 1];
+    }
+    cartpole_view(p, t[b], first, nb, bounds, obs + 2 * b);
+    if (!end_of_step(b, pay, terminated[b], truncated[b], reset, episode_return, episode_length,
+                     return_out, length_out, done))
+      continue;
+    final_obs[2 * b] = obs[2 * b];
+    final_obs[2 * b + 1] = obs[2 * b + 1];
+    cut += truncated[b];
+    if (reset) {
+      for (int i = 0; i < 4; ++i) p[i] = -0.05 + 0.1 * u[4 * ended + i];
+      t[b] = 0;
+      if (nb) {
+        nb[0] = z_reset[2 * ended];
+        nb[1] = z_reset[2 * ended + 1];
+      }
+      cartpole_view(p, 0, first, nb, bounds, obs + 2 * b);
+    }
+    ++ended;
   }
-  return 0;
+  if (reset) *uniform_at += 4 * ended;
+  if (noise) *noise_at += 2 * n + (reset ? 2 * ended : 0);
+  return ended_and_cut(ended, cut);
 }
 
 /* One turn of Concentration for every copy (the PyTorch path is Concentration._step): flip
@@ -170,18 +276,38 @@ int concentration_observe(int64_t n, int64_t cards, const int64_t *values, const
   return 0;
 }
 
-/* One shot of Battleship for every copy (the PyTorch path is Battleship._step): fire at square
- * (actions[b, 0], actions[b, 1]) of a size x size board; a hit of a ship square not fired at
- * before counts. board, guessed: uint8 [n, size * size]; hits, shown, t: [n] int64. Writes
- * reward (float32: hit_reward or miss_reward), terminated (every one of `needed` ship squares
- * hit), truncated (size * size shots). */
-int battleship_step(int64_t n, int64_t size, int64_t needed, float hit_reward, float miss_reward,
-                    const uint8_t *board, uint8_t *guessed, int64_t *hits, int64_t *shown,
-                    int64_t *t, const int64_t *actions, float *reward, uint8_t *terminated,
-                    uint8_t *truncated) {
+/* One shot of Battleship for every copy and all that follows it, in one call (its PyTorch
+ * path: Battleship._step, TensorEnv.step's bookkeeping, Battleship._reset and _observe): fire
+ * at square (actions[b, 0], actions[b, 1]) of a size x size board; a hit of a ship square not
+ * fired at before counts. board, guessed: uint8 [n, size * size]; hits, shown, t: [n] int64.
+ * It pays hit_reward or miss_reward, ends when every one of the ships' squares is hit,
+ * truncates at size * size shots. Then end_of_step; where an episode ended and reset is 1, the
+ * copy gets a new board from the next nships uniforms of the pool `uniform` (place_ships), the
+ * reset copies in copy order. Writes reward [n] float32, flags [3, n] (terminated, truncated,
+ * done), return_out, length_out [n], obs [n] (what each copy shows next: 1 after a new hit),
+ * final_obs [n] (an ended episode's last observation); *uniform_at advances by what was
+ * taken. Returns ended_and_cut, or -1, having written nothing, for an action out of range,
+ * ships that don't fit or a pool short of what n resets could take, and -2 where a new board
+ * finds no place for a ship (then the steps are done and the boards of the copies before it
+ * placed). */
+int64_t battleship_run(int64_t n, int64_t size, int64_t nships, const int64_t *ships,
+                       int64_t reset, float hit_reward, float miss_reward, uint8_t *board,
+                       uint8_t *guessed, int64_t *hits, int64_t *shown, int64_t *t,
+                       const int64_t *actions, float *episode_return, int64_t *episode_length,
+                       const double *uniform, int64_t uniform_size, int64_t *uniform_at,
+                       float *reward, uint8_t *flags, float *return_out, int64_t *length_out,
+                       int64_t *obs, int64_t *final_obs) {
+  if (!ships_fit(size, nships, ships)) return -1;
+  if (*uniform_at < 0 || *uniform_at + nships * n > uniform_size) return -1;
   for (int64_t b = 0; b < 2 * n; ++b)
     if (actions[b] < 0 || actions[b] >= size) return -1;
+  int64_t needed = 0;
+  for (int64_t s = 0; s < nships; ++s) needed += ships[s];
+  uint8_t *terminated = flags, *truncated = flags + n, *done = flags + 2 * n;
+  const double *u = uniform + *uniform_at;
   const int64_t squares = size * size;
+  int64_t ended = 0, cut = 0;
+  int code = 0;
   for (int64_t b = 0; b < n; ++b) {
     const size_t at = (size_t)b * squares + (size_t)(actions[2 * b] * size + actions[2 * b + 1]);
     const int hit = board[at] && !guessed[at];
@@ -192,8 +318,22 @@ int battleship_step(int64_t n, int64_t size, int64_t needed, float hit_reward, f
     reward[b] = hit ? hit_reward : miss_reward;
     terminated[b] = hits[b] == needed;
     truncated[b] = t[b] >= squares;
+    obs[b] = shown[b];
+    if (!end_of_step(b, reward[b], terminated[b], truncated[b], reset, episode_return,
+                     episode_length, return_out, length_out, done))
+      continue;
+    final_obs[b] = obs[b];
+    cut += truncated[b];
+    if (reset && code == 0) {
+      if (place_ships(size, nships, ships, u + nships * ended, board + (size_t)b * squares))
+        code = -2;
+      memset(guessed + (size_t)b * squares, 0, (size_t)squares);
+      hits[b] = shown[b] = t[b] = obs[b] = 0;
+    }
+    ++ended;
   }
-  return 0;
+  if (reset) *uniform_at += nships * ended;
+  return code ? code : ended_and_cut(ended, cut);
 }
 
 /* The card games (popgym_cards.py), one step of every copy with its episode's bookkeeping, for
@@ -201,17 +341,17 @@ int battleship_step(int64_t n, int64_t size, int64_t needed, float hit_reward, f
  * RepeatFirst, 1 RepeatPrevious, 2 Autoencode, 3 CountRecall, 4 HigherLower; cards C; k (how
  * far back RepeatPrevious asks); order, query: [n, C] int64, the kinds of the dealt cards (query:
  * CountRecall's query deck); counts: [n, distinct] int64 (CountRecall's tallies); t: [n].
- * Writes reward (float32: +-scale, 0 where the game pays nothing), terminated, done [n] (the
- * card games never truncate), adds reward and 1 to episode_return, episode_length, and writes
- * the next observation of each copy into obs [n, width] (as the game's _observe: width 2 for
- * Autoencode's mode and card and CountRecall's two cards). Returns the number of copies whose
+ * Writes reward (float32: +-scale, 0 where the game pays nothing), terminated, truncated (0:
+ * the card games never truncate), done [n], adds reward and 1 to episode_return and
+ * episode_length, and writes the next observation of each copy into obs [n, width] (as the
+ * game's _observe: width 2 for Autoencode's mode and card and CountRecall's two cards). Returns the number of copies whose
  * episode ended, or -1 for an action or a card out of range. Mirrors each game's _step and
  * _observe; card(j) reads position min(j, C - 1), as CardGame.card does. */
 int64_t cardgame_step(int64_t game, int64_t n, int64_t cards, int64_t k, int64_t distinct,
                       int64_t num_actions, float scale, const int64_t *order,
                       const int64_t *query, int64_t *counts, int64_t *t, const int64_t *actions,
-                      float *reward, uint8_t *terminated, uint8_t *done, float *episode_return,
-                      int64_t *episode_length, int64_t *obs) {
+                      float *reward, uint8_t *terminated, uint8_t *truncated, uint8_t *done,
+                      float *episode_return, int64_t *episode_length, int64_t *obs) {
   if (game < 0 || game > 4 || cards < 2 || k < 1) return -1;
   for (int64_t b = 0; b < n; ++b)
     if (actions[b] < 0 || actions[b] >= num_actions || t[b] < 0) return -1;
@@ -263,6 +403,7 @@ int64_t cardgame_step(int64_t game, int64_t n, int64_t cards, int64_t k, int64_t
     t[b] = tb + 1;
     reward[b] = r;
     terminated[b] = (uint8_t)term;
+    truncated[b] = 0;
     done[b] = (uint8_t)term;
     ended += term;
     episode_return[b] += r;
@@ -407,21 +548,6 @@ int64_t episode_ends(int64_t n, const uint8_t *done, const uint8_t *truncated,
     }
   }
   return cut;
-}
-
-/* What CartPole shows (its PyTorch path is _CartPole._observe): obs [n, 2] float32, the entries
- * first and first + 2 of physics [n, 4] (x and theta: 0; the velocities: 1), and x and theta
- * where t is 0 (popgym's reset shows the positions). */
-int cartpole_observe(int64_t n, int64_t first, const double *physics, const int64_t *t,
-                     float *obs) {
-  if (first != 0 && first != 1) return -1;
-  for (int64_t b = 0; b < n; ++b) {
-    const double *p = physics + (size_t)b * 4;
-    const int64_t at = t[b] == 0 ? 0 : first;
-    obs[2 * b] = (float)p[at];
-    obs[2 * b + 1] = (float)p[at + 2];
-  }
-  return 0;
 }
 
 /* gymnasium's Pendulum-v1, one step of every copy as PositionOnlyPendulum._step does it (the

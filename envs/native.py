@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,12 +32,11 @@ _L, _P, _F = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 SIGNATURES = {
     "shuffle_kinds": (_L, _L, _P, _P, _P),
     "battleship_place": (_L, _L, _L, _P, _P, _P),
-    "cartpole_step": (_L, _L, *[_P] * 8),
-    "cartpole_observe": (_L, _L, _P, _P, _P),
+    "cartpole_run": (_L, _L, _L, _L, _P, _P, _P, _P, _P, _P, _L, _P, _P, _L, *[_P] * 9),
     "concentration_step": (_L, _L, _L, _L, _F, _F, *[_P] * 10),
     "concentration_observe": (_L, _L, _P, _P, _P, _P),
-    "battleship_step": (_L, _L, _L, _F, _F, *[_P] * 9),
-    "cardgame_step": (_L, _L, _L, _L, _L, _L, _F, *[_P] * 11),
+    "battleship_run": (_L, _L, _L, _P, _L, _F, _F, *[_P] * 9, _L, *[_P] * 7),
+    "cardgame_step": (_L, _L, _L, _L, _L, _L, _F, *[_P] * 12),
     "step_bookkeeping": (_L, *[_P] * 6),
     "bandit_step": (_L, _L, _L, *[_P] * 7),
     "minesweeper_lay": (_L, _L, _L, _L, _P, _P, _P),
@@ -45,7 +45,7 @@ SIGNATURES = {
     "pendulum_step": (_L, _L, ctypes.c_double, *[_P] * 6),
 }
 #: kernels that return a count, or -1
-COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends")
+COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends", "cartpole_run", "battleship_run")
 
 
 @functools.cache
@@ -83,7 +83,7 @@ def native_for(device: torch.device) -> bool:
 
 
 def _ptr(x: Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> int:
-    if x.dtype != dtype or tuple(x.shape) != shape or not x.is_contiguous() or x.is_cuda:
+    if x.dtype is not dtype or x.shape != shape or not x.is_contiguous() or not x.is_cpu:
         raise ValueError(
             f"native env kernel: expected a contiguous CPU {dtype} tensor of shape {shape}, "
             f"got {x.dtype} {tuple(x.shape)}"
@@ -128,37 +128,73 @@ def battleship_place(u: Tensor, size: int, ships: Tensor) -> Tensor:
     return boards.view(torch.bool)
 
 
-def cartpole_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One CartPole step of a CartPole ``env``'s copies (physics [n, 4] float64 and t updated
-    in place), actions [n] int64 in {0, 1}: reward [n] float32, terminated, truncated [n]
-    bool."""
-    st, n = env.state, env.num_envs
-    physics = st["physics"]
-    at = _ptr(physics, torch.float64, (n, 4))
-    cos, sin = torch.cos(physics[:, 2]), torch.sin(physics[:, 2])  # contiguous [n]
-    reward = torch.empty(n)
-    ends = torch.empty(2, n, dtype=torch.uint8)
-    code = _lib().cartpole_step(
-        n, env.length, at, cos.data_ptr(), sin.data_ptr(), _ptr(actions, torch.long, (n,)),
-        _ptr(st["t"], torch.long, (n,)), reward.data_ptr(), ends[0].data_ptr(),
-        ends[1].data_ptr(),
-    )  # fmt: skip
-    _check(code, "cartpole_step")
-    ends = ends.view(torch.bool)
-    return reward, ends[0], ends[1]
+class Stepped(NamedTuple):
+    """What a whole-step kernel (``cartpole_run``, ``battleship_run``) hands back: the step's
+    reward [n] float32, terminated, truncated, done [n] bool, the episodes' returns [n] float32
+    and lengths [n] int64 (valid where done), every copy's next observation, the last
+    observation of each truncated episode (valid there; None where none was truncated), and how
+    many episodes ended."""
+
+    reward: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    done: Tensor
+    returns: Tensor
+    lengths: Tensor
+    obs: Tensor
+    final_obs: Tensor | None
+    ended: int
 
 
-def cartpole_observe(env, first: int) -> Tensor:
-    """What a CartPole ``env``'s copies see, before any noise: physics entries first and
-    first + 2 ([x, theta] where t is 0), [n, 2] float32."""
+def _run(fn, n: int, obs: Tensor, final: Tensor, state: tuple, rest: tuple) -> Stepped:
+    """Call whole-step kernel ``fn`` with the pointers ``state`` and the arguments ``rest``,
+    then its outputs (reward, flags, returns, lengths), ``obs`` and the env's scratch of last
+    observations ``final``. Its return: how many episodes ended, plus 2^32 for each truncated;
+    negative where it refused (ValueError; -2: RuntimeError, a board without room)."""
+    reward, returns = torch.empty(n), torch.empty(n)
+    flags, lengths = torch.empty(3, n, dtype=torch.bool), torch.empty(n, dtype=torch.long)
+    code = fn(*state, *rest, reward.data_ptr(), flags.data_ptr(), returns.data_ptr(),
+              lengths.data_ptr(), obs.data_ptr(), final.data_ptr())  # fmt: skip
+    if code < 0:
+        if code == -2:
+            raise RuntimeError("a new board finds no place for a ship")
+        raise ValueError("actions out of range")
+    ended, cut = code & 0xFFFFFFFF, code >> 32
+    terminated, truncated, done = flags.unbind(0)
+    final_obs = final.clone() if cut else None
+    return Stepped(reward, terminated, truncated, done, returns, lengths, obs, final_obs, ended)
+
+
+def _pool_pointers(env, name: str) -> tuple[int, int, int]:
+    """Pool ``name`` of ``env`` (``TensorEnv._pool``): its data, size and position."""
+    pool, at = env.state[name], env.state[name + "_at"]
+    dtype = torch.float64 if name == "uniform" else torch.float32
+    return _ptr(pool, dtype, (pool.numel(),)), pool.numel(), _ptr(at, torch.long, (1,))
+
+
+def cartpole_run(env, actions: Tensor, bounds: Tensor | None) -> Stepped:
+    """One step of a CartPole ``env``'s copies with its bookkeeping, the ended episodes'
+    statistics, their copies' reset (where ``env.autoreset``) and every copy's next observation
+    (``cartpole_run`` in native.c): actions [n] int64 in {0, 1}; bounds [4] float32 (the
+    observation's low, then high) for a noisy env. ValueError for an action out of range."""
     st, n = env.state, env.num_envs
-    obs = torch.empty(n, 2)
-    code = _lib().cartpole_observe(
-        n, first, _ptr(st["physics"], torch.float64, (n, 4)), _ptr(st["t"], torch.long, (n,)),
-        obs.data_ptr(),
+    noisy = bounds is not None
+    state = (
+        n, env.length, env.VIEW[0], int(env.autoreset),
+        _ptr(st["physics"], torch.float64, (n, 4)), _ptr(st["t"], torch.long, (n,)),
+        _ptr(actions, torch.long, (n,)), _ptr(st["episode_return"], torch.float32, (n,)),
+        _ptr(st["episode_length"], torch.long, (n,)), *_pool_pointers(env, "uniform"),
     )  # fmt: skip
-    _check(code, "cartpole_observe")
-    return obs
+    if noisy:
+        rest = (*_pool_pointers(env, "noise"), _ptr(st["obs_noise"], torch.float32, (n, 2)),
+                _ptr(bounds, torch.float32, (4,)))  # fmt: skip
+    else:
+        rest = (None, 0, None, None, None)
+    final = env.scratch(lambda: torch.empty(n, 2))
+    try:
+        return _run(_lib().cartpole_run, n, torch.empty(n, 2), final, state, rest)
+    except ValueError:
+        raise ValueError("actions out of range: valid actions are 0..1") from None
 
 
 def concentration_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -192,33 +228,40 @@ def concentration_observe(env) -> Tensor:
     return obs
 
 
-def battleship_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One shot of a Battleship ``env``'s copies (its state updated in place), actions [n, 2]
-    int64: reward [n] float32, terminated, truncated [n] bool."""
+def battleship_run(env, actions: Tensor, ships: Tensor) -> Stepped:
+    """One shot of a Battleship ``env``'s copies with its bookkeeping, the ended episodes'
+    statistics, their copies' new boards (where ``env.autoreset``; ships [s] int64) and every
+    copy's next observation (``battleship_run`` in native.c): actions [n, 2] int64.
+    ValueError for an action out of range."""
     st, n, s = env.state, env.num_envs, env.size
-    reward = torch.empty(n)
-    ends = torch.empty(2, n, dtype=torch.uint8)
-    code = _lib().battleship_step(
-        n, s, env.needed, 1.0 / env.needed, -1.0 / (env.length - env.needed),
-        _ptr(st["board"].view(torch.uint8), torch.uint8, (n, s, s)),
-        _ptr(st["guessed"].view(torch.uint8), torch.uint8, (n, s, s)),
+    state = (
+        n, s, ships.numel(), _ptr(ships, torch.long, (ships.numel(),)), int(env.autoreset),
+        env.hit_reward, env.miss_reward,
+        _ptr(st["board"], torch.bool, (n, s, s)), _ptr(st["guessed"], torch.bool, (n, s, s)),
         _ptr(st["hits"], torch.long, (n,)), _ptr(st["shown"], torch.long, (n,)),
-        _ptr(st["t"], torch.long, (n,)), _ptr(actions, torch.long, (n, 2)), reward.data_ptr(),
-        ends[0].data_ptr(), ends[1].data_ptr(),
+        _ptr(st["t"], torch.long, (n,)), _ptr(actions, torch.long, (n, 2)),
+        _ptr(st["episode_return"], torch.float32, (n,)),
+        _ptr(st["episode_length"], torch.long, (n,)), *_pool_pointers(env, "uniform"),
     )  # fmt: skip
-    _check(code, "battleship_step")
-    ends = ends.view(torch.bool)
-    return reward, ends[0], ends[1]
+    final = env.scratch(lambda: torch.empty(n, dtype=torch.long))
+    obs = torch.empty(n, dtype=torch.long)
+    try:
+        return _run(_lib().battleship_run, n, obs, final, state, ())
+    except ValueError:
+        raise ValueError(
+            f"actions out of range: valid actions are {env.single_action_space}"
+        ) from None
 
 
 def cardgame_step(env, game: int, scale: float, actions: Tensor, width: int):
     """One step of a card game ``env``'s copies (``cardgame_step`` in native.c; its state, and
-    its episode returns and lengths, updated in place): reward [n] float32, terminated [n]
-    bool, done [n] bool, the next observations [n, width] int64 (valid where no episode ended)
-    and how many episodes ended. ValueError for an action out of range."""
+    its episode returns and lengths, updated in place): reward [n] float32, terminated,
+    truncated (never), done [n] bool, the next observations [n, width] int64 (valid where no
+    episode ended) and how many episodes ended. ValueError for an action out of range."""
     st, n, c = env.state, env.num_envs, env.num_cards
     reward = torch.empty(n)
-    flags = torch.empty(2, n, dtype=torch.uint8)
+    flags = torch.empty(3, n, dtype=torch.bool)
+    at = flags.data_ptr()
     obs = torch.empty(n, width, dtype=torch.long)
     query = st.get("query_order", st["order"])
     counts = st.get("counts")
@@ -228,14 +271,12 @@ def cardgame_step(env, game: int, scale: float, actions: Tensor, width: int):
         _ptr(st["order"], torch.long, (n, c)), _ptr(query, torch.long, (n, c)),
         _ptr(counts, torch.long, (n, distinct)) if counts is not None else None,
         _ptr(st["t"], torch.long, (n,)), _ptr(actions, torch.long, (n,)), reward.data_ptr(),
-        flags[0].data_ptr(), flags[1].data_ptr(),
-        _ptr(st["episode_return"], torch.float32, (n,)),
+        at, at + n, at + 2 * n, _ptr(st["episode_return"], torch.float32, (n,)),
         _ptr(st["episode_length"], torch.long, (n,)), obs.data_ptr(),
     )  # fmt: skip
     if ended < 0:
         raise ValueError(f"actions out of range: valid actions are 0..{env.num_actions - 1}")
-    flags = flags.view(torch.bool)
-    return reward, flags[0], flags[1], obs, int(ended)
+    return (reward, *flags.unbind(0), obs, int(ended))
 
 
 def step_bookkeeping(env, reward: Tensor, terminated: Tensor, truncated: Tensor):

@@ -119,10 +119,9 @@ class CardGame(TensorEnv):
             and actions.device.type == "cpu"
         ):
             actions = check_space_actions(actions, n, self.single_action_space, self.device)
-        reward, terminated, done, obs, ended = native.cardgame_step(
+        reward, terminated, truncated, done, obs, ended = native.cardgame_step(
             self, self.GAME, self.reward_scale, actions.contiguous(), self.OBS_WIDTH
         )
-        truncated = torch.zeros_like(terminated)  # none of the card games truncates
         return self._end_step(reward, terminated, truncated, done, ended > 0, self._as_obs(obs))
 
     def _as_obs(self, obs: Tensor) -> dict[str, Tensor]:

@@ -14,10 +14,12 @@ CartPole-v1 and Pendulum-v1 dynamics, computed here in float64 as there).
   gymnasium's reward r (returns in [-1, 1]); truncated after L steps (200, 150, 100).
 - NoisyPositionOnlyPendulum: with noise (sigma 0.1, 0.2, 0.3), clipped to [-1, 1]; L = 200.
 
-The clone draws an episode's initial state and all its observation noise at the episode's start
-(popgym draws float64 normals and casts them to float32; the clone draws float32 normals, six
-times cheaper here), so that a copy's state determines its episode; ``load_popgym`` replays
-popgym's draws from the seed its episode was reset with.
+The clone draws an episode's initial state from the env's pool of uniforms and each
+observation's noise, as the observation is made, from its pool of noise (float32 draws of
+N(0, sigma); popgym draws float64 normals and casts them to float32), both in copy order
+(``TensorEnv._pool``); ``load_popgym`` replays popgym's draws from the seed its episode was
+reset with. On the CPU a CartPole step is one native call (``native.cartpole_run``: the step,
+its bookkeeping, the resets and the observations).
 """
 
 from __future__ import annotations
@@ -55,39 +57,53 @@ class _Control(TensorEnv):
             raise ValueError(f"length must be an integer >= 1, got {length!r}")
         if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-        super().__init__(num_envs, device, seed, autoreset)
-        self.native = native.native_for(self.device)  # CartPole's steps, the bookkeeping
         self.length, self.noise = length, float(noise)
+        # an initial state's uniforms; an observation's noise (a step's, and a new episode's)
+        self.pools = {"uniform": self.STATE, **({"noise": 2 * self.OBS} if noise else {})}
+        super().__init__(num_envs, device, seed, autoreset)
+        self.native = native.native_for(self.device)
         n, dev = self.num_envs, self.device
         self.state["physics"] = torch.zeros(n, self.STATE, dtype=torch.float64, device=dev)
         self.state["t"] = torch.zeros(n, dtype=torch.long, device=dev)
         self.state["success"] = torch.full((n,), float("nan"), device=dev)  # popgym has none
-        if self.noise:  # the episode's noise, one row per observation
-            self.state["noise"] = torch.zeros(n, length + 1, self.OBS, device=dev)
-        self._bounds: tuple[Tensor, Tensor] | None = None
+        if self.noise:  # the noise of each copy's current observation
+            self.state["obs_noise"] = torch.zeros(n, self.OBS, device=dev)
+        self._bounds: Tensor | None = None
 
     @property
     def max_episode_steps(self) -> int:
         return self.length
 
-    def _initial(self, k: int) -> Tensor:  # pragma: no cover - abstract
+    def _initial(self, u: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """An episode's initial physical state [k, STATE] from uniforms u [k, STATE]."""
         raise NotImplementedError
 
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
         st, k = self.state, idx.numel()
-        st["physics"][idx] = self._initial(k)
+        st["physics"][idx] = self._initial(self._take("uniform", k * self.STATE).view(k, -1))
         st["t"][idx] = 0
         if self.noise:
-            normal = torch.randn(
-                (k, self.length + 1, self.OBS), generator=self.generator, device=self.device
-            )
-            st["noise"][idx] = self.noise * normal
+            st["obs_noise"][idx] = self._take("noise", k * self.OBS).view(k, self.OBS)
+
+    def _fill_pool(self, name: str, pool: Tensor) -> None:
+        if name == "noise":  # popgym's N(0, sigma), in float32 (popgym: float64, then cast)
+            pool.normal_(0.0, self.noise, generator=self.generator)
+        else:
+            super()._fill_pool(name, pool)
+
+    def _next_noise(self) -> None:
+        """Each copy's next observation's noise (the PyTorch path's step)."""
+        if self.noise:
+            n = self.num_envs
+            self.state["obs_noise"].copy_(self._take("noise", n * self.OBS).view(n, self.OBS))
 
     def load_popgym(self, index: int, ref, seed: int) -> None:
         """Copy the episode popgym's ``ref`` was just reset into with ``seed``: its initial
         state, and the noise its generator draws for each observation (a generator made from
-        the same seed as gymnasium makes it, drawing in popgym's order)."""
+        the same seed as gymnasium makes it, drawing in popgym's order): the first
+        observation's, and the rest as the next draws of the env's noise pool, which every
+        copy draws from (a noisy env replays popgym with one copy)."""
         from gymnasium.utils import seeding
 
         rng = seeding.np_random(seed)[0]
@@ -96,26 +112,33 @@ class _Control(TensorEnv):
         st["physics"][index] = torch.as_tensor(physics, device=self.device)
         st["t"][index] = 0
         if self.noise:
+            if self.num_envs != 1:
+                raise ValueError("load_popgym of a noisy task takes an env of one copy")
             sigma = np.full(self.OBS, self.noise)
             draws = [rng.normal(0, sigma).astype(np.float32) for _ in range(self.length + 1)]
-            st["noise"][index] = torch.as_tensor(np.stack(draws), device=self.device)
+            draws = torch.as_tensor(np.stack(draws), device=self.device)
+            st["obs_noise"][index] = draws[0]
+            # room for the episode's draws, and for what the step start asks left after them
+            pool, at = self._pool("noise", draws[1:].numel() + self.pools["noise"] + 2)
+            pool[int(at) : int(at) + draws[1:].numel()] = draws[1:].reshape(-1)
 
     def _popgym_initial(self, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def _noisy(self, obs: Tensor) -> Tensor:
-        if not self.noise:
-            return obs
+    def _bounds_of(self) -> tuple[Tensor, Tensor]:
         if self._bounds is None:
             space = self.single_observation_space
             self._bounds = (
                 torch.as_tensor(space.low, device=self.device),
                 torch.as_tensor(space.high, device=self.device),
             )
-        low, high = self._bounds
-        t = self.state["t"].clamp(max=self.length)[:, None, None].expand(-1, 1, self.OBS)
-        noise = self.state["noise"].gather(1, t).squeeze(1)
-        return torch.minimum(torch.maximum(obs + noise, low), high)
+        return self._bounds
+
+    def _noisy(self, obs: Tensor) -> Tensor:
+        if not self.noise:
+            return obs
+        low, high = self._bounds_of()
+        return torch.minimum(torch.maximum(obs + self.state["obs_noise"], low), high)
 
     def _render(self, index: int) -> np.ndarray:
         """The state as a bar chart, one 8-pixel column per entry (for videos)."""
@@ -143,18 +166,29 @@ class _CartPole(_Control):
     ):
         super().__init__(num_envs, device, seed, autoreset, length, noise)
         self.single_action_space = gym.spaces.Discrete(2)
-        self.native_checks_actions = self.native  # cartpole_step checks them
+        self._packed_bounds: Tensor | None = None
 
-    def _initial(self, k: int) -> Tensor:
-        u = torch.rand((k, 4), generator=self.generator, device=self.device, dtype=torch.float64)
+    def _initial(self, u: Tensor) -> Tensor:
         return -0.05 + 0.1 * u
 
     def _popgym_initial(self, rng):
         return rng.uniform(low=-0.05, high=0.05, size=(4,))
 
+    def step(self, actions: Tensor):
+        """``TensorEnv.step``; on the native path one call (``cartpole_run``) steps every
+        copy, keeps its books, resets the copies whose episode ended and observes."""
+        if not self.native:
+            return super().step(actions)
+        bounds = None
+        if self.noise:
+            if self._packed_bounds is None:
+                self._packed_bounds = torch.cat(self._bounds_of()).float().contiguous()
+            bounds = self._packed_bounds
+        return self._whole_step(
+            actions, lambda a: native.cartpole_run(self, a, bounds), lambda obs: {"obs": obs}
+        )
+
     def _observe(self) -> dict[str, Tensor]:
-        if self.native:
-            return {"obs": self._noisy(native.cartpole_observe(self, self.VIEW[0]))}
         st = self.state
         position = st["physics"][:, 0::2].float()  # [x, theta]
         if self.VIEW == (0, 2):
@@ -164,8 +198,6 @@ class _CartPole(_Control):
 
     def _step(self, actions: Tensor):
         st = self.state
-        if self.native:
-            return native.cartpole_step(self, actions)
         x, x_dot, theta, theta_dot = st["physics"].unbind(1)
         force = actions.double() * (2 * FORCE) - FORCE  # action 1 pushes right, 0 left
         cos, sin = torch.cos(theta), torch.sin(theta)
@@ -179,6 +211,7 @@ class _CartPole(_Control):
         st["physics"] = torch.stack([x, x_dot, theta, theta_dot], dim=1)
         terminated = (x.abs() > X_LIMIT) | (theta.abs() > THETA_LIMIT)
         st["t"] += 1
+        self._next_noise()
         reward = torch.full((self.num_envs,), 1.0 / self.length, device=self.device)
         return reward, terminated, st["t"] >= self.length
 
@@ -235,8 +268,7 @@ class PositionOnlyPendulum(_Control):
         self.single_observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.single_action_space = gym.spaces.Box(-MAX_TORQUE, MAX_TORQUE, (1,), np.float32)
 
-    def _initial(self, k: int) -> Tensor:
-        u = torch.rand((k, 2), generator=self.generator, device=self.device, dtype=torch.float64)
+    def _initial(self, u: Tensor) -> Tensor:
         high = torch.tensor([math.pi, 1.0], dtype=torch.float64, device=self.device)
         return (2 * u - 1) * high
 
@@ -250,7 +282,9 @@ class PositionOnlyPendulum(_Control):
 
     def _step(self, actions: Tensor):
         if self.native:
-            return native.pendulum_step(self, actions.contiguous(), -PENDULUM_LOW / 2)
+            stepped = native.pendulum_step(self, actions.contiguous(), -PENDULUM_LOW / 2)
+            self._next_noise()
+            return stepped
         st = self.state
         theta, theta_dot = st["physics"].unbind(1)
         u = actions[:, 0].clamp(-MAX_TORQUE, MAX_TORQUE)  # float32, as gymnasium's
@@ -263,6 +297,7 @@ class PositionOnlyPendulum(_Control):
         half = -PENDULUM_LOW / 2
         reward = ((-costs + half) / half / self.length).float()
         st["t"] += 1
+        self._next_noise()
         return reward, torch.zeros_like(st["t"], dtype=torch.bool), st["t"] >= self.length
 
 

@@ -261,11 +261,16 @@ class Battleship(_Game):
     DIFFICULTIES = {"Easy": {"size": 8}, "Medium": {"size": 10}, "Hard": {"size": 12}}  # noqa: RUF012
     SHIPS = (2, 3, 3, 4)
 
+    pools = {"uniform": len(SHIPS)}  # noqa: RUF012 (a new board's: one uniform per ship)
+
     def __init__(self, num_envs, device="cpu", seed=None, autoreset=True, size: int = 10):
         if not isinstance(size, int) or size < max(self.SHIPS):
             raise ValueError(f"size must be an integer >= {max(self.SHIPS)}, got {size!r}")
         super().__init__(num_envs, device, seed, autoreset)
+        self._ships = torch.tensor(self.SHIPS)
         self.size, self.needed, self.length = size, sum(self.SHIPS), size * size
+        # what a shot pays: a new hit, anything else (float32, as the PyTorch path pays it)
+        self.hit_reward, self.miss_reward = 1.0 / self.needed, -1.0 / (self.length - self.needed)
         self.single_observation_space = gym.spaces.Discrete(2)
         self.single_action_space = gym.spaces.MultiDiscrete([size, size])
         n, dev = self.num_envs, self.device
@@ -305,8 +310,9 @@ class Battleship(_Game):
         cols = (sums[:, ship:] - sums[:, :-ship]).transpose(1, 2)  # [k, S (column), first row]
         return torch.cat([rows.reshape(k, -1), cols.reshape(k, -1)], dim=1) > 0
 
-    def place(self, k: int) -> Tensor:
-        """k boards [k, S, S] bool with the ships placed as popgym places them.
+    def place(self, u: Tensor) -> Tensor:
+        """k boards [k, S, S] bool with the ships placed as popgym places them, from uniforms
+        u [k, len(SHIPS)] float64.
 
         popgym draws a start square, an axis and a direction uniformly and redraws until the
         ship lies on the board and crosses no ship placed before. Every such place is drawn by
@@ -315,12 +321,9 @@ class Battleship(_Game):
         for every board at once, ship by ship (no redraws): ship j goes to the floor(u F)-th of
         its F free places (in ``segments`` order), u a float64 uniform per board and ship. The
         native path (``self.native``) does the same in one call."""
-        s, dev = self.size, self.device
-        u = torch.rand(
-            (k, len(self.SHIPS)), generator=self.generator, device=dev, dtype=torch.float64
-        )
+        s, dev, k = self.size, self.device, u.shape[0]
         if self.native:
-            return native.battleship_place(u, s, torch.tensor(self.SHIPS))
+            return native.battleship_place(u, s, self._ships)
         boards = torch.zeros(k, s, s, dtype=torch.bool, device=dev)
         for j, ship in enumerate(self.SHIPS):
             seg = self._segments.get(ship)
@@ -345,7 +348,8 @@ class Battleship(_Game):
 
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
-        self._set(idx, self.place(idx.numel()))
+        k = idx.numel()
+        self._set(idx, self.place(self._take("uniform", k * len(self.SHIPS)).view(k, -1)))
 
     def load_popgym(self, index: int, ref, seed: int | None = None) -> None:
         """Copy the board popgym's ``ref`` has just placed into copy ``index``."""
@@ -355,9 +359,15 @@ class Battleship(_Game):
     def _observe(self) -> dict[str, Tensor]:
         return {"obs": self.state["shown"].clone()}
 
+    def step(self, actions: Tensor):
+        """``TensorEnv.step``; on the native path one call (``battleship_run``) fires every
+        copy's shot, keeps its books, deals new boards where episodes ended and observes."""
+        if not self.native:
+            return super().step(actions)
+        run = lambda a: native.battleship_run(self, a, self._ships)  # noqa: E731
+        return self._whole_step(actions, run, lambda obs: {"obs": obs})
+
     def _step(self, actions: Tensor):
-        if self.native:
-            return native.battleship_step(self, actions)
         st = self.state
         squares = self.size * self.size
         if self._first_square is None:

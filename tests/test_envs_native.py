@@ -60,12 +60,12 @@ def test_minesweeper_boards_are_a_plain_partial_shuffle(height, width, mines):
 @pytest.mark.parametrize("level", ["Easy", "Medium", "Hard"])
 def test_battleship_boards_equal_the_torch_path(level):
     env = POPGYM["Battleship"](1, seed=0, **POPGYM["Battleship"].DIFFICULTIES[level])
+    u = torch.rand(300, len(env.SHIPS), generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)  # fmt: skip
     env.native = True
-    a = env.place(300)
-    env.generator.manual_seed(0)
+    a = env.place(u)
     env.native = False
-    b = env.place(300)
-    env.generator.manual_seed(0)
+    b = env.place(u)
     assert torch.equal(a, b)
     assert (a.sum((1, 2)) == sum(env.SHIPS)).all()  # no two ships cross
 
@@ -88,8 +88,9 @@ def _random_actions(space, n, g):
 )  # fmt: skip
 def test_native_steps_equal_the_torch_path(task):
     """From the same state at every step (the torch env takes the native env's state after each
-    step: their resets shuffle differently), both paths give the same rewards, ends, episode
-    statistics and observations (of the copies whose episode goes on)."""
+    step: the card games' resets shuffle differently), both paths give the same rewards, ends,
+    episode statistics and observations (of the copies whose episode goes on; of every copy,
+    and the ended episodes' last ones, where the env draws its resets from its pools)."""
     a = make_vec(f"rlgate/popgym-{task}-v0", 64, seed=4)
     b = make_vec(f"rlgate/popgym-{task}-v0", 64, seed=4)
     assert a.native
@@ -103,9 +104,14 @@ def test_native_steps_equal_the_torch_path(task):
         actions = _random_actions(a.single_action_space, 64, g)
         oa, ra, ta, ua, ia = a.step(actions)
         ob, rb, tb, ub, ib = b.step(actions)
-        going = ~ia["done"]  # a new episode's deal differs between the paths
+        going = ~ia["done"] if not a.pools else torch.ones(64, dtype=torch.bool)
         for key in oa:
             assert torch.equal(oa[key][going], ob[key][going]), key
+        assert ("final_obs" in ia) == ("final_obs" in ib)
+        if a.pools and "final_obs" in ia:
+            cut = ia["done"] & ua
+            for key in oa:
+                assert torch.equal(ia["final_obs"][key][cut], ib["final_obs"][key][cut]), key
         assert torch.equal(ra, rb) and torch.equal(ta, tb) and torch.equal(ua, ub)
         ends += int(ia["done"].sum())
         for key in ("return", "length"):
@@ -119,18 +125,24 @@ def test_kernels_refuse_out_of_range_indices_and_wrong_tensors():
     pole = make_vec("rlgate/popgym-PositionOnlyCartPoleEasy-v0", 4, seed=0)
     pole.reset()
     with pytest.raises(ValueError, match="out of range"):
-        native.cartpole_step(pole, torch.tensor([0, 1, 2, 0]))
+        native.cartpole_run(pole, torch.tensor([0, 1, 2, 0]), None)
     with pytest.raises(ValueError, match="shape"):
-        native.cartpole_step(pole, torch.tensor([0, 1]))
+        native.cartpole_run(pole, torch.tensor([0, 1]), None)
+    noisy = make_vec("rlgate/popgym-NoisyPositionOnlyCartPoleEasy-v0", 4, seed=0)
+    noisy.reset()
+    with pytest.raises(ValueError, match="shape"):  # a noisy env's bounds: low, then high
+        native.cartpole_run(noisy, torch.tensor([0, 1, 1, 0]), torch.zeros(2))
     pole.state["physics"] = pole.state["physics"].float()
     with pytest.raises(ValueError, match="float64"):
-        native.cartpole_step(pole, torch.tensor([0, 1, 1, 0]))
+        native.cartpole_run(pole, torch.tensor([0, 1, 1, 0]), None)
     with pytest.raises(ValueError, match="out of range"):
         native.battleship_place(torch.rand(2, 1, dtype=torch.float64), 3, torch.tensor([4]))
     env = make_vec("rlgate/popgym-BattleshipEasy-v0", 2, seed=0)
     env.reset()
     with pytest.raises(ValueError, match="out of range"):
-        native.battleship_step(env, torch.tensor([[0, 0], [0, 99]]))
+        native.battleship_run(env, torch.tensor([[0, 0], [0, 99]]), env._ships)
+    with pytest.raises(ValueError, match="out of range"):  # a ship longer than the board
+        native.battleship_run(env, torch.tensor([[0, 0], [0, 1]]), torch.tensor([2, 9]))
     before = {k: v.clone() for k, v in env.state.items()}
     with pytest.raises(ValueError, match="valid actions are MultiDiscrete"):
         env.step(torch.tensor([[0, 0], [0, 99]]))  # the step's own message, nothing written
