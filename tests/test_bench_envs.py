@@ -36,3 +36,17 @@ def test_a_short_run_prints_the_table_and_the_target(capsys):
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "popgym-RepeatFirstEasy-v0" in out and "# target: every clone at N=1024" in out
+
+
+def test_rounds_keep_each_cases_fastest(capsys, monkeypatch):
+    bench = _script()
+    speeds = iter([100.0, 300.0, 200.0, 1e6])  # round 1: sync 2, async 2; then async 2 only
+    monkeypatch.setattr(bench, "gymnasium_rate", lambda *a: next(speeds))
+    clone = iter([5e6, 9e7, 2e7])
+    monkeypatch.setattr(bench, "tensor_rate", lambda *a: next(clone))
+    argv = ["--tasks", "rlgate/popgym-RepeatFirstEasy-v0", "--num-envs", "1024",
+            "--sync-envs", "2", "--async-envs", "2", "--rounds", "3"]  # fmt: skip
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1,000,000 (async N=2)" in out and "90,000,000" in out and "90.0x" in out
+    assert bench.main([*argv[:-1], "0"]) == 2
