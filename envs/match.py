@@ -16,6 +16,10 @@ Actions: up, right, down, left. Episode statistics: success, choice_reward, appl
 ``success_at_{p}`` for each position p of the cue's square in the choice room (0 = leftmost):
 the episode's success where its square stood at p, NaN elsewhere, so that their NaN-skipping
 means (TensorBoard's ``charts/success_at_{p}``) show which positions a policy has learned.
+``cue_seen``: 1 if an observation of the cue phase showed the coloured square (always, in
+Passive Match), and ``success_seen`` / ``success_unseen``: the success of the episodes that
+did / did not see it (NaN in the others). In Active Match they split a failure to look from a
+failure to remember: chance is 1 / num_colours for the unseen, and a memory lifts only the seen.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class MatchEnv(GridEnv):
         match_reward: reward for touching the cue's colour.
     """
 
-    stat_keys = ("choice_reward", "apple_reward")
+    stat_keys = ("choice_reward", "apple_reward", "cue_seen", "success_seen", "success_unseen")
 
     def __init__(
         self,
@@ -109,6 +113,7 @@ class MatchEnv(GridEnv):
         n, dev = self.num_envs, self.device
         for key in ("phase", "t_phase", "cue", "distractor_start", "cue_position"):
             self.state[key] = torch.zeros(n, dtype=torch.long, device=dev)
+        self.state["cue_cell"] = torch.zeros(n, 2, dtype=torch.long, device=dev)
         # Everything random about an episode is drawn at its start, so an episode is fully
         # determined by the state (the tests step copies of it apart and compare).
         self.state["apples"] = torch.zeros(n, self.num_apples, dtype=torch.long, device=dev)
@@ -167,6 +172,12 @@ class MatchEnv(GridEnv):
             start = self._randint(0, self._passive_starts.shape[0], (m,))
             st["pos"][idx] = self._passive_starts[start]
         st["grid"][idx, cell[:, 0], cell[:, 1]] = (COLOUR + cue).to(torch.uint8)
+        st["cue_cell"][idx] = cell
+        # Passive Match shows the square from the first step; Active Match from none
+        seen = 0.0 if self.active else 1.0
+        st["cue_seen"][idx] = seen
+        st["success_seen"][idx] = 0.0 if seen else float("nan")
+        st["success_unseen"][idx] = float("nan") if seen else 0.0
 
     def _setup_distractor(self, idx: Tensor) -> None:
         st = self.state
@@ -214,6 +225,8 @@ class MatchEnv(GridEnv):
             for p in range(self.num_colours):
                 at_p = chose & (st["cue_position"] == p)
                 st[f"success_at_{p}"] = torch.where(at_p, correct.float(), st[f"success_at_{p}"])
+            for key in ("success_seen", "success_unseen"):  # NaN stays NaN
+                st[key] = torch.where(chose & st[key].isfinite(), correct.float(), st[key])
         self._move(target, cell)
         self._respawn_apples()
         st["t_phase"] += 1
@@ -229,8 +242,20 @@ class MatchEnv(GridEnv):
                 self._setup_choice(end_distractor)
         elif end_cue.numel():
             self._setup_choice(end_cue)
+        if self.active:
+            self._look_for_cue()
         truncated = torch.zeros_like(terminated)
         return reward, terminated, truncated
+
+    def _look_for_cue(self) -> None:
+        """Mark the copies whose next observation, still in the cue phase, shows the square
+        (within ``RADIUS`` of the agent on both axes: the egocentric view)."""
+        st = self.state
+        near = (st["pos"] - st["cue_cell"]).abs().amax(dim=1) <= RADIUS
+        new = near & (st["phase"] == CUE) & (st["cue_seen"] == 0)
+        st["cue_seen"] = torch.where(new, 1.0, st["cue_seen"])
+        st["success_seen"] = torch.where(new, 0.0, st["success_seen"])
+        st["success_unseen"] = torch.where(new, float("nan"), st["success_unseen"])
 
     def _respawn_apples(self) -> None:
         st = self.state

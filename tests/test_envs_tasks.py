@@ -204,3 +204,34 @@ def test_tmaze_times_out_as_truncation():
         _, reward, term, trunc, _ = _act(env, LEFT)  # into the cue square: blocked
         assert not term.any() and (reward == 0).all()
         assert bool(trunc.all()) == (t == 6)
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_cue_seen_says_whether_a_cue_phase_observation_showed_the_square(active):
+    """cue_seen against the observations themselves (a colour in view during the cue phase),
+    and success_seen / success_unseen as the success of those episodes, NaN in the others."""
+    env_id = "rlgate/ActiveMatch-v0" if active else "rlgate/PassiveMatch-v0"
+    n = 48
+    env = make_vec(env_id, n, seed=5, delay=2, choice_steps=6)
+    obs, _ = env.reset()
+    g = torch.Generator().manual_seed(3)
+    showed = _colours(obs).sum(1) > 0
+    in_cue = env.state["phase"] == CUE
+    ended = {}
+    for _ in range(env.max_episode_steps):
+        obs, _, term, trunc, info = env.step(torch.randint(0, 4, (n,), generator=g))
+        in_cue = in_cue & (env.state["phase"] == CUE)
+        showed |= in_cue & (_colours(obs).sum(1) > 0)
+        for b in (term | trunc).nonzero().squeeze(1).tolist():
+            if b not in ended:
+                ended[b] = {k: v[b].item() for k, v in info["episode"].items()}
+    assert len(ended) == n  # every copy finished its first episode
+    seen = [bool(showed[b]) for b in range(n)]
+    if active:
+        assert 0 < sum(seen) < n  # a random walk finds the square sometimes
+    else:
+        assert all(seen)
+    for b, ep in ended.items():
+        assert ep["cue_seen"] == float(seen[b])
+        hit, miss = ("success_seen", "success_unseen")[:: 1 if seen[b] else -1]
+        assert ep[hit] == ep["success"] and math.isnan(ep[miss])
