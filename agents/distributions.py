@@ -52,6 +52,11 @@ class ActionDist(nn.Module):
         ``log_prob(action)`` and ``entropy()`` are [..]."""
         raise NotImplementedError
 
+    def log_prob(self, params: Tensor, action: Tensor) -> Tensor:
+        """``dist(params).log_prob(action)`` [..]: the acting step's, where a subclass may
+        compute the same numbers without building the distribution."""
+        return self.dist(params).log_prob(action)
+
     def sample(self, params: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
         """One action per row of params [B, param_size] -> [B, *shape]: drawn with
         ``generator``, or the most likely one (``greedy``)."""
@@ -78,6 +83,11 @@ class CategoricalDist(ActionDist):
 
     def dist(self, params: Tensor) -> Distribution:
         return Categorical(logits=params, validate_args=False)
+
+    def log_prob(self, params: Tensor, action: Tensor) -> Tensor:
+        # Categorical's own arithmetic (normalised logits, then the action's entry), op for op
+        logits = params - params.logsumexp(dim=-1, keepdim=True)
+        return logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
     def sample(self, params, generator, greedy):
         if greedy:

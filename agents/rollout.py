@@ -168,7 +168,7 @@ class RolloutWorker:
                 *inputs, self.state, self.generator, self.greedy
             )
             actions[t] = action
-            logp[t] = dist.dist(params).log_prob(action)
+            logp[t] = dist.log_prob(params, action)
             values[t] = value
             self.obs, reward, term, trunc, info = self.env.step(dist.env_action(action))
             rewards[t], terminated[t], truncated[t] = reward, term, trunc
@@ -180,11 +180,17 @@ class RolloutWorker:
             self.prev_action, self.prev_reward = self.model.next_inputs(
                 self.is_first, action, reward
             )
-            if bool(done.any()):
-                finished.append({k: v[done].cpu() for k, v in info["episode"].items()})
+            if bool(done.any()):  # the statistics as rows of one tensor: one gather a step
+                episode = info["episode"]
+                rows = torch.stack([v.to(torch.float32) for v in episode.values()])
+                finished.append((tuple(episode), rows[:, done]))
         stats = {}
         if finished:
-            stats = {k: torch.cat([f[k] for f in finished]).float() for k in finished[0]}
+            keys = finished[0][0]
+            if any(k != keys for k, _ in finished):
+                raise RuntimeError("the env's episode statistics changed keys within a rollout")
+            rows = torch.cat([r for _, r in finished], dim=1).cpu()
+            stats = dict(zip(keys, rows.unbind(0)))
         rollout = Rollout(
             obs=obs_buf,
             prev_action=prev_a,

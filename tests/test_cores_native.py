@@ -117,6 +117,24 @@ def _check_native_against_reference(name, options, hidden, scattered_resets):
             torch.testing.assert_close(a.double(), b, **tol, msg=lambda m, n=n: f"{n}: {m}")
 
 
+@pytest.mark.parametrize(("name", "options"), COVERED, ids=[f"{n}{o}" for n, o in COVERED])
+def test_no_grad_forward_is_the_autograd_one_to_the_bit(name, options, scattered_resets):
+    """Acting runs the recurrence without its autograd Function (``recurrence.run`` under
+    no_grad): the same outputs and final state, bit for bit, at T = 1 and over a sequence."""
+    torch.manual_seed(0)
+    core = make_core(name, 6, 33, backend="native", **options)
+    for t_len, batch in ((1, 19), (9, 5)):
+        x = torch.randn(t_len, batch, 6)
+        state = core.initial_state(batch)
+        state = type(state)(*(torch.randn_like(s) for s in state))
+        is_first = scattered_resets(t_len, batch)
+        y, final = core(x.requires_grad_(), state, is_first)
+        with torch.no_grad():
+            y0, final0 = core(x, state, is_first)
+        assert torch.equal(y0, y.detach())
+        assert all(torch.equal(a, b.detach()) for a, b in zip(final0, final))
+
+
 @pytest.mark.parametrize("name", ["ur-lstm", "om-lstm", "ur-gru"])
 def test_native_lets_nan_through(name):
     """A non-finite pre-activation must not be clamped into a finite output (the training loop

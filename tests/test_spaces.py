@@ -132,6 +132,20 @@ def test_categorical_log_prob_and_entropy_by_hand():
     assert dist.features(actions).shape == (5, 3, 4) and dist.param_size == 4
 
 
+@pytest.mark.parametrize(
+    "space", [Discrete(5), MultiDiscrete([3, 5, 2]), Box(-1, 1, (2, 3)), MultiBinary(4)]
+)
+def test_the_acting_log_prob_is_the_distributions_to_the_bit(space):
+    """The rollout's log-probabilities (``ActionDist.log_prob``, Categorical's computed without
+    building the distribution) are the learner's (``dist(params).log_prob``) exactly: PPO's
+    first ratio is then 1 exactly, as before the shortcut."""
+    torch.manual_seed(0)
+    dist = make_action_dist(space)
+    params = torch.randn(64, dist.param_size) * 3
+    action = dist.sample(params, torch.Generator().manual_seed(1), greedy=False)
+    assert torch.equal(dist.log_prob(params, action), dist.dist(params).log_prob(action))
+
+
 def test_multidiscrete_is_the_product_of_its_entries_categoricals():
     space = MultiDiscrete([2, 5, 3], start=[0, -2, 1])
     dist = make_action_dist(space)

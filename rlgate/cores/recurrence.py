@@ -13,39 +13,49 @@ from rlgate.cores import native
 from rlgate.cores.fused_native import check_native_inputs, native_loop
 
 
+def _forward(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
+    """The forward loop: (outputs, what the backward needs). Shared by ``_Recurrence`` and the
+    no-grad path of ``run`` (acting), which skips the autograd Function's overhead."""
+    if kernel.native:
+        check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0)
+    t_len, batch, in_size = x.shape
+    g, hid = w_hh.shape
+    xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
+    keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
+    resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
+    kernel.allocate(t_len, batch, rest0, h0, g)
+    ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
+    ys[0].copy_(h0)
+    # the whole loop in one native call where it can (see native_loop)
+    loop = native_loop(batch, hid, g) if kernel.native else "steps"
+    sequence = loop != "steps"
+    if sequence:
+        kernel.gemm = native.blas_sgemm() if loop == "blas" else None
+    first = is_first.contiguous() if sequence and any(resets) else None
+    if sequence:
+        kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)
+    else:
+        w_hh_t = w_hh.t()
+        for t, xw_t in enumerate(xw.unbind(0)):
+            h = ys[t]
+            if resets[t]:
+                h = h * keep[t]
+                kernel.reset(t, keep[t])
+            kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
+    out = (ys[1:], ys[-1].clone(), *kernel.final_rest())
+    return out, (resets, sequence, first, keep, ys)
+
+
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
-        if kernel.native:
-            check_native_inputs(x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0)
-        t_len, batch, in_size = x.shape
-        g, hid = w_hh.shape
-        xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
-        keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
-        resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
-        kernel.allocate(t_len, batch, rest0, h0, g)
-        ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
-        ys[0].copy_(h0)
-        # the whole loop in one native call where it can (see native_loop)
-        loop = native_loop(batch, hid, g) if kernel.native else "steps"
-        sequence = loop != "steps"
-        if sequence:
-            kernel.gemm = native.blas_sgemm() if loop == "blas" else None
-        first = is_first.contiguous() if sequence and any(resets) else None
-        if sequence:
-            kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)
-        else:
-            w_hh_t = w_hh.t()
-            for t, xw_t in enumerate(xw.unbind(0)):
-                h = ys[t]
-                if resets[t]:
-                    h = h * keep[t]
-                    kernel.reset(t, keep[t])
-                kernel.forward_step(t, xw_t, h, w_hh_t, b_hh, ys[t + 1])
+        out, (resets, sequence, first, keep, ys) = _forward(
+            kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0
+        )
         ctx.kernel, ctx.resets, ctx.sequence, ctx.first = kernel, resets, sequence, first
         ctx.has_b_hh = b_hh is not None
         ctx.save_for_backward(x, keep, w_ih, w_hh, ys)
-        return (ys[1:], ys[-1].clone(), *kernel.final_rest())
+        return out
 
     @staticmethod
     @once_differentiable
@@ -123,5 +133,7 @@ def run(
     Returns:
         (y [T, B, H], final state tuple (h_T, *rest_T)).
     """
-    out = _Recurrence.apply(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, *state0)
+    args = (kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, *state0)
+    # acting and evaluation run the same loop without the autograd Function's overhead
+    out = _Recurrence.apply(*args) if torch.is_grad_enabled() else _forward(*args)[0]
     return out[0], tuple(out[1:])
