@@ -61,6 +61,8 @@ class ActorCritic(nn.Module):
             from a uniform policy, but it also scales by 0.01 every gradient the policy sends
             into the heads and the core, where the value head's (gain 1) drowns it; 1 lets
             the policy shape the features it needs from the start.
+        observation_kinds: the kinds the env declares for its observation entries.
+        view_pool: the encoder also maps the view's channel counts (``ObsEncoder``).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class ActorCritic(nn.Module):
         view_gate: bool = False,
         policy_init_gain: float = 0.01,
         observation_kinds: dict[str, str] | None = None,
+        view_pool: bool = False,
     ):
         super().__init__()
         if view_gate and not head_size:
@@ -106,6 +109,8 @@ class ActorCritic(nn.Module):
         _init_last(self.value, gain=1.0)
         if view_gate:  # last, for the same reason
             self.gate = nn.Linear(hidden_size, self.encoder.channels)
+        if view_pool:  # after the gate, likewise
+            self.encoder.add_view_pool()
 
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
@@ -212,4 +217,5 @@ def build_model(cfg, env) -> ActorCritic:
         cfg.view_gate,
         cfg.policy_init_gain,
         getattr(env, "observation_kinds", None),
+        cfg.view_pool,
     )

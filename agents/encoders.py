@@ -240,7 +240,9 @@ class ObsEncoder(nn.Module):
 
     ``relu(view_map(view) + extra([action features, f(prev reward), other leaves]))``: the
     first grid or minigrid leaf is the view (bias-free map); every other leaf's features go
-    into one affine map with the previous action's and reward's.
+    into one affine map with the previous action's and reward's. With ``view_pool`` the view's
+    channel counts (its per-cell channels summed over the cells) get a bias-free map of their
+    own, added in: what is in view, wherever it stands.
 
     Args:
         space: the env's single observation space.
@@ -250,6 +252,7 @@ class ObsEncoder(nn.Module):
         native_view: map a minigrid view from its hot indices (``rlgate.agents.onehot``)
             where the native kernels run (float32 on the CPU), instead of building its
             one-hot; the core's backend decides (``ActorCritic``).
+        view_pool: add the map of the view's channel counts (needs a view).
     """
 
     def __init__(
@@ -259,6 +262,7 @@ class ObsEncoder(nn.Module):
         out_size: int,
         declared: dict[str, str] | None = None,
         native_view: bool = False,
+        view_pool: bool = False,
     ):
         super().__init__()
         declared = dict(declared or {})
@@ -288,6 +292,20 @@ class ObsEncoder(nn.Module):
             weights.insert(0, self.image.weight)
         for w in weights:
             nn.init.uniform_(w, -bound, bound)
+        self.out_size = out_size
+        self.pool: nn.Linear | None = None
+        if view_pool:
+            self.add_view_pool()
+
+    def add_view_pool(self) -> None:
+        """Add the map of the view's channel counts (``view_pool``); a model adds it after
+        its other layers, so that they draw the same initial weights with or without it."""
+        if self.view_key is None:
+            raise ValueError(
+                "view-pool needs a grid view in the observation (the rlgate grid tasks, "
+                "minigrid); this env has none"
+            )
+        self.pool = nn.Linear(self.channels, self.out_size, bias=False)
 
     @property
     def has_view(self) -> bool:
@@ -308,8 +326,12 @@ class ObsEncoder(nn.Module):
         feats = [action_feats, reward_feature(prev_reward).unsqueeze(-1)]
         feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
         x = self.extra(torch.cat(feats, dim=-1))
+        if self.pool is not None and view is None:
+            view = self.view(obs)  # the counts need the per-cell channels
         if view is not None:
             x = x + self.image(view.flatten(-2))
+            if self.pool is not None:
+                x = x + self.pool(view.sum(dim=-2))
         elif self.view_key is not None:
             x = x + self.view_features(obs)
         return torch.relu(x)

@@ -172,6 +172,10 @@ class TrainConfig:
     (one sigmoid per channel) and the heads see [core output, gated view] instead of [core
     output, encoder features], so that "where is what I remember" is a gate and a read of the
     gated cells instead of a conjunction to discover."""
+    view_pool: bool = field(default=False, metadata=FIXED)
+    """Give the core the view's channel counts too (how many cells of each kind are in view,
+    through a map of their own): what is in view wherever it stands, so that a cue seen at any
+    cell of the view is one input to remember, not a different one per cell."""
     policy_init_gain: float = 0.01
     """Orthogonal-init gain of the policy's last layer: 0.01 starts near a uniform policy but
     scales down every gradient the policy sends into the heads and core; 1 lets the policy

@@ -171,6 +171,60 @@ def test_ppo_with_mlp_heads_learns_a_short_tmaze(tmp_path):
     assert _final_success(trainer.run()) >= 0.9
 
 
+@pytest.mark.parametrize("env_id", ["rlgate/ActiveMatch-v0", "rlgate/MemoryS7-v0"])
+@pytest.mark.parametrize("view_gate", [False, True])
+def test_view_pool_adds_the_views_channel_counts_to_the_core_input(env_id, view_gate):
+    """With view_pool the core's input is relu(extra + image map + pool map of the counts of
+    each channel over the view's cells), written here from a plain one-hot and plain
+    matmuls; with it off the model is unchanged (the same initial weights, the same input)."""
+    from rlgate.agents.actor_critic import ActorCritic
+    from rlgate.agents.encoders import MINIGRID_CODES, reward_feature
+    from rlgate.envs import make_vec
+
+    env = make_vec(env_id, 4, seed=3)
+    obs, _ = env.reset()
+    for _ in range(5):
+        obs, *_ = env.step(torch.randint(0, env.num_actions, (4,)))
+    obs = {k: v.unsqueeze(0) for k, v in obs.items()}
+
+    def build(pool):
+        torch.manual_seed(7)
+        return ActorCritic(
+            env.single_observation_space, env.single_action_space, "lstm", 16, 8, None,
+            12, view_gate, observation_kinds=env.observation_kinds, view_pool=pool,
+        )  # fmt: skip
+
+    plain, pooled = build(False), build(True)
+    shared = {k: v for k, v in pooled.state_dict().items() if "pool" not in k}
+    assert shared.keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in shared.items())
+    image = obs["image"]
+    if image.shape[-1] == len(MINIGRID_CODES):
+        one_hot = _minigrid_one_hot(image).float()
+    else:
+        one_hot = image.float()
+    cells = one_hot.reshape(1, 4, -1, one_hot.shape[-1])  # [T, B, cells, channels]
+    prev_a = torch.randint(0, env.num_actions, (1, 4))
+    prev_r = torch.randn(1, 4)
+    enc = pooled.encoder
+    parts = [
+        torch.nn.functional.one_hot(prev_a, env.num_actions).float(),
+        reward_feature(prev_r)[..., None],
+    ]
+    if "direction" in obs:  # MemoryS7's other entry: a one-hot beside them
+        parts.append(torch.nn.functional.one_hot(obs["direction"].long(), 4).float())
+    extra_in = torch.cat(parts, -1)
+    want = torch.relu(
+        extra_in @ enc.extra.weight.T + enc.extra.bias
+        + cells.flatten(-2) @ enc.image.weight.T
+        + cells.sum(-2) @ enc.pool.weight.T
+    )  # fmt: skip
+    got = pooled.core_features(obs, prev_a, prev_r)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    off = plain.core_features(obs, prev_a, prev_r)
+    assert not torch.allclose(off, got)  # the counts do reach the core
+
+
 @pytest.mark.parametrize("env_id", ["rlgate/PassiveMatch-v0", "rlgate/MemoryS7-v0"])
 def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
     """The heads see [core output, view x gate] and not the encoder features, the gate one
