@@ -133,7 +133,7 @@ RECIPES: dict[str, Recipe] = {
         settings={"env": "rlgate/ActiveMatch-v0", "env_option": ("delay=15",), **_MATCH},
         notes="PassiveMatch's recipe on ActiveMatch, where the cue has to be found first. "
         + _MATCH_NOTES.split("\n", 1)[0][2:],
-        result="docs/results.md#the-papers-grid",
+        result="docs/results.md#active-match-not-learned-yet-and-why",
     ),
     "memory-s7": Recipe(
         summary="MemoryS7 (minigrid's Memory task, rlgate's tensor clone): a key object, then a "
