@@ -240,9 +240,9 @@ class ObsEncoder(nn.Module):
 
     ``relu(view_map(view) + extra([action features, f(prev reward), other leaves]))``: the
     first grid or minigrid leaf is the view (bias-free map); every other leaf's features go
-    into one affine map with the previous action's and reward's. With ``view_pool`` the view's
-    channel counts (its per-cell channels summed over the cells) get a bias-free map of their
-    own, added in: what is in view, wherever it stands.
+    into one affine map with the previous action's and reward's. After ``add_view_pool`` the
+    view's channel counts (its per-cell channels summed over the cells) get a bias-free map of
+    their own, added in: what is in view, wherever it stands.
 
     Args:
         space: the env's single observation space.
@@ -252,7 +252,6 @@ class ObsEncoder(nn.Module):
         native_view: map a minigrid view from its hot indices (``rlgate.agents.onehot``)
             where the native kernels run (float32 on the CPU), instead of building its
             one-hot; the core's backend decides (``ActorCritic``).
-        view_pool: add the map of the view's channel counts (needs a view).
     """
 
     def __init__(
@@ -262,7 +261,6 @@ class ObsEncoder(nn.Module):
         out_size: int,
         declared: dict[str, str] | None = None,
         native_view: bool = False,
-        view_pool: bool = False,
     ):
         super().__init__()
         declared = dict(declared or {})
@@ -294,11 +292,9 @@ class ObsEncoder(nn.Module):
             nn.init.uniform_(w, -bound, bound)
         self.out_size = out_size
         self.pool: nn.Linear | None = None
-        if view_pool:
-            self.add_view_pool()
 
     def add_view_pool(self) -> None:
-        """Add the map of the view's channel counts (``view_pool``); a model adds it after
+        """Add the map of the view's channel counts (``--view-pool``); a model adds it after
         its other layers, so that they draw the same initial weights with or without it."""
         if self.view_key is None:
             raise ValueError(
