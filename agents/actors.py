@@ -118,8 +118,9 @@ def _actor_main(
     cfg = TrainConfig.from_dict(cfg_dict)
     env = make_vec(cfg.env, cfg.impala.envs_per_actor, device="cpu", seed=seed, **cfg.env_options)
     model = build_model(cfg, env)
+    gen = torch.Generator().manual_seed(seed + 1)
     worker = RolloutWorker(
-        env, model, cfg.unroll_length, generator=torch.Generator().manual_seed(seed + 1)
+        env, model, cfg.unroll_length, generator=gen, novelty_bonus=cfg.novelty_bonus
     )
     while True:
         v = version.value

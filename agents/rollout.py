@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rlgate.agents.actor_critic import ActorCritic
+from rlgate.agents.novelty import EpisodicNovelty
 from rlgate.returns import next_state_values
 
 
@@ -25,7 +26,8 @@ class Rollout:
 
     obs: dict of [T + 1, B, ...]; prev_action [T + 1, B, *action shape]; prev_reward,
     is_first: [T + 1, B]; actions [T, B, *action shape] (the policy's samples, unclipped);
-    logp (behaviour log-prob), values, rewards, terminated, truncated: [T, B];
+    logp (behaviour log-prob), values, rewards (the env's, plus the novelty bonus where one is
+    paid), terminated, truncated: [T, B];
     final_values: V(final observation) where truncated, else 0, [T, B];
     states: core states at steps 0, chunk, 2 * chunk, ... (tuples of [B, H]);
     bootstrap_value: V(x_T) under the acting parameters, [B];
@@ -85,6 +87,9 @@ class RolloutWorker:
         chunk: store the core state every ``chunk`` steps (divides T).
         generator: RNG for sampling actions.
         greedy: take the most likely action instead of sampling (evaluation).
+        novelty_bonus: added to the stored reward of each step that reaches an observation new
+            to its episode (``rlgate.agents.novelty``); 0 = none. The policy's previous-reward
+            input and the episode statistics keep the env's reward.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class RolloutWorker:
         chunk: int | None = None,
         generator: torch.Generator | None = None,
         greedy: bool = False,
+        novelty_bonus: float = 0.0,
     ):
         self.env, self.model, self.length = env, model, length
         self.chunk = chunk or length
@@ -107,6 +113,10 @@ class RolloutWorker:
         self.is_first = info["is_first"]
         self.prev_action, self.prev_reward = model.first_inputs(n, self.device)
         self.state = model.initial_state(n, self.device)
+        self.novelty_bonus = novelty_bonus
+        self.novelty = EpisodicNovelty(obs) if novelty_bonus else None
+        if self.novelty is not None:
+            self.novelty.observe(obs, self.is_first)
 
     def state_dict(self) -> dict[str, Any]:
         """What the worker carries from one unroll into the next (the envs' current
@@ -118,6 +128,7 @@ class RolloutWorker:
             "prev_action": self.prev_action.cpu().clone(),
             "prev_reward": self.prev_reward.cpu().clone(),
             "state": [s.cpu().clone() for s in self.state],
+            **({"novelty": self.novelty.state_dict()} if self.novelty is not None else {}),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -130,6 +141,8 @@ class RolloutWorker:
         self.prev_action = data["prev_action"].to(dev)
         self.prev_reward = data["prev_reward"].to(dev)
         self.state = type(self.state)(*(s.to(dev) for s in data["state"]))
+        if self.novelty is not None and "novelty" in data:
+            self.novelty.load_state_dict(data["novelty"])
 
     @torch.no_grad()
     def collect(self, param_version: int = 0) -> tuple[Rollout, EpisodeLog]:
@@ -176,6 +189,9 @@ class RolloutWorker:
                 final_values[t] = torch.where(trunc, self._final_value(info, action, reward), 0.0)
             done = info["done"]
             self.is_first = info["is_first"]
+            if self.novelty is not None:  # the first observation of an episode earns nothing
+                new = self.novelty.observe(self.obs, self.is_first) & ~self.is_first
+                rewards[t] += self.novelty_bonus * new
             # previous action and reward start over with each episode
             self.prev_action, self.prev_reward = self.model.next_inputs(
                 self.is_first, action, reward

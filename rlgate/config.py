@@ -196,6 +196,12 @@ class TrainConfig:
     reward_scale: float = 1.0
     """Rewards are multiplied by this for learning (values, returns, advantages); logged returns
     and the policy's previous-reward input stay unscaled."""
+    novelty_bonus: float = 0.0
+    """Exploration bonus (in the env's reward units, before reward-scale) for each step that
+    reaches an observation not seen before in its episode: an episodic count-based bonus that
+    pays for looking around (exact repeats only: meant for discrete views such as grids).
+    0 = none. Logged returns, episode statistics and the previous-reward input keep the env's
+    reward."""
     max_grad_norm: float = 0.5
     """Gradient clipping norm."""
     seed: int = 1
@@ -261,6 +267,8 @@ class TrainConfig:
             _fail(f"dist-timeout must be > 0, got {self.dist_timeout}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
             _fail(f"reward-scale must be finite and > 0, got {self.reward_scale}")
+        if not (math.isfinite(self.novelty_bonus) and self.novelty_bonus >= 0):
+            _fail(f"novelty-bonus must be finite and >= 0 (0 = none), got {self.novelty_bonus}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             _fail(f"learning-rate must be finite and > 0, got {self.learning_rate}")
         if not 0 < self.gamma <= 1:

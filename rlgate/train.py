@@ -137,7 +137,10 @@ class Trainer:
         """A rollout worker that starts new episodes in every env."""
         cfg = self.cfg
         chunk = self.agent.state_interval(cfg)
-        return RolloutWorker(self.env, self.model, cfg.unroll_length, chunk, self.generator)
+        gen, bonus = self.generator, cfg.novelty_bonus
+        return RolloutWorker(
+            self.env, self.model, cfg.unroll_length, chunk, gen, novelty_bonus=bonus
+        )
 
     def _run_dir(self) -> Path:
         """Rank 0 creates the run folder; every rank gets its path (or the same error)."""
