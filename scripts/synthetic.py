@@ -6,6 +6,7 @@ Usage:
     python scripts/synthetic.py --preset full --out docs/results/synthetic --jobs 2
     python scripts/synthetic.py --preset full --cores lstm ur-lstm --hidden-size 128
     python scripts/synthetic.py --preset full --report-only
+    python scripts/synthetic.py --preset copy-long --out docs/results/synthetic-copy-long
 
 Every run trains one core on one task at one lag with the same sizes and optimiser (flags
 override them for every run). Finished runs write results/{run}.json and are skipped when the
