@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from rlgate.agents.distributions import make_action_dist
 from rlgate.agents.encoders import ObsEncoder
+from rlgate.agents.seen import channels_in_view
 from rlgate.cores import CORES, make_core
 from rlgate.cores.base import reset_where
 
@@ -63,6 +64,8 @@ class ActorCritic(nn.Module):
             the policy shape the features it needs from the start.
         observation_kinds: the kinds the env declares for its observation entries.
         view_pool: the encoder also maps the view's channel counts (``ObsEncoder``).
+        seen_head: a linear head over the core output with one logit per view channel, for
+            the seen-so-far auxiliary loss (``rlgate.agents.seen``; ``forward_seen``).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class ActorCritic(nn.Module):
         policy_init_gain: float = 0.01,
         observation_kinds: dict[str, str] | None = None,
         view_pool: bool = False,
+        seen_head: bool = False,
     ):
         super().__init__()
         if view_gate and not head_size:
@@ -111,6 +115,14 @@ class ActorCritic(nn.Module):
             self.gate = nn.Linear(hidden_size, self.encoder.channels)
         if view_pool:  # after the gate, likewise
             self.encoder.add_view_pool()
+        self.seen: nn.Linear | None = None
+        if seen_head:  # last of all, likewise
+            if not self.encoder.has_view:
+                raise ValueError(
+                    "seen-loss needs a grid view in the observation (the rlgate grid tasks, "
+                    "minigrid); this env has none"
+                )
+            self.seen = nn.Linear(hidden_size, self.encoder.channels)
 
     def initial_state(self, batch_size: int, device=None):
         return self.core.initial_state(batch_size, device)
@@ -157,15 +169,37 @@ class ActorCritic(nn.Module):
             (policy outputs [T, B, P] (the parameters of ``action_dist``), values [T, B],
             final core state).
         """
+        params, values, state, _ = self._unroll(obs, prev_action, prev_reward, is_first, state)
+        return params, values, state
+
+    def forward_seen(self, obs, prev_action, prev_reward, is_first, state):
+        """``forward``, plus the seen-so-far head's logits over the core output: (policy
+        outputs, values, final core state, logits [T, B, channels]). Needs ``seen_head``."""
+        if self.seen is None:
+            raise RuntimeError("forward_seen needs a model built with seen_head")
+        params, values, state, core_out = self._unroll(
+            obs, prev_action, prev_reward, is_first, state
+        )
+        return params, values, state, self.seen(core_out)
+
+    @torch.no_grad()
+    def channels_in_view(self, obs) -> Tensor:
+        """[T, B, channels] bool: the view's channel c is in some cell of the view at step t
+        (obs dict of [T, B, ...]; the seen-so-far loss's input). Needs a grid view."""
+        return channels_in_view(self.encoder.view(obs))
+
+    def _unroll(self, obs, prev_action, prev_reward, is_first, state):
+        """``forward``'s work: (policy outputs, values, final state, core output [T, B, H])."""
         view = self.encoder.view(obs) if self.view_gate else None
         x = self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
-        y, state = self.core(x, state, is_first)
+        core_out, state = self.core(x, state, is_first)
+        y = core_out
         if self.view_gate:
             gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
             y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
         elif self.head_size:
             y = torch.cat([y, x], dim=-1)
-        return self.policy(y), self.value(y).squeeze(-1), state
+        return self.policy(y), self.value(y).squeeze(-1), state, core_out
 
     @torch.no_grad()
     def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:
@@ -218,4 +252,5 @@ def build_model(cfg, env) -> ActorCritic:
         cfg.policy_init_gain,
         getattr(env, "observation_kinds", None),
         cfg.view_pool,
+        cfg.seen_loss > 0,
     )

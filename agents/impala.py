@@ -13,6 +13,7 @@ from torch.distributions import Distribution
 
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
+from rlgate.agents.seen import seen_loss
 from rlgate.config import IMPALAConfig
 from rlgate.returns import vtrace
 
@@ -65,9 +66,11 @@ class IMPALA(Learner):
     """The V-trace learner: one gradient step per unroll (constructor: see ``Learner``)."""
 
     def update(self, r: Rollout, generator: torch.Generator | None = None) -> dict[str, float]:
-        params, values, _ = self.model(
-            r.obs, r.prev_action, r.prev_reward, r.is_first, r.states[0]
-        )  # T + 1 steps
+        inputs = (r.obs, r.prev_action, r.prev_reward, r.is_first, r.states[0])  # T + 1 steps
+        if self.seen_coef:
+            params, values, _, seen_logits = self.model.forward_seen(*inputs)
+        else:
+            params, values, _ = self.model(*inputs)
         # truncated episodes bootstrap from the acting parameters' value of their final
         # observation (the learner has no core state there to recompute it from)
         out = impala_loss(
@@ -87,6 +90,9 @@ class IMPALA(Learner):
             + self.cfg.baseline_coef * out["value"]
             - self.cfg.ent_coef * out["entropy"]
         )
+        if self.seen_coef:
+            out["seen"] = seen_loss(seen_logits[:-1], *self.seen_targets(r))
+            loss = loss + self.seen_coef * out["seen"]
         grad_norm = self.gradient_step(loss)
         metrics = {k: float(v.detach()) for k, v in out.items()}
         metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rlgate.agents.rollout import Rollout
+from rlgate.agents.seen import seen_targets
 from rlgate.distributed import World
 
 
@@ -19,6 +21,8 @@ class Learner:
         world: the data-parallel job this learner is part of (default: a single process);
             gradients are averaged over its ranks before clipping.
         reward_scale: rewards are multiplied by this before returns and advantages.
+        seen_coef: weight of the seen-so-far auxiliary loss (``rlgate.agents.seen``; the model
+            needs its seen head), 0 = none.
     """
 
     def __init__(
@@ -30,13 +34,21 @@ class Learner:
         optimizer: torch.optim.Optimizer,
         world: World | None = None,
         reward_scale: float = 1.0,
+        seen_coef: float = 0.0,
     ):
         self.model, self.cfg = model, config
         self.gamma, self.max_grad_norm = gamma, max_grad_norm
         self.reward_scale = reward_scale
+        self.seen_coef = seen_coef
         self.optimizer = optimizer
         self.world = world or World()
         self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def seen_targets(self, r: Rollout) -> tuple[Tensor, Tensor]:
+        """The seen-so-far targets of the rollout's T steps: ([T, B, channels], valid [T, B])."""
+        t_len = r.length
+        obs = {k: v[:t_len] for k, v in r.obs.items()}
+        return seen_targets(self.model.channels_in_view(obs), r.is_first[:t_len])
 
     def gradient_step(self, loss: Tensor) -> float:
         """Backpropagate ``loss``, average the gradients over ranks, clip the gradient norm, step;

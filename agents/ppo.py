@@ -10,6 +10,7 @@ from torch.distributions import Distribution
 
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
+from rlgate.agents.seen import seen_loss
 from rlgate.returns import gae
 
 
@@ -115,6 +116,9 @@ class PPO(Learner):
             "advantages": _sequences(advantages, chunk),
             "returns": _sequences(returns, chunk),
         }
+        if self.seen_coef:
+            targets, valid = self.seen_targets(r)
+            seq["seen"], seq["seen_valid"] = _sequences(targets, chunk), _sequences(valid, chunk)
         num_seq = seq["actions"].shape[1]
         per_mb = num_seq // cfg.num_minibatches
         totals: dict[str, float] = {}
@@ -129,13 +133,17 @@ class PPO(Learner):
             perm = torch.randperm(num_seq, generator=generator, device=r.actions.device)
             for m in range(cfg.num_minibatches):
                 idx = perm[m * per_mb : (m + 1) * per_mb]
-                params, values, _ = self.model(
+                inputs = (
                     {k: v[:, idx] for k, v in seq["obs"].items()},
                     seq["prev_action"][:, idx],
                     seq["prev_reward"][:, idx],
                     seq["is_first"][:, idx],
                     tuple(s[idx] for s in start),
                 )
+                if self.seen_coef:
+                    params, values, _, seen_logits = self.model.forward_seen(*inputs)
+                else:
+                    params, values, _ = self.model(*inputs)
                 out = ppo_loss(
                     self.model.action_dist.dist(params),
                     values,
@@ -147,6 +155,11 @@ class PPO(Learner):
                     self._advantage_stats(seq["advantages"][:, idx]),
                 )
                 loss = out["policy"] - cfg.ent_coef * out["entropy"] + cfg.vf_coef * out["value"]
+                if self.seen_coef:
+                    out["seen"] = seen_loss(
+                        seen_logits, seq["seen"][:, idx], seq["seen_valid"][:, idx]
+                    )
+                    loss = loss + self.seen_coef * out["seen"]
                 out["grad_norm"] = torch.tensor(self.gradient_step(loss))
                 out["loss"] = loss
                 for k, v in out.items():

@@ -176,6 +176,12 @@ class TrainConfig:
     """Give the core the view's channel counts too (how many cells of each kind are in view,
     through a map of their own): what is in view wherever it stands, so that a cue seen at any
     cell of the view is one input to remember, not a different one per cell."""
+    seen_loss: float = field(default=0.0, metadata=FIXED)
+    """Weight of an auxiliary loss (0 = none): a linear head over the core output predicts,
+    for each channel of the grid view (floor, wall, apple, each colour, ...), whether it has
+    been in view at some step of the episode so far (binary cross-entropy). A learning signal
+    for the memory that does not go through the policy: a colour seen once and then out of
+    view can only be predicted from memory. Needs a grid view; adds a head to the model."""
     policy_init_gain: float = 0.01
     """Orthogonal-init gain of the policy's last layer: 0.01 starts near a uniform policy but
     scales down every gradient the policy sends into the heads and core; 1 lets the policy
@@ -269,6 +275,8 @@ class TrainConfig:
             _fail(f"reward-scale must be finite and > 0, got {self.reward_scale}")
         if not (math.isfinite(self.novelty_bonus) and self.novelty_bonus >= 0):
             _fail(f"novelty-bonus must be finite and >= 0 (0 = none), got {self.novelty_bonus}")
+        if not (math.isfinite(self.seen_loss) and self.seen_loss >= 0):
+            _fail(f"seen-loss must be finite and >= 0 (0 = none), got {self.seen_loss}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             _fail(f"learning-rate must be finite and > 0, got {self.learning_rate}")
         if not 0 < self.gamma <= 1:

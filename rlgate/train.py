@@ -99,6 +99,7 @@ class Trainer:
             self.optimizer,
             self.world,
             reward_scale=cfg.reward_scale,
+            seen_coef=cfg.seen_loss,
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.update_index, self.global_step = 0, 0
