@@ -355,6 +355,7 @@ def test_a_space_without_encoder_or_distribution_names_the_supported_ones(tmp_pa
     [
         (["--env", "CartPole-v1", "--head-size", "8", "--view-gate"], "needs a grid view"),
         (["--env", "CartPole-v1", "--view-pool"], "view-pool needs a grid view"),
+        (["--env", "CartPole-v1", "--seen-loss", "1"], "seen-loss needs a grid view"),
         (["--env", "CartPole-v1", "--env-option", "foo=1"], "cannot make env 'CartPole-v1'"),
         (["--env", "Nope-v3"], "valid envs: rlgate/PassiveMatch-v0"),
         (["--env", "CartPole-v1", "--core", "mlp", "--backend", "native"], "no recurrence"),
