@@ -119,6 +119,15 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds_reaching_0.9": len(reached),
             }
         )
+        greedy = [r["greedy_success"] for r in rs if "greedy_success" in r]
+        if greedy:
+            g_mean, g_std = _mean_std(greedy)
+            rows[-1].update(
+                greedy_success_mean=round(g_mean, 4),
+                greedy_success_std=round(g_std, 4),
+                greedy_seeds_at_0_9=sum(g >= SUCCESS_TARGET for g in greedy),
+                greedy_seeds=len(greedy),
+            )
     return rows
 
 
@@ -128,26 +137,37 @@ def write_tables(
     """results.csv and results.md under ``out`` (``preamble``: lines put above the table)."""
     out = Path(out)
     csv_path, md_path = out / "results.csv", out / "results.md"
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # greedy columns where some have them
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    greedy = "greedy_success_mean" in fields
     lines = [
         *preamble,
         *([""] if preamble else []),
         "| task | delay | core | env steps | final success (mean ± std) "
-        "| success over training (mean ± std) | steps to 0.9 (mean) | seeds at 0.9 |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| success over training (mean ± std) | steps to 0.9 (mean) | seeds at 0.9 |"
+        + (" greedy success (mean ± std) | greedy seeds at 0.9 |" if greedy else ""),
+        "|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if greedy else ""),
     ]
     for r in rows:
         steps = r["steps_to_0.9_mean"]
-        lines.append(
+        line = (
             f"| {r['task']} | {r['delay']} | {r['core']} | {r['env_steps']:,} | "
             f"{r['final_success_mean']:.3f} ± "
             f"{r['final_success_std']:.3f} | {r['mean_success_mean']:.3f} ± "
             f"{r['mean_success_std']:.3f} | {'-' if steps is None else f'{steps:,}'} | "
             f"{r['seeds_reaching_0.9']}/{r['seeds']} |"
         )
+        if greedy:
+            line += (
+                f" {r['greedy_success_mean']:.3f} ± {r['greedy_success_std']:.3f} | "
+                f"{r['greedy_seeds_at_0_9']}/{r['greedy_seeds']} |"
+                if "greedy_success_mean" in r
+                else " - | - |"
+            )
+        lines.append(line)
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -244,7 +264,7 @@ def write_plots(records: list[dict[str, Any]], out: Path) -> list[Path]:
     for ax, core in zip(axes[0], shown):
         counts = [0] * GATE_BINS
         for r in records:
-            if r["core"] == core:
+            if r["core"] == core and r["gate_hist"]:  # the memoryless control has none
                 counts = [a + b for a, b in zip(counts, r["gate_hist"])]
         total = max(1, sum(counts))
         ax.bar(edges[:-1], [c / total for c in counts], width=1 / GATE_BINS, align="edge")
@@ -263,7 +283,7 @@ def saturation(records: list[dict[str, Any]], core: str, eps_bins: int = 1) -> f
     """Share of g values in the outermost ``eps_bins`` bins at each end (g < 0.02 or > 0.98)."""
     counts = [0] * GATE_BINS
     for r in records:
-        if r["core"] == core:
+        if r["core"] == core and r["gate_hist"]:
             counts = [a + b for a, b in zip(counts, r["gate_hist"])]
     total = sum(counts)
     if not total:
