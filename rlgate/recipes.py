@@ -158,6 +158,15 @@ RECIPES: dict[str, Recipe] = {
         notes=_ACTIVE_MATCH_NOTES,
         result="docs/results.md#active-match",
     ),
+    "active-match-base": Recipe(
+        summary="ActiveMatch, delay 15, with PassiveMatch's agent alone: stays at chance (the "
+        "baseline of the seen-so-far loss; the paper's grid ran it)",
+        settings={"env": "rlgate/ActiveMatch-v0", "env_option": ("delay=15",), **_MATCH},
+        notes="PassiveMatch's recipe on ActiveMatch, where the cue has to be found first: no run "
+        "left chance in 10-40M steps (docs/results.md#active-match says why). "
+        + _MATCH_NOTES.split("\n", 1)[0][2:],
+        result="docs/results.md#active-match",
+    ),
     "memory-s7": Recipe(
         summary="MemoryS7 (minigrid's Memory task, rlgate's tensor clone): a key object, then a "
         "choice between two",

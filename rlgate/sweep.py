@@ -92,7 +92,13 @@ def _match_agent() -> dict[str, Any]:
     return {**MATCH_AGENT, "ppo": {"vf_coef": 0.5}}
 
 
-PAPER_RECIPES = {"PassiveMatch": "passive-match", "ActiveMatch": "active-match", "TMaze": "tmaze"}
+#: the paper's grid ran Active Match with PassiveMatch's agent alone (the recipe
+#: active-match-base); the agent that learns it is the recipe active-match (preset active-match)
+PAPER_RECIPES = {
+    "PassiveMatch": "passive-match",
+    "ActiveMatch": "active-match-base",
+    "TMaze": "tmaze",
+}
 
 PRESETS = {
     # minutes on a 2-core laptop: two cores, the T-maze, two lengths, two seeds

@@ -188,3 +188,53 @@ def test_parallel_sweep_and_the_script(tmp_path, capsys):
     commit = sweep.provenance()["commit"]
     assert f"`{(commit or 'unknown')[:10]}" in lines[3] and lines[3].endswith(" 2")
     assert main(["--out", str(tmp_path / "empty"), "--report-only"]) == 2
+
+
+def test_the_active_match_preset_trains_the_recipe_for_every_core(tmp_path):
+    grid = sweep.PRESETS["active-match"]
+    assert {"ur-lstm", "lstm", "gru", "ur-gru", "mlp"} == set(grid.cores)
+    assert grid.delays == {"ActiveMatch": (15, 5, 30)} and len(grid.seeds) == 5
+    assert grid.greedy_episodes >= 500
+    configs = {}
+    for run in grid.runs():
+        cfg = sweep.train_config(grid, run, tmp_path)
+        assert (cfg.core, cfg.seed, cfg.env_options["delay"]) == (run.core, run.seed, run.delay)
+        configs.setdefault(
+            (cfg.seen_loss, cfg.view_pool, cfg.ppo.ent_coef, cfg.total_timesteps), set()
+        ).add(run.name)
+    assert list(configs) == [(1.0, True, 0.05, 6_000_000)]  # the same agent and budget for all
+
+
+def test_a_greedy_evaluation_per_run_and_its_columns(tmp_path):
+    """Each run's greedy success is the evaluation of its checkpoint with the most likely
+    actions; the memoryless control has no gates to histogram; the tables gain the columns."""
+    from rlgate.evaluate import evaluate
+
+    grid = sweep.Grid(**{**TINY.__dict__, "cores": ("mlp", "gru"), "greedy_episodes": 20})
+    assert sweep.run_sweep(grid, tmp_path, jobs=1, progress=False) == 2
+    for core in ("mlp", "gru"):
+        record = json.loads((tmp_path / "results" / f"TMaze-d3__{core}__s1.json").read_text())
+        again = evaluate(
+            str(tmp_path / "tb" / "TMaze-d3" / f"{core}-s1"), 20, device="cpu", seed=10_001,
+            greedy=True,
+        )  # fmt: skip
+        assert record["greedy_success"] == again["success_rate"]
+        assert (record["gate_hist"] == []) == (core == "mlp")
+    rows = sweep_report.summarize(sweep_report.load_results(tmp_path))
+    assert all("greedy_success_mean" in r for r in rows)
+    _, md_path = sweep_report.write_tables(rows, tmp_path)
+    assert "greedy success (mean ± std)" in md_path.read_text()
+    sweep_report.write_plots(sweep_report.load_results(tmp_path), tmp_path)
+
+
+def test_greedy_summary_counts_the_seeds_at_the_target():
+    def rec(seed, greedy):
+        return {"task": "T", "delay": 1, "core": "lstm", "seed": seed, "final_success": 0.5,
+                "curve": [(10, 0.5)], "steps": 10, "greedy_success": greedy}  # fmt: skip
+
+    (row,) = sweep_report.summarize([rec(1, 0.95), rec(2, 0.9), rec(3, 0.3)])
+    assert row["greedy_success_mean"] == pytest.approx(0.7167, abs=1e-4)
+    assert row["greedy_success_std"] == pytest.approx(0.2953, abs=1e-4)  # population std
+    assert (row["greedy_seeds_at_0_9"], row["greedy_seeds"]) == (2, 3)
+    without = {k: v for k, v in rec(1, 0.0).items() if k != "greedy_success"}
+    assert "greedy_success_mean" not in sweep_report.summarize([without])[0]
