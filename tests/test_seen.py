@@ -134,3 +134,36 @@ def test_the_weight_must_be_finite_and_not_negative():
         TrainConfig(seen_loss=-1.0)
     with pytest.raises(ValueError, match="seen-loss"):
         TrainConfig(seen_loss=float("inf"))
+
+
+@pytest.mark.parametrize("agent", ["ppo", "impala"])
+def test_both_learners_add_the_loss_they_report(agent):
+    """One update of each learner reports the seen-so-far loss of the rollout before its step,
+    as computed here from the model's logits and plainly looped targets; with weight 0 there
+    is no such loss and the model needs no head."""
+    from rlgate.agents.impala import IMPALA
+    from rlgate.config import IMPALAConfig
+
+    env = make_vec("rlgate/ActiveMatch-v0", 8, seed=2, delay=3)
+    model = _model(env, True)
+    rollout, _ = RolloutWorker(env, model, 32).collect()
+    t_len = rollout.length
+    with torch.no_grad():
+        *_, logits = model.forward_seen(
+            rollout.obs, rollout.prev_action, rollout.prev_reward, rollout.is_first,
+            rollout.states[0],
+        )  # fmt: skip
+    present = model.channels_in_view({k: v[:t_len] for k, v in rollout.obs.items()})
+    want = seen_loss(logits[:t_len], *seen_targets(present, rollout.is_first[:t_len]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if agent == "ppo":
+        learner = PPO(model, PPOConfig(epochs=1, num_minibatches=1), 0.99, 1.0, opt, seen_coef=0.5)
+    else:
+        learner = IMPALA(model, IMPALAConfig(), 0.99, 1.0, opt, seen_coef=0.5)
+    metrics = learner.update(rollout)
+    assert metrics["seen"] == pytest.approx(float(want), rel=1e-5)
+    plain = _model(env, False)
+    cls = PPO if agent == "ppo" else IMPALA
+    cfg = PPOConfig(epochs=1, num_minibatches=1) if agent == "ppo" else IMPALAConfig()
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    assert "seen" not in cls(plain, cfg, 0.99, 1.0, opt).update(rollout)
