@@ -109,10 +109,10 @@ PRESETS = {
         recipes={"TMaze": "tmaze"},
         settings={"total_timesteps": 60_000},
     ),
-    # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds, with the agent that learns the
-    # Match tasks: 144 Match runs x 1.5M + 72 T-maze runs x 0.25M = 234M env steps, ~2.2 hours
-    # of a 2-core Xeon (two 1-thread jobs at ~14-17k steps/s each; ~3.3 on an EPYC VM at
-    # ~10k), or a GPU
+    # the paper's grid: 8 cores x 3 tasks x 3 delays x 3 seeds, with the agent that learns
+    # PassiveMatch (on ActiveMatch too: PAPER_RECIPES): 144 Match runs x 1.5M + 72 T-maze runs
+    # x 0.25M = 234M env steps, ~2.2 hours of a 2-core Xeon (two 1-thread jobs at ~14-17k
+    # steps/s each; ~3.3 on an EPYC VM at ~10k), or a GPU
     "full": Grid(
         cores=PAPER_CORES,
         delays={"PassiveMatch": (5, 15, 30), "ActiveMatch": (5, 15, 30), "TMaze": (4, 8, 16)},
