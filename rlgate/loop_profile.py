@@ -8,7 +8,7 @@ drives its rollout worker and learner for some updates with timers around the pa
 | env step | the batched env's ``step`` |
 | acting forward | the policy's forward pass while acting (encoder, core step, heads) |
 | rest of the rollout | the rest of ``collect``: sampling, log-probs, buffers, episode stats |
-| learner forward | the model's forward passes inside the update |
+| learner forward | the model's forward passes inside the update (``forward_seen`` too) |
 | learner backward | ``backward()`` of the loss |
 | Adam + clipping | gradient-norm clipping and the optimizer step |
 | loss, returns, indexing | the rest of the update: GAE or V-trace, losses, minibatch slicing |
@@ -94,11 +94,14 @@ def profile_loop(cfg, updates: int = 5, warmup: int = 1) -> dict[str, float]:
         learner.update(rollout, trainer.generator)
     clock = _Clock(trainer.device)
     forward = clock.wrap(model.forward, lambda: f"{clock.phase} forward")
+    # the seen-so-far loss's learner runs its forward through forward_seen instead
+    forward_seen = clock.wrap(model.forward_seen, lambda: f"{clock.phase} forward")
     backward = clock.wrap(torch.Tensor.backward, "learner backward")
     clip = clock.wrap(torch.nn.utils.clip_grad_norm_, "Adam + clipping")
     opt_step = clock.wrap(trainer.optimizer.step, "Adam + clipping")
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patched(model, "forward", forward))
+        stack.enter_context(_patched(model, "forward_seen", forward_seen))
         stack.enter_context(_patched(worker.env, "step", clock.wrap(worker.env.step, "env step")))
         stack.enter_context(_patched(torch.Tensor, "backward", backward))
         stack.enter_context(_patched(torch.nn.utils, "clip_grad_norm_", clip))
