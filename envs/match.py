@@ -29,6 +29,7 @@ import math
 import torch
 from torch import Tensor
 
+from rlgate.envs import native
 from rlgate.envs.grid import APPLE, COLOUR, FLOOR, RADIUS, GridEnv, room
 
 CUE, DISTRACTOR, CHOICE = 0, 1, 2
@@ -52,6 +53,7 @@ class MatchEnv(GridEnv):
     """
 
     stat_keys = ("choice_reward", "apple_reward", "cue_seen", "success_seen", "success_unseen")
+    native_checks_actions = True  # native.match_step checks the actions' range itself
 
     def __init__(
         self,
@@ -121,6 +123,9 @@ class MatchEnv(GridEnv):
         self.state["apple_timer"] = torch.zeros_like(self.state["grid"], dtype=torch.long)
         for key in ("success", *self.stat_keys):
             self.state[key] = torch.zeros(n, device=dev)
+        # On the CPU a step and its view are one native call each (envs/native.c); a new
+        # episode's deal stays here, so both paths draw the same numbers.
+        self.native = native.native_for(self.device)
 
     def eval_report(self, model, episodes: int, generator=None, greedy: bool = False):
         """The task's evaluation report (``rlgate eval --report``): success by cue colour and
@@ -138,39 +143,47 @@ class MatchEnv(GridEnv):
     # ----------------------------------------------------------------- phases
     def _reset(self, mask: Tensor) -> None:
         idx = mask.nonzero().squeeze(1)
-        st, m = self.state, idx.numel()
+        draws = self._deal(idx.numel())
+        if self.native:
+            native.match_deal(self, idx, *draws)
+        else:
+            self._torch_deal(idx, *draws)
+
+    def _deal(self, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Everything random about m new episodes, in the generator's order: the 7x7 room's
+        cells in a random order (the apples on the first ``num_apples``, the agent's distractor
+        start on the next) [m, 49], the choice room's colour order [m, k], the cue's colour
+        [m], its cell (an index into ``_cue_cells``) [m] and the agent's start in the cue room
+        (an index into ``_interior``, Active, or ``_passive_starts``) [m]."""
+        order = torch.argsort(self._rand(m, self._interior.shape[0]), dim=1)
+        colours = torch.argsort(self._rand(m, self.num_colours), dim=1)
+        cue = self._randint(0, self.num_colours, (m,))
+        if self.active:
+            which = self._randint(0, self._cue_cells.shape[0], (m,))
+            start = torch.multinomial(self._start_ok[which], 1, generator=self.generator)
+            return order, colours, cue, which, start.squeeze(1)
+        which = torch.zeros(m, dtype=torch.long, device=self.device)
+        start = self._randint(0, self._passive_starts.shape[0], (m,))
+        return order, colours, cue, which, start
+
+    def _torch_deal(self, idx, order, colours, cue, which, start) -> None:
+        """Start the episodes of copies ``idx`` from ``_deal``'s draws, in PyTorch ops (any
+        device; the reference of ``native.match_deal``)."""
+        st, k = self.state, self.num_colours
         for key in ("success", *self.stat_keys):
             st[key][idx] = 0.0
-        # Distractor room: apples on distinct interior cells, the agent on another one.
-        order = torch.argsort(self._rand(m, self._interior.shape[0]), dim=1)
         st["apples"][idx] = order[:, : self.num_apples]
         st["distractor_start"][idx] = order[:, self.num_apples]
-        st["choice_order"][idx] = torch.argsort(self._rand(m, self.num_colours), dim=1)
-        self._setup_cue(idx)
-        # where the cue's square will stand in the choice room, and its success stat (NaN at
-        # the other positions)
-        pos = (st["choice_order"][idx] == st["cue"][idx, None]).long().argmax(dim=1)
-        st["cue_position"][idx] = pos
-        for p in range(self.num_colours):
-            st[f"success_at_{p}"][idx] = torch.where(pos == p, 0.0, float("nan"))
-
-    def _setup_cue(self, idx: Tensor) -> None:
-        st, m = self.state, idx.numel()
+        st["choice_order"][idx] = colours
+        # the cue room
         st["phase"][idx] = CUE
         st["t_phase"][idx] = 0
         st["grid"][idx] = self._cue_room
         st["apple_timer"][idx] = 0
-        cue = self._randint(0, self.num_colours, (m,))
         st["cue"][idx] = cue
-        if self.active:
-            which = self._randint(0, self._cue_cells.shape[0], (m,))
-            cell = self._cue_cells[which]
-            start = torch.multinomial(self._start_ok[which], 1, generator=self.generator)
-            st["pos"][idx] = self._interior[start.squeeze(1)]
-        else:
-            cell = self._cue_cells.expand(m, 2)
-            start = self._randint(0, self._passive_starts.shape[0], (m,))
-            st["pos"][idx] = self._passive_starts[start]
+        cell = self._cue_cells[which]
+        starts = self._interior if self.active else self._passive_starts
+        st["pos"][idx] = starts[start]
         st["grid"][idx, cell[:, 0], cell[:, 1]] = (COLOUR + cue).to(torch.uint8)
         st["cue_cell"][idx] = cell
         # Passive Match shows the square from the first step; Active Match from none
@@ -178,6 +191,12 @@ class MatchEnv(GridEnv):
         st["cue_seen"][idx] = seen
         st["success_seen"][idx] = 0.0 if seen else float("nan")
         st["success_unseen"][idx] = float("nan") if seen else 0.0
+        # where the cue's square will stand in the choice room, and its success stat (NaN at
+        # the other positions)
+        pos = (colours == cue[:, None]).long().argmax(dim=1)
+        st["cue_position"][idx] = pos
+        for p in range(k):
+            st[f"success_at_{p}"][idx] = torch.where(pos == p, 0.0, float("nan"))
 
     def _setup_distractor(self, idx: Tensor) -> None:
         st = self.state
@@ -202,6 +221,17 @@ class MatchEnv(GridEnv):
 
     # ----------------------------------------------------------------- dynamics
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.match_step(self, actions)
+        return self._torch_step(actions)
+
+    def _observe(self) -> dict[str, Tensor]:
+        if self.native:
+            return {"image": native.grid_observe(self)}
+        return super()._observe()
+
+    def _torch_step(self, actions: Tensor):
+        """``_step`` in PyTorch ops (any device; the reference of ``native.match_step``)."""
         st = self.state
         phase = st["phase"]
         target, cell = self._target(actions)

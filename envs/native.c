@@ -579,3 +579,265 @@ int pendulum_step(int64_t n, int64_t length, double half, double *physics, const
   }
   return 0;
 }
+
+/* ---- Passive and Active Match (envs/match.py; its PyTorch path is MatchEnv._torch_step) ----
+ * The grid tasks' canvas: grid [n, R, C] uint8 cell codes (FLOOR 0, WALL 1, APPLE 2, COLOUR + k
+ * for colour k), padded with walls by the view radius; pos [n, 2] int64 (row, col). A new
+ * episode's deal (its random draws) stays in PyTorch (MatchEnv._reset); a step and the phase
+ * changes it leads to are deterministic given the state, and run here. */
+enum { M_FLOOR = 0, M_WALL = 1, M_APPLE = 2, M_COLOUR = 3 };
+enum { M_CUE = 0, M_DISTRACTOR = 1, M_CHOICE = 2 };
+#define M_RADIUS 2
+#define M_VIEW 5
+#define M_ROOM_CELLS 49
+
+/* The constants of a Match env (MatchEnv's options and room templates). */
+typedef struct {
+  int64_t rows, cols, colours, apples, active, delay, cue_steps, choice_steps, respawn;
+  float apple_reward, match_reward;
+  const uint8_t *apple_room, *choice_room; /* [R, C] templates */
+  const int64_t *interior;                 /* [49, 2] the 7x7 rooms' floor cells */
+} MatchSpec;
+
+/* Whether copy b's state can be stepped without an index out of range: the agent away from
+ * the canvas's edge by the view radius, phase and draws within their ranges. */
+static int match_valid(const MatchSpec *s, int64_t b, const int64_t *pos, const int64_t *phase,
+                       const int64_t *apples, const int64_t *start, const int64_t *order) {
+  const int64_t r = pos[2 * b], c = pos[2 * b + 1];
+  if (r < M_RADIUS || r >= s->rows - M_RADIUS || c < M_RADIUS || c >= s->cols - M_RADIUS)
+    return 0;
+  if (phase[b] < M_CUE || phase[b] > M_CHOICE) return 0;
+  if (start[b] < 0 || start[b] >= M_ROOM_CELLS) return 0;
+  for (int64_t a = 0; a < s->apples; ++a)
+    if (apples[b * s->apples + a] < 0 || apples[b * s->apples + a] >= M_ROOM_CELLS) return 0;
+  for (int64_t j = 0; j < s->colours; ++j)
+    if (order[b * s->colours + j] < 0 || order[b * s->colours + j] >= s->colours) return 0;
+  return 1;
+}
+
+/* MatchEnv._setup_distractor for copy b: the apple room, its apples, the agent's start. */
+static void match_distractor(const MatchSpec *s, int64_t b, uint8_t *grid, int64_t *timer,
+                             int64_t *pos, int64_t *phase, int64_t *t_phase,
+                             const int64_t *apples, const int64_t *start) {
+  const size_t cells = (size_t)s->rows * s->cols;
+  phase[b] = M_DISTRACTOR;
+  t_phase[b] = 0;
+  memcpy(grid + b * cells, s->apple_room, cells);
+  memset(timer + b * cells, 0, cells * sizeof(int64_t));
+  for (int64_t a = 0; a < s->apples; ++a) {
+    const int64_t *cell = s->interior + 2 * apples[b * s->apples + a];
+    grid[b * cells + cell[0] * s->cols + cell[1]] = M_APPLE;
+  }
+  pos[2 * b] = s->interior[2 * start[b]];
+  pos[2 * b + 1] = s->interior[2 * start[b] + 1];
+}
+
+/* MatchEnv._setup_choice for copy b: the choice room with the squares in the episode's
+ * order along its top row, the agent below their middle. */
+static void match_choice(const MatchSpec *s, int64_t b, uint8_t *grid, int64_t *timer,
+                         int64_t *pos, int64_t *phase, int64_t *t_phase, const int64_t *order) {
+  const size_t cells = (size_t)s->rows * s->cols;
+  phase[b] = M_CHOICE;
+  t_phase[b] = 0;
+  memcpy(grid + b * cells, s->choice_room, cells);
+  memset(timer + b * cells, 0, cells * sizeof(int64_t));
+  for (int64_t j = 0; j < s->colours; ++j)
+    grid[b * cells + (1 + M_RADIUS) * s->cols + 2 * j + 1 + M_RADIUS] =
+        (uint8_t)(M_COLOUR + order[b * s->colours + j]);
+  pos[2 * b] = 3 + M_RADIUS;
+  pos[2 * b + 1] = s->colours + M_RADIUS;
+}
+
+/* One step of every copy of a Match env, as MatchEnv._torch_step: the move (walls and squares
+ * block), apples eaten and their respawn timers, the choice and its statistics, the phase
+ * clocks and the phase changes they lead to, and (Active Match) whether the cue came into
+ * view. Float arithmetic in PyTorch's order, so both paths agree bit for bit.
+ * Per copy: grid [R, C] uint8; timer [R, C] int64; pos, cue_cell [2] int64; phase, t_phase,
+ * cue, start (the distractor start), cue_position [1] int64; apples [A] and order [k] int64;
+ * stats: float32 arrays success, choice_reward, apple_reward, cue_seen, success_seen,
+ * success_unseen; success_at: k pointers to float32 [n] arrays. Writes reward [n] float32 and
+ * terminated [n] uint8. Returns 0, or -1 (writing nothing) for an action outside 0..3 or a
+ * state that would index out of range. */
+int match_step(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t napples,
+               int64_t active, int64_t delay, int64_t cue_steps, int64_t choice_steps,
+               int64_t respawn, float apple_reward, float match_reward,
+               const uint8_t *apple_room, const uint8_t *choice_room, const int64_t *interior,
+               uint8_t *grid, int64_t *timer, int64_t *pos, int64_t *phase, int64_t *t_phase,
+               const int64_t *cue, const int64_t *cue_cell, const int64_t *cue_position,
+               const int64_t *apples, const int64_t *start, const int64_t *order,
+               float *success, float *choice_reward, float *apple_total, float *cue_seen,
+               float *success_seen, float *success_unseen, float *const *success_at,
+               const int64_t *actions, float *reward, uint8_t *terminated) {
+  static const int64_t moves[4][2] = {{-1, 0}, {0, 1}, {1, 0}, {0, -1}};
+  const MatchSpec s = {rows, cols, colours, napples, active, delay, cue_steps, choice_steps,
+                       respawn, apple_reward, match_reward, apple_room, choice_room, interior};
+  if (rows < 2 * M_RADIUS + 3 || cols < 2 * colours + 2 + M_RADIUS || colours < 1 ||
+      napples < 0 || napples >= M_ROOM_CELLS || 3 + M_RADIUS >= rows)
+    return -1;
+  for (int64_t i = 0; i < M_ROOM_CELLS; ++i)
+    if (interior[2 * i] < M_RADIUS || interior[2 * i] >= rows - M_RADIUS ||
+        interior[2 * i + 1] < M_RADIUS || interior[2 * i + 1] >= cols - M_RADIUS)
+      return -1;
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] < 0 || actions[b] > 3 || !match_valid(&s, b, pos, phase, apples, start, order))
+      return -1;
+  const size_t cells = (size_t)rows * cols;
+  for (int64_t b = 0; b < n; ++b) {
+    uint8_t *g = grid + b * cells;
+    int64_t *tm = timer + b * cells;
+    const int64_t p = phase[b];
+    const int64_t *move = moves[actions[b]];
+    const int64_t tr = pos[2 * b] + move[0], tc = pos[2 * b + 1] + move[1];
+    const uint8_t cell = g[tr * cols + tc];
+    /* apples */
+    const int eat = p == M_DISTRACTOR && cell == M_APPLE;
+    float r = 0.0f + (float)eat * apple_reward;
+    apple_total[b] += (float)eat * apple_reward;
+    if (eat) {
+      g[tr * cols + tc] = M_FLOOR;
+      tm[tr * cols + tc] = respawn;
+    }
+    /* the choice */
+    const int chose = p == M_CHOICE && cell >= M_COLOUR;
+    const int correct = chose && (int64_t)cell - M_COLOUR == cue[b];
+    r += (float)correct * match_reward;
+    choice_reward[b] += (float)correct * match_reward;
+    if (chose) {
+      success[b] = (float)correct;
+      if (cue_position[b] >= 0 && cue_position[b] < colours)
+        success_at[cue_position[b]][b] = (float)correct;
+      if (isfinite(success_seen[b])) success_seen[b] = (float)correct;
+      if (isfinite(success_unseen[b])) success_unseen[b] = (float)correct;
+    }
+    reward[b] = r;
+    /* the move: floor and apples are free */
+    if (cell == M_FLOOR || cell == M_APPLE) {
+      pos[2 * b] = tr;
+      pos[2 * b + 1] = tc;
+    }
+    /* respawn: an apple due grows back unless the agent stands on its cell */
+    const int64_t here = pos[2 * b] * cols + pos[2 * b + 1];
+    for (size_t i = 0; i < cells; ++i) {
+      if (tm[i] == 1) {
+        if ((int64_t)i == here)
+          tm[i] = 2;
+        else
+          g[i] = M_APPLE;
+      }
+      tm[i] = tm[i] - 1 > 0 ? tm[i] - 1 : 0;
+    }
+    /* the phase clocks */
+    const int64_t t = ++t_phase[b];
+    terminated[b] = chose || (p == M_CHOICE && t >= choice_steps);
+    if (p == M_CUE && t >= cue_steps) {
+      if (delay > 0)
+        match_distractor(&s, b, grid, timer, pos, phase, t_phase, apples, start);
+      else
+        match_choice(&s, b, grid, timer, pos, phase, t_phase, order);
+    } else if (p == M_DISTRACTOR && t >= delay && delay > 0) {
+      match_choice(&s, b, grid, timer, pos, phase, t_phase, order);
+    }
+    /* Active Match: the cue is seen when its cell is in the next view, still in the cue phase */
+    if (active && phase[b] == M_CUE && cue_seen[b] == 0.0f) {
+      const int64_t dr = pos[2 * b] - cue_cell[2 * b], dc = pos[2 * b + 1] - cue_cell[2 * b + 1];
+      const int64_t far = (dr < 0 ? -dr : dr) > (dc < 0 ? -dc : dc) ? (dr < 0 ? -dr : dr)
+                                                                     : (dc < 0 ? -dc : dc);
+      if (far <= M_RADIUS) {
+        cue_seen[b] = 1.0f;
+        success_seen[b] = 0.0f;
+        success_unseen[b] = NAN;
+      }
+    }
+  }
+  return 0;
+}
+
+/* The agent-centred view of every copy of a grid task (GridEnv._observe): image [n, 5, 5,
+ * channels] uint8, image[b, i, j, ch] = 1 where cell (pos - 2 + i, pos - 2 + j) holds code
+ * ch. Returns 0, or -1 (writing nothing) where a view would leave the canvas. */
+int grid_observe(int64_t n, int64_t rows, int64_t cols, int64_t channels, const uint8_t *grid,
+                 const int64_t *pos, uint8_t *image) {
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t r = pos[2 * b], c = pos[2 * b + 1];
+    if (r < M_RADIUS || r >= rows - M_RADIUS || c < M_RADIUS || c >= cols - M_RADIUS) return -1;
+  }
+  memset(image, 0, (size_t)n * M_VIEW * M_VIEW * channels);
+  for (int64_t b = 0; b < n; ++b) {
+    const uint8_t *g = grid + (size_t)b * rows * cols;
+    uint8_t *out = image + (size_t)b * M_VIEW * M_VIEW * channels;
+    for (int64_t i = 0; i < M_VIEW; ++i)
+      for (int64_t j = 0; j < M_VIEW; ++j) {
+        const uint8_t code = g[(pos[2 * b] - M_RADIUS + i) * cols + pos[2 * b + 1] - M_RADIUS + j];
+        if (code < channels) out[(i * M_VIEW + j) * channels + code] = 1;
+      }
+  }
+  return 0;
+}
+
+/* New episodes in copies idx[0..m) of a Match env, from their draws (MatchEnv._deal; its
+ * PyTorch path is MatchEnv._torch_deal): order [m, 49] a permutation of the 7x7 room's cells
+ * (apples on the first napples, the distractor start on the next), colours [m, k] the choice
+ * room's order, cue [m] the cue's colour, which [m] its cell in cue_cells [ncells, 2], start [m]
+ * the agent's cell in starts [nstarts, 2]. The statistics start at 0, cue_seen at `seen`
+ * (Passive Match: 1) with success_seen / success_unseen 0 or NaN accordingly, success_at_p 0
+ * at the cue's position p in the choice room and NaN elsewhere. Other arrays as match_step's.
+ * Returns 0, or -1 (writing nothing) for an index out of range. */
+int match_deal(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t napples,
+               int64_t ncells, int64_t nstarts, float seen, const uint8_t *cue_room,
+               const int64_t *cue_cells, const int64_t *starts, int64_t m, const int64_t *idx,
+               const int64_t *order, const int64_t *colour_order, const int64_t *cue_draw,
+               const int64_t *which, const int64_t *start_draw, uint8_t *grid, int64_t *timer,
+               int64_t *pos, int64_t *phase, int64_t *t_phase, int64_t *cue, int64_t *cue_cell,
+               int64_t *cue_position, int64_t *apples, int64_t *start, int64_t *order_out,
+               float *success, float *choice_reward, float *apple_total, float *cue_seen,
+               float *success_seen, float *success_unseen, float *const *success_at) {
+  if (napples < 0 || napples >= M_ROOM_CELLS || colours < 1) return -1;
+  for (int64_t i = 0; i < ncells; ++i)
+    if (cue_cells[2 * i] < 0 || cue_cells[2 * i] >= rows || cue_cells[2 * i + 1] < 0 ||
+        cue_cells[2 * i + 1] >= cols)
+      return -1;
+  for (int64_t i = 0; i < nstarts; ++i)
+    if (starts[2 * i] < M_RADIUS || starts[2 * i] >= rows - M_RADIUS ||
+        starts[2 * i + 1] < M_RADIUS || starts[2 * i + 1] >= cols - M_RADIUS)
+      return -1;
+  for (int64_t j = 0; j < m; ++j) {
+    if (idx[j] < 0 || idx[j] >= n || which[j] < 0 || which[j] >= ncells || start_draw[j] < 0 ||
+        start_draw[j] >= nstarts || cue_draw[j] < 0 || cue_draw[j] >= colours)
+      return -1;
+    for (int64_t i = 0; i <= napples; ++i)
+      if (order[j * M_ROOM_CELLS + i] < 0 || order[j * M_ROOM_CELLS + i] >= M_ROOM_CELLS)
+        return -1;
+    for (int64_t i = 0; i < colours; ++i)
+      if (colour_order[j * colours + i] < 0 || colour_order[j * colours + i] >= colours)
+        return -1;
+  }
+  const size_t cells = (size_t)rows * cols;
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t b = idx[j];
+    success[b] = choice_reward[b] = apple_total[b] = 0.0f;
+    for (int64_t a = 0; a < napples; ++a) apples[b * napples + a] = order[j * M_ROOM_CELLS + a];
+    start[b] = order[j * M_ROOM_CELLS + napples];
+    int64_t at = 0; /* the first position of the cue's colour in the choice room */
+    for (int64_t i = colours - 1; i >= 0; --i) {
+      order_out[b * colours + i] = colour_order[j * colours + i];
+      if (colour_order[j * colours + i] == cue_draw[j]) at = i;
+    }
+    phase[b] = M_CUE;
+    t_phase[b] = 0;
+    memcpy(grid + b * cells, cue_room, cells);
+    memset(timer + b * cells, 0, cells * sizeof(int64_t));
+    cue[b] = cue_draw[j];
+    const int64_t *cell = cue_cells + 2 * which[j], *from = starts + 2 * start_draw[j];
+    pos[2 * b] = from[0];
+    pos[2 * b + 1] = from[1];
+    grid[b * cells + cell[0] * cols + cell[1]] = (uint8_t)(M_COLOUR + cue_draw[j]);
+    cue_cell[2 * b] = cell[0];
+    cue_cell[2 * b + 1] = cell[1];
+    cue_seen[b] = seen;
+    success_seen[b] = seen != 0.0f ? 0.0f : NAN;
+    success_unseen[b] = seen != 0.0f ? NAN : 0.0f;
+    cue_position[b] = at;
+    for (int64_t p = 0; p < colours; ++p) success_at[p][b] = p == at ? 0.0f : NAN;
+  }
+  return 0;
+}

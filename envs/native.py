@@ -1,14 +1,14 @@
-"""The native CPU kernels of POPGym's clones (native.c beside this file), and when an env uses
-them.
+"""The native CPU kernels of POPGym's clones and the Match tasks (native.c beside this file),
+and when an env uses them.
 
 On a CPU, a step of 1024 copies of a cheap game is a few dozen PyTorch ops of a few
 microseconds each, whatever their size; native.c does a deck's shuffle, a board's ships, a
-CartPole step and a Concentration turn for every copy in one call. It is compiled like the
-gate kernels (``rlgate.cores.native.build``: a C compiler on first use, cached per machine).
-An env on the CPU uses it where it can be built (``native_for``), and says with a WARNING,
-once, where it can't (then the PyTorch path runs, a few times slower); ``RLGATE_NATIVE_ENVS=0``
-turns it off. Every wrapper checks the dtype, shape and contiguity of what it hands over, and
-the kernels check every index they read or write through.
+CartPole step, a Concentration turn and a Match step for every copy in one call. It is
+compiled like the gate kernels (``rlgate.cores.native.build``: a C compiler on first use,
+cached per machine). An env on the CPU uses it where it can be built (``native_for``), and
+says with a WARNING, once, where it can't (then the PyTorch path runs, a few times slower);
+``RLGATE_NATIVE_ENVS=0`` turns it off. Every wrapper checks the dtype, shape and contiguity of
+what it hands over, and the kernels check every index they read or write through.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ SIGNATURES = {
     "minesweeper_step": (_L, _L, _L, _L, _F, _F, _F, *[_P] * 9),
     "episode_ends": (_L, *[_P] * 6),
     "pendulum_step": (_L, _L, ctypes.c_double, *[_P] * 6),
+    "match_step": (*[_L] * 10, _F, _F, *[_P] * 24),
+    "grid_observe": (_L, _L, _L, _L, _P, _P, _P),
+    "match_deal": (*[_L] * 7, _F, _P, _P, _P, _L, *[_P] * 24),
 }
 #: kernels that return a count, or -1
 COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends", "cartpole_run", "battleship_run")
@@ -68,7 +71,11 @@ def available() -> tuple[bool, str]:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-    log.warning("POPGym envs on the CPU take their PyTorch path (a few times slower): %s", reason)
+    log.warning(
+        "POPGym's and the Match tasks' envs on the CPU take their PyTorch path (a few times "
+        "slower): %s",
+        reason,
+    )
 
 
 def native_for(device: torch.device) -> bool:
@@ -374,3 +381,89 @@ def pendulum_step(env, actions: Tensor, half: float) -> tuple[Tensor, Tensor, Te
     )  # fmt: skip
     _check(code, "pendulum_step")
     return reward, torch.zeros_like(truncated), truncated
+
+
+_MATCH_STATS = ("success", "choice_reward", "apple_reward", "cue_seen", "success_seen",
+                "success_unseen")  # fmt: skip
+
+
+def _success_at(env) -> ctypes.Array:
+    """The addresses of a Match env's success_at_{p} arrays (float32 [n] each), as a C array
+    of k pointers (float *const *)."""
+    n = env.num_envs
+    at = [_ptr(env.state[f"success_at_{p}"], torch.float32, (n,)) for p in range(env.num_colours)]
+    return (ctypes.c_void_p * len(at))(*at)
+
+
+def match_deal(env, idx: Tensor, order, colours, cue, which, start) -> None:
+    """New episodes in copies idx [m] int64 of a Match ``env`` from ``MatchEnv._deal``'s draws
+    (``match_deal`` in native.c; as ``MatchEnv._torch_deal`` writes them)."""
+    st, n, k, a = env.state, env.num_envs, env.num_colours, env.num_apples
+    rows, cols = st["grid"].shape[1:]
+    grid_shape, m = (n, rows, cols), idx.numel()
+    starts = env._interior if env.active else env._passive_starts
+    cells = env._cue_cells
+    code = _lib().match_deal(
+        n, rows, cols, k, a, cells.shape[0], starts.shape[0], 0.0 if env.active else 1.0,
+        _ptr(env._cue_room, torch.uint8, (rows, cols)),
+        _ptr(cells, torch.long, (cells.shape[0], 2)),
+        _ptr(starts, torch.long, (starts.shape[0], 2)),
+        m, _ptr(idx, torch.long, (m,)), _ptr(order, torch.long, (m, 49)),
+        _ptr(colours, torch.long, (m, k)), _ptr(cue, torch.long, (m,)),
+        _ptr(which, torch.long, (m,)), _ptr(start, torch.long, (m,)),
+        _ptr(st["grid"], torch.uint8, grid_shape), _ptr(st["apple_timer"], torch.long, grid_shape),
+        _ptr(st["pos"], torch.long, (n, 2)), _ptr(st["phase"], torch.long, (n,)),
+        _ptr(st["t_phase"], torch.long, (n,)), _ptr(st["cue"], torch.long, (n,)),
+        _ptr(st["cue_cell"], torch.long, (n, 2)), _ptr(st["cue_position"], torch.long, (n,)),
+        _ptr(st["apples"], torch.long, (n, a)), _ptr(st["distractor_start"], torch.long, (n,)),
+        _ptr(st["choice_order"], torch.long, (n, k)),
+        *(_ptr(st[key], torch.float32, (n,)) for key in _MATCH_STATS), _success_at(env),
+    )  # fmt: skip
+    _check(code, "match_deal")
+
+
+def match_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of a Passive or Active Match ``env``'s copies (``match_step`` in native.c; its
+    state updated in place, as ``MatchEnv._torch_step`` does it): actions [n] int64 in 0..3.
+    Returns reward [n] float32, terminated, truncated (never) [n] bool. ValueError for an
+    action out of range (or a state that would index out of its canvas)."""
+    st, n, k, a = env.state, env.num_envs, env.num_colours, env.num_apples
+    rows, cols = st["grid"].shape[1:]
+    grid_shape = (n, rows, cols)
+    stats = [_ptr(st[key], torch.float32, (n,)) for key in _MATCH_STATS]
+    reward = torch.empty(n)
+    terminated = torch.empty(n, dtype=torch.bool)
+    code = _lib().match_step(
+        n, rows, cols, k, a, int(env.active), env.delay, env.cue_steps, env.choice_steps,
+        env.apple_respawn, env.apple_reward, env.match_reward,
+        _ptr(env._apple_room, torch.uint8, (rows, cols)),
+        _ptr(env._choice_room, torch.uint8, (rows, cols)),
+        _ptr(env._interior, torch.long, (49, 2)),
+        _ptr(st["grid"], torch.uint8, grid_shape), _ptr(st["apple_timer"], torch.long, grid_shape),
+        _ptr(st["pos"], torch.long, (n, 2)), _ptr(st["phase"], torch.long, (n,)),
+        _ptr(st["t_phase"], torch.long, (n,)), _ptr(st["cue"], torch.long, (n,)),
+        _ptr(st["cue_cell"], torch.long, (n, 2)), _ptr(st["cue_position"], torch.long, (n,)),
+        _ptr(st["apples"], torch.long, (n, a)), _ptr(st["distractor_start"], torch.long, (n,)),
+        _ptr(st["choice_order"], torch.long, (n, k)), *stats, _success_at(env),
+        _ptr(actions, torch.long, (n,)), reward.data_ptr(), terminated.data_ptr(),
+    )  # fmt: skip
+    if code != 0:
+        raise ValueError(
+            "actions out of range (valid actions are 0..3), or a state whose agent or draws lie "
+            "outside the canvas"
+        )
+    return reward, terminated, torch.zeros_like(terminated)
+
+
+def grid_observe(env) -> Tensor:
+    """The agent-centred 5x5 one-hot view of every copy of a grid task ``env`` (``GridEnv``'s
+    ``_observe``): [n, 5, 5, channels] uint8."""
+    st, n = env.state, env.num_envs
+    rows, cols = st["grid"].shape[1:]
+    image = torch.empty(n, 5, 5, env.num_channels, dtype=torch.uint8)
+    code = _lib().grid_observe(
+        n, rows, cols, env.num_channels, _ptr(st["grid"], torch.uint8, (n, rows, cols)),
+        _ptr(st["pos"], torch.long, (n, 2)), image.data_ptr(),
+    )  # fmt: skip
+    _check(code, "grid_observe")
+    return image

@@ -5,6 +5,7 @@ Usage:
     python scripts/bench_envs.py                      # every task, N in {1, 64, 1024, 8192}
     python scripts/bench_envs.py --tasks rlgate/MemoryS7-v0 --quick
     python scripts/bench_envs.py --popgym --seconds 0.5   # POPGym's 14 envs x 3 difficulties
+    python scripts/bench_envs.py --paths --tasks rlgate/ActiveMatch-v0 --num-envs 32 --rounds 3
 
 Every case steps uniform random actions (drawn beforehand) for about ``--seconds`` and reports
 env steps (transitions) per second. A clone's reference (``REFERENCES``: minigrid's
@@ -15,6 +16,10 @@ minigrid's best. The tensor envs run on one torch thread (``--threads``), as eac
 runs on one core; POPGym's clones on the CPU take envs/native.c's kernels where they build
 (``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on CPU >= 100x
 its reference's best vector env.
+
+``--paths`` instead compares, for every task with native kernels, its native path with its
+PyTorch path on the CPU, in the same run (the same seed and actions: both paths give the same
+episodes).
 
 On a shared machine another job only ever slows a case down, so with ``--rounds R`` every case
 (each reference at its best vector env after the first round) is measured R times, the rounds
@@ -83,8 +88,16 @@ def _timed(step, actions: list, n: int, seconds: float, sync=None) -> float:
             return steps * n / elapsed
 
 
-def tensor_rate(task: str, n: int, device: str, seconds: float) -> float:
+def tensor_rate(
+    task: str, n: int, device: str, seconds: float, native: bool | None = None
+) -> float:
+    """Steps/s of ``n`` copies of ``task``; ``native`` False takes its PyTorch path (True:
+    its native one, which it must have)."""
     env = make_vec(task, n, device=device, seed=0)
+    if native is not None:
+        if native and not env.native:
+            raise ValueError(f"{task} has no native path here")
+        env.native = native
     env.reset()
     actions = random_actions(env.single_action_space, n, 64, device)
     sync = torch.cuda.synchronize if device == "cuda" else None
@@ -105,6 +118,30 @@ def gymnasium_rate(env_id: str, kind: str, n: int, seconds: float) -> float:
         return _timed(env.step, actions, n, seconds)
     finally:
         env.close()
+
+
+def compare_paths(tasks: list[str], sizes: list[int], seconds: float, rounds: int) -> int:
+    """The table of ``--paths``: native against PyTorch path for the tasks that have both."""
+    native_tasks = [t for t in tasks if make_vec(t, 1, seed=0).native]
+    if not native_tasks:
+        print("bench_envs: error: none of these tasks has a native path here", file=sys.stderr)
+        return 2
+    rates: dict[tuple[str, int, bool], float] = {}
+    for round_ in range(rounds):
+        for task in native_tasks:
+            for n in sizes:
+                for native in (True, False):
+                    sps = tensor_rate(task, n, "cpu", seconds, native)
+                    print(f"  [{round_ + 1}] {task} N={n} {'native' if native else 'PyTorch'}: "
+                          f"{sps:,.0f}/s", file=sys.stderr, flush=True)  # fmt: skip
+                    rates[task, n, native] = max(sps, rates.get((task, n, native), 0.0))
+    rows = [
+        [task.removeprefix("rlgate/"), n, f"{rates[task, n, True]:,.0f}",
+         f"{rates[task, n, False]:,.0f}", f"{rates[task, n, True] / rates[task, n, False]:.1f}x"]
+        for task in native_tasks for n in sizes
+    ]  # fmt: skip
+    print(format_table(["task", "N", "native steps/s", "PyTorch path steps/s", "ratio"], rows))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -134,6 +171,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="measure without rlgate train's malloc settings (freed memory kept for reuse)",
     )
+    ap.add_argument(
+        "--paths",
+        action="store_true",
+        help="compare each task's native path with its PyTorch path (CPU) instead",
+    )
     args = ap.parse_args(argv)
     if args.rounds < 1:
         print("bench_envs: error: --rounds must be >= 1", file=sys.stderr)
@@ -150,6 +192,8 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}, devices {devices}, ~{args.seconds}s per case, "
         f"{args.rounds} round(s)"
     )
+    if args.paths:
+        return compare_paths(tasks, args.num_envs, args.seconds, args.rounds)
     refs = list(dict.fromkeys(REFERENCES.get(t, DEFAULT_REFERENCE) for t in tasks))
     cases = {ref: [(kind, n) for kind, sizes in (("sync", args.sync_envs),
                                                  ("async", args.async_envs)) for n in sizes]

@@ -50,3 +50,14 @@ def test_rounds_keep_each_cases_fastest(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "1,000,000 (async N=2)" in out and "90,000,000" in out and "90.0x" in out
     assert bench.main([*argv[:-1], "0"]) == 2
+
+
+def test_paths_compares_the_native_and_pytorch_paths(capsys):
+    bench = _script()
+    argv = ["--paths", "--tasks", "rlgate/ActiveMatch-v0", "rlgate/TMaze-v0", "--num-envs", "4",
+            "--seconds", "0.05"]  # fmt: skip
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "ActiveMatch-v0" in out and "PyTorch path steps/s" in out and "TMaze" not in out
+    assert bench.main(["--paths", "--tasks", "rlgate/TMaze-v0", "--seconds", "0.05"]) == 2
+    assert "none of these tasks has a native path" in capsys.readouterr().err

@@ -180,3 +180,96 @@ def test_no_kernels_means_the_torch_path_with_a_warning(monkeypatch, caplog):
     assert not make_vec("rlgate/popgym-CountRecallEasy-v0", 4, seed=0).native
     assert not native.native_for(torch.device("cuda"))
     np.testing.assert_equal(env.reset()[0]["obs"].shape, (4, 52))
+
+
+def _same(x, y) -> bool:
+    """Equal, bit for bit, NaN where NaN."""
+    return (
+        x.dtype == y.dtype
+        and x.shape == y.shape
+        and bool(((x == y) | (x.isnan() & y.isnan()) if x.is_floating_point() else x == y).all())
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"active": False, "delay": 3},
+        {"active": False, "delay": 0, "num_colours": 2},
+        {"active": True, "delay": 15},
+        {"active": True, "delay": 2, "num_colours": 5, "cue_steps": 4, "choice_steps": 3},
+        {"active": True, "delay": 6, "num_apples": 48, "apple_respawn": 1, "apple_reward": -0.5},
+        {"active": False, "delay": 8, "num_apples": 0, "match_reward": 2.5},
+    ],
+)
+def test_match_native_steps_equal_the_torch_path(options):
+    """The same seed and actions give the same trajectory on both paths: observations,
+    rewards, ends, episode statistics and the whole state after every step (a new episode's
+    deal is drawn by the same PyTorch code on both)."""
+    options = dict(options)
+    env_id = "rlgate/ActiveMatch-v0" if options.pop("active") else "rlgate/PassiveMatch-v0"
+    a = make_vec(env_id, 32, seed=3, **options)
+    b = make_vec(env_id, 32, seed=3, **options)
+    assert a.native
+    b.native = False
+    oa, _ = a.reset()
+    ob, _ = b.reset()
+    assert _same(oa["image"], ob["image"])
+    g = torch.Generator().manual_seed(7)
+    ends = seen = eaten = 0
+    for _ in range(600):
+        actions = torch.randint(0, 4, (32,), generator=g)
+        oa, ra, ta, ua, ia = a.step(actions)
+        ob, rb, tb, ub, ib = b.step(actions)
+        assert _same(oa["image"], ob["image"])
+        assert _same(ra, rb) and _same(ta, tb) and _same(ua, ub)
+        assert _same(ia["done"], ib["done"]) and _same(ia["is_first"], ib["is_first"])
+        assert ia["episode"].keys() == ib["episode"].keys()
+        for key in ia["episode"]:
+            assert _same(ia["episode"][key], ib["episode"][key]), key
+        for key in a.state:
+            assert _same(a.state[key], b.state[key]), key
+        ends += int(ia["done"].sum())
+        if ia["episode"]:
+            seen += int(ia["episode"]["cue_seen"].sum())
+            eaten += int((ia["episode"]["apple_reward"] != 0).sum())
+    assert ends > 50 and seen > 0  # episodes ended, and some saw the cue
+    assert eaten > 0 or options.get("num_apples") == 0 or options["delay"] < 3
+
+
+def test_match_native_refuses_bad_actions_and_states():
+    env = make_vec("rlgate/ActiveMatch-v0", 4, seed=0, delay=2)
+    env.reset()
+    with pytest.raises(ValueError, match="valid actions"):
+        env.step(torch.tensor([0, 1, 4, 0]))
+    with pytest.raises(ValueError):
+        native.match_step(env, torch.tensor([0, 1, -1, 0]))
+    before = {k: v.clone() for k, v in env.state.items()}
+    env.state["pos"][2] = torch.tensor([0, 5])  # at the canvas's edge: a view would leave it
+    with pytest.raises(ValueError, match="outside the canvas"):
+        native.match_step(env, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="out of range"):
+        native.grid_observe(env)
+    env.state["pos"] = before["pos"].clone()
+    env.state["apples"][1, 0] = 49  # not a cell of the 7x7 room
+    with pytest.raises(ValueError, match="outside the canvas"):
+        native.match_step(env, torch.tensor([0, 1, 2, 3]))
+    env.state["apples"] = before["apples"]
+    for key, value in before.items():  # a refused step writes nothing
+        assert _same(env.state[key], value), key
+    with pytest.raises(ValueError, match="contiguous CPU"):
+        native.match_step(env, torch.tensor([0, 1, 2, 3], dtype=torch.int32))
+    draws = env._deal(2)
+    for i, bad in (
+        (0, torch.full((2, 49), 49)),
+        (2, torch.tensor([0, 3])),
+        (4, torch.tensor([0, 49])),
+    ):
+        wrong = list(draws)
+        wrong[i] = bad
+        with pytest.raises(ValueError, match="match_deal"):
+            native.match_deal(env, torch.tensor([0, 1]), *wrong)
+    with pytest.raises(ValueError, match="match_deal"):
+        native.match_deal(env, torch.tensor([0, 4]), *draws)  # copy 4 of 4
+    for key, value in before.items():
+        assert _same(env.state[key], value), key
