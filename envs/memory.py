@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlgate.envs import render
+from rlgate.envs import native, render
 from rlgate.envs.base import TensorEnv
 
 # minigrid.core.constants
@@ -127,6 +127,7 @@ class MemoryEnv(TensorEnv):
     """
 
     observation_kinds = {"image": "minigrid"}  # noqa: RUF012 (minigrid's code image)
+    native_checks_actions = True  # native.memory_step checks the actions' range itself
 
     def __init__(
         self,
@@ -175,6 +176,9 @@ class MemoryEnv(TensorEnv):
             failure_pos=torch.zeros(n, 2, dtype=torch.long, device=dev),
             success=torch.zeros(n, device=dev),
         )
+        # On the CPU a step and its view are one native call each (envs/native.c); a new
+        # episode's layout stays here.
+        self.native = native.native_for(self.device)
 
     @property
     def max_episode_steps(self) -> int:
@@ -211,6 +215,12 @@ class MemoryEnv(TensorEnv):
         st["success"][idx] = 0.0
 
     def _step(self, actions: Tensor):
+        if self.native:
+            return native.memory_step(self, actions)
+        return self._torch_step(actions)
+
+    def _torch_step(self, actions: Tensor):
+        """``_step`` in PyTorch ops (any device; the reference of ``native.memory_step``)."""
         st = self.state
         left, right, forward = actions == 0, actions == 1, actions == 2
         st["dir"] = torch.where(left, (st["dir"] - 1) % 4, st["dir"])
@@ -229,6 +239,8 @@ class MemoryEnv(TensorEnv):
         return reward.float(), terminated, truncated
 
     def _observe(self) -> dict[str, Tensor]:
+        if self.native:
+            return native.memory_observe(self)
         st = self.state
         here = self._flat(st["pos"][:, 0], st["pos"][:, 1])
         codes = st["world"][self._rows[:, None, None], self._lookup[here, st["dir"]]]

@@ -841,3 +841,74 @@ int match_deal(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t n
   }
   return 0;
 }
+
+/* ---- MemoryS{7,...,17} (envs/memory.py; its PyTorch path is MemoryEnv._torch_step) ----
+ * A copy's world is [size^2 + 3] packed cell codes (object + 256 colour + 65536 state),
+ * x-major; pos [2] int64 (x, y), dir in 0..3. */
+#define MEM_EMPTY 1
+#define MEM_VIEW 7
+
+/* One step of every copy of a Memory env, as MemoryEnv._torch_step: turn left (0) or right
+ * (1), move forward (2) onto an empty cell; the episode ends at the cell beside the object
+ * matching the start room's (success_pos: reward 1 - 0.9 step_count / max_steps, in float32
+ * as PyTorch computes it) or beside the other one (failure_pos), and is truncated at
+ * max_steps. Writes reward [n] float32, terminated and truncated [n] uint8, success [n] float32.
+ * Returns 0, or -1 (writing nothing) for an action outside 0..6 or a state out of range. */
+int memory_step(int64_t n, int64_t size, int64_t max_steps, const int32_t *world, int64_t *pos,
+                int64_t *dir, int64_t *step_count, const int64_t *success_pos,
+                const int64_t *failure_pos, float *success, const int64_t *actions,
+                float *reward, uint8_t *terminated, uint8_t *truncated) {
+  static const int64_t vec[4][2] = {{1, 0}, {0, 1}, {-1, 0}, {0, -1}};
+  const int64_t stride = size * size + 3;
+  for (int64_t b = 0; b < n; ++b)
+    if (actions[b] < 0 || actions[b] > 6 || dir[b] < 0 || dir[b] > 3 || pos[2 * b] < 1 ||
+        pos[2 * b] > size - 2 || pos[2 * b + 1] < 1 || pos[2 * b + 1] > size - 2)
+      return -1;
+  for (int64_t b = 0; b < n; ++b) {
+    if (actions[b] == 0) dir[b] = (dir[b] + 3) & 3;
+    if (actions[b] == 1) dir[b] = (dir[b] + 1) & 3;
+    const int64_t fx = pos[2 * b] + vec[dir[b]][0], fy = pos[2 * b + 1] + vec[dir[b]][1];
+    if (actions[b] == 2 && (world[b * stride + fx * size + fy] & 255) == MEM_EMPTY) {
+      pos[2 * b] = fx;
+      pos[2 * b + 1] = fy;
+    }
+    step_count[b] += 1;
+    const int hit = pos[2 * b] == success_pos[2 * b] && pos[2 * b + 1] == success_pos[2 * b + 1];
+    const int miss = pos[2 * b] == failure_pos[2 * b] && pos[2 * b + 1] == failure_pos[2 * b + 1];
+    const float frac = (float)step_count[b] / (float)max_steps;
+    reward[b] = hit ? 1.0f - 0.9f * frac : 0.0f;
+    success[b] = (float)hit;
+    terminated[b] = hit || miss;
+    truncated[b] = step_count[b] >= max_steps;
+  }
+  return 0;
+}
+
+/* What every copy of a Memory env sees (MemoryEnv._observe): image [n, 7, 7, 3] uint8, the
+ * bytes of world[lookup[x size + y, dir, i, j]] (lookup: [size^2, 4, 7, 7] int64 world
+ * indices, minigrid's view and visibility tabulated), and direction [n] int64. Returns 0, or
+ * -1 (writing nothing) for a position, direction or table entry out of range. */
+int memory_observe(int64_t n, int64_t size, const int64_t *lookup, const int32_t *world,
+                   const int64_t *pos, const int64_t *dir, uint8_t *image, int64_t *direction) {
+  const int64_t cells = size * size, stride = cells + 3, per = MEM_VIEW * MEM_VIEW;
+  for (int64_t b = 0; b < n; ++b) {
+    if (dir[b] < 0 || dir[b] > 3 || pos[2 * b] < 0 || pos[2 * b] >= size || pos[2 * b + 1] < 0 ||
+        pos[2 * b + 1] >= size)
+      return -1;
+    const int64_t *at = lookup + ((pos[2 * b] * size + pos[2 * b + 1]) * 4 + dir[b]) * per;
+    for (int64_t i = 0; i < per; ++i)
+      if (at[i] < 0 || at[i] >= stride) return -1;
+  }
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t *at = lookup + ((pos[2 * b] * size + pos[2 * b + 1]) * 4 + dir[b]) * per;
+    uint8_t *out = image + b * per * 3;
+    for (int64_t i = 0; i < per; ++i) {
+      const int32_t code = world[b * stride + at[i]];
+      out[3 * i] = (uint8_t)(code & 255);
+      out[3 * i + 1] = (uint8_t)((code >> 8) & 255);
+      out[3 * i + 2] = (uint8_t)((code >> 16) & 255);
+    }
+    direction[b] = dir[b];
+  }
+  return 0;
+}

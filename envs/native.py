@@ -46,6 +46,8 @@ SIGNATURES = {
     "match_step": (*[_L] * 10, _F, _F, *[_P] * 24),
     "grid_observe": (_L, _L, _L, _L, _P, _P, _P),
     "match_deal": (*[_L] * 7, _F, _P, _P, _P, _L, *[_P] * 24),
+    "memory_step": (_L, _L, _L, *[_P] * 11),
+    "memory_observe": (_L, _L, *[_P] * 6),
 }
 #: kernels that return a count, or -1
 COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends", "cartpole_run", "battleship_run")
@@ -467,3 +469,39 @@ def grid_observe(env) -> Tensor:
     )  # fmt: skip
     _check(code, "grid_observe")
     return image
+
+
+def memory_step(env, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of a Memory ``env``'s copies (``memory_step`` in native.c; its state updated
+    in place, as ``MemoryEnv._torch_step`` does it): actions [n] int64 in 0..6. Returns reward
+    [n] float32, terminated, truncated [n] bool. ValueError for an action out of range."""
+    st, n = env.state, env.num_envs
+    reward = torch.empty(n)
+    flags = torch.empty(2, n, dtype=torch.bool)
+    code = _lib().memory_step(
+        n, env.size, env.max_steps,
+        _ptr(st["world"], torch.int32, (n, env.size * env.size + 3)),
+        _ptr(st["pos"], torch.long, (n, 2)), _ptr(st["dir"], torch.long, (n,)),
+        _ptr(st["step_count"], torch.long, (n,)), _ptr(st["success_pos"], torch.long, (n, 2)),
+        _ptr(st["failure_pos"], torch.long, (n, 2)), _ptr(st["success"], torch.float32, (n,)),
+        _ptr(actions, torch.long, (n,)), reward.data_ptr(), flags[0].data_ptr(),
+        flags[1].data_ptr(),
+    )  # fmt: skip
+    if code != 0:
+        raise ValueError("actions out of range (valid actions are 0..6), or a state out of range")
+    return reward, flags[0], flags[1]
+
+
+def memory_observe(env) -> dict[str, Tensor]:
+    """What every copy of a Memory ``env`` sees (``MemoryEnv._observe``): {"image": [n, 7, 7, 3]
+    uint8, "direction": [n] int64}."""
+    st, n, s = env.state, env.num_envs, env.size
+    image = torch.empty(n, 7, 7, 3, dtype=torch.uint8)
+    direction = torch.empty(n, dtype=torch.long)
+    code = _lib().memory_observe(
+        n, s, _ptr(env._lookup, torch.long, (s * s, 4, 7, 7)),
+        _ptr(st["world"], torch.int32, (n, s * s + 3)), _ptr(st["pos"], torch.long, (n, 2)),
+        _ptr(st["dir"], torch.long, (n,)), image.data_ptr(), direction.data_ptr(),
+    )  # fmt: skip
+    _check(code, "memory_observe")
+    return {"image": image, "direction": direction}

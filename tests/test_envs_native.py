@@ -273,3 +273,58 @@ def test_match_native_refuses_bad_actions_and_states():
         native.match_deal(env, torch.tensor([0, 4]), *draws)  # copy 4 of 4
     for key, value in before.items():
         assert _same(env.state[key], value), key
+
+
+@pytest.mark.parametrize("size", [7, 11, 17])
+def test_memory_native_steps_equal_the_torch_path(size):
+    """The same seed and actions give the same trajectory on both paths, bit for bit (a new
+    episode's layout is drawn by the same PyTorch code on both)."""
+    a = make_vec(f"rlgate/MemoryS{size}-v0", 32, seed=2)
+    b = make_vec(f"rlgate/MemoryS{size}-v0", 32, seed=2)
+    assert a.native
+    b.native = False
+    oa, _ = a.reset()
+    ob, _ = b.reset()
+    g = torch.Generator().manual_seed(3)
+    ends = wins = cut = 0
+    for _ in range(1500):
+        # mostly turns and forward moves, so that episodes reach the split
+        actions = torch.randint(0, 7, (32,), generator=g)
+        actions = torch.where(torch.rand(32, generator=g) < 0.6, 2, actions)
+        for key in oa:
+            assert _same(oa[key], ob[key]), key
+        oa, ra, ta, ua, ia = a.step(actions)
+        ob, rb, tb, ub, ib = b.step(actions)
+        assert _same(ra, rb) and _same(ta, tb) and _same(ua, ub)
+        assert ("final_obs" in ia) == ("final_obs" in ib)
+        for key in ia.get("final_obs", {}):
+            assert _same(ia["final_obs"][key], ib["final_obs"][key]), key
+        for key in ia["episode"]:
+            assert _same(ia["episode"][key], ib["episode"][key]), key
+        for key in a.state:
+            assert _same(a.state[key], b.state[key]), key
+        ends += int(ia["done"].sum())
+        wins += int((ra > 0).sum())
+        cut += int(ua.sum())
+    assert ends > 20 and wins > 0 and (cut > 0 or size > 7)
+
+
+def test_memory_native_refuses_bad_actions_and_states():
+    env = make_vec("rlgate/MemoryS7-v0", 4, seed=0)
+    env.reset()
+    with pytest.raises(ValueError, match="valid actions"):
+        env.step(torch.tensor([0, 1, 7, 0]))
+    before = {k: v.clone() for k, v in env.state.items()}
+    env.state["pos"][1] = torch.tensor([0, 3])  # on the outer wall
+    with pytest.raises(ValueError, match="state out of range"):
+        native.memory_step(env, torch.tensor([0, 1, 2, 3]))
+    env.state["pos"][1] = torch.tensor([9, 3])  # outside the grid
+    with pytest.raises(ValueError, match="out of range"):
+        native.memory_observe(env)
+    env.state["pos"] = before["pos"]
+    env.state["dir"][0] = 4
+    with pytest.raises(ValueError, match="state out of range"):
+        native.memory_step(env, torch.tensor([0, 1, 2, 3]))
+    env.state["dir"] = before["dir"]
+    for key, value in before.items():  # a refused step writes nothing
+        assert _same(env.state[key], value), key
