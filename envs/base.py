@@ -212,7 +212,7 @@ class TensorEnv:
     render_modes: tuple[str, ...] = ("rgb_array",)
     #: entry -> encoder kind, for entries whose space does not say what they are
     observation_kinds: dict[str, str] = {}  # noqa: RUF012 (read-only by convention)
-    #: whether the env steps with envs/native.c's kernels (POPGym's clones on the CPU set it)
+    #: whether the env steps with envs/native.c's kernels (POPGym's, Match and MemoryS on CPU)
     native: bool = False
     #: whether its native ``_step`` checks the actions' ranges (then ``step`` does not)
     native_checks_actions: bool = False
@@ -270,7 +270,7 @@ class TensorEnv:
         else:
             actions = check_space_actions(actions, self.num_envs, space, self.device)
             reward, terminated, truncated = self._step(actions)
-        if self.native:  # the same in one call (POPGym's clones on the CPU)
+        if self.native:  # the same in one call (the native envs)
             done, ended = native.step_bookkeeping(self, reward, terminated, truncated)
             return self._end_step(reward, terminated, truncated, done, ended > 0)
         st = self.state

@@ -13,9 +13,9 @@ MiniGrid-MemoryS7-v0, popgym's popgym-<Name><Level>-v0) runs as a plain gymnasiu
 ``SyncVectorEnv`` and ``AsyncVectorEnv`` (numpy in and out, no conversion to tensors) at several
 sizes, and the ratio is to the best of those; tasks that clone nothing are compared with
 minigrid's best. The tensor envs run on one torch thread (``--threads``), as each of popgym's
-runs on one core; POPGym's clones on the CPU take envs/native.c's kernels where they build
-(``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on CPU >= 100x
-its reference's best vector env.
+runs on one core; on the CPU the envs with native kernels (envs/native.c) take them where
+they build (``RLGATE_NATIVE_ENVS=0``: their PyTorch paths). Target: every clone at N=1024 on
+CPU >= 100x its reference's best vector env.
 
 ``--paths`` instead compares, for every task with native kernels, its native path with its
 PyTorch path on the CPU, in the same run (the same seed and actions: both paths give the same
