@@ -260,6 +260,8 @@ def _train(args: list[str]) -> int:
     ret = last.get("charts/episodic_return", float("nan"))
     succ = last.get("charts/success_rate")
     success = f", success {succ:.3f}" if succ is not None else ""
+    # a run shorter than an episode has no return to show yet
+    recent = f"recent return {ret:.3f}{success}" if ret == ret else "no episode ended yet"
     sps = last.get("perf/sps", float("nan"))
     state = "done"
     if result.interrupted:
@@ -268,7 +270,7 @@ def _train(args: list[str]) -> int:
         state = f"stopped by {result.signal}, {kept}"
     print(
         f"rlgate: {state}: {result.global_step} steps ({sps:.0f}/s), {result.updates} updates, "
-        f"recent return {ret:.3f}{success}; tensorboard --logdir {result.run_dir.parent}"
+        f"{recent}; tensorboard --logdir {result.run_dir.parent}"
     )
     return code
 

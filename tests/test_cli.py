@@ -50,3 +50,13 @@ def test_version_and_the_eval_positional_name():
     assert proc.returncode == 0 and proc.stdout.strip() == f"rlgate {__version__}"
     usage = _run("eval", "--help").stdout.splitlines()[0]
     assert usage.endswith("RUN") and "STR" not in usage
+
+
+def test_a_run_shorter_than_an_episode_says_no_episode_ended(tmp_path):
+    # TMaze at length 8 ends its episodes within 20 steps; at length 200 one unroll ends none
+    args = ["train", "--env", "rlgate/TMaze-v0", "--env-option", "length=200", "--num-envs", "4",
+            "--unroll-length", "8", "--total-timesteps", "16", "--hidden-size", "8",
+            "--encoder-size", "8", "--no-progress", "--logdir", str(tmp_path)]  # fmt: skip
+    proc = _run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "no episode ended yet" in proc.stdout and "nan" not in proc.stdout
