@@ -591,6 +591,12 @@ enum { M_CUE = 0, M_DISTRACTOR = 1, M_CHOICE = 2 };
 #define M_VIEW 5
 #define M_ROOM_CELLS 49
 
+/* Whether an agent at p [2] (row, col) is away from a rows x cols canvas's edge by the view
+ * radius: its view, and every cell one move away, lie on the canvas. */
+static int in_view_range(int64_t rows, int64_t cols, const int64_t *p) {
+  return p[0] >= M_RADIUS && p[0] < rows - M_RADIUS && p[1] >= M_RADIUS && p[1] < cols - M_RADIUS;
+}
+
 /* The constants of a Match env (MatchEnv's options and room templates). */
 typedef struct {
   int64_t rows, cols, colours, apples, active, delay, cue_steps, choice_steps, respawn;
@@ -603,9 +609,7 @@ typedef struct {
  * the canvas's edge by the view radius, phase and draws within their ranges. */
 static int match_valid(const MatchSpec *s, int64_t b, const int64_t *pos, const int64_t *phase,
                        const int64_t *apples, const int64_t *start, const int64_t *order) {
-  const int64_t r = pos[2 * b], c = pos[2 * b + 1];
-  if (r < M_RADIUS || r >= s->rows - M_RADIUS || c < M_RADIUS || c >= s->cols - M_RADIUS)
-    return 0;
+  if (!in_view_range(s->rows, s->cols, pos + 2 * b)) return 0;
   if (phase[b] < M_CUE || phase[b] > M_CHOICE) return 0;
   if (start[b] < 0 || start[b] >= M_ROOM_CELLS) return 0;
   for (int64_t a = 0; a < s->apples; ++a)
@@ -757,10 +761,8 @@ int match_step(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t n
  * ch. Returns 0, or -1 (writing nothing) where a view would leave the canvas. */
 int grid_observe(int64_t n, int64_t rows, int64_t cols, int64_t channels, const uint8_t *grid,
                  const int64_t *pos, uint8_t *image) {
-  for (int64_t b = 0; b < n; ++b) {
-    const int64_t r = pos[2 * b], c = pos[2 * b + 1];
-    if (r < M_RADIUS || r >= rows - M_RADIUS || c < M_RADIUS || c >= cols - M_RADIUS) return -1;
-  }
+  for (int64_t b = 0; b < n; ++b)
+    if (!in_view_range(rows, cols, pos + 2 * b)) return -1;
   memset(image, 0, (size_t)n * M_VIEW * M_VIEW * channels);
   for (int64_t b = 0; b < n; ++b) {
     const uint8_t *g = grid + (size_t)b * rows * cols;
