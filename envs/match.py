@@ -99,6 +99,11 @@ class MatchEnv(GridEnv):
         self._cue_room = self._tensor(room(size, size, big if self.active else (1, 1, 3, 3)))
         self._apple_room = self._tensor(room(size, size, big))
         self._choice_room = self._tensor(room(size, size, (1, 1, 3, 2 * k - 1)))
+        # the choice room's layout: the squares along its top row, one floor cell apart, and
+        # the agent's start below their middle
+        squares = [(1, 2 * j + 1) for j in range(k)]
+        self._square_cells = torch.tensor(squares, device=self.device) + RADIUS  # [k, 2]
+        self._choice_start = torch.tensor([3, k], device=self.device) + RADIUS  # [2]
         interior = [(r, c) for r in range(1, ROOM + 1) for c in range(1, ROOM + 1)]
         self._interior = torch.tensor(interior, device=self.device) + RADIUS  # [49, 2]
         if self.active:
@@ -209,15 +214,15 @@ class MatchEnv(GridEnv):
         st["pos"][idx] = self._interior[st["distractor_start"][idx]]
 
     def _setup_choice(self, idx: Tensor) -> None:
-        st, k = self.state, self.num_colours
+        st = self.state
         st["phase"][idx] = CHOICE
         st["t_phase"][idx] = 0
         st["grid"][idx] = self._choice_room
         st["apple_timer"][idx] = 0
         colours = st["choice_order"][idx]  # a random order of the k colours
-        cols = torch.arange(k, device=self.device) * 2 + 1 + RADIUS
-        st["grid"][idx[:, None], 1 + RADIUS, cols] = (COLOUR + colours).to(torch.uint8)
-        st["pos"][idx] = torch.tensor([3 + RADIUS, k + RADIUS], device=self.device)
+        rows, cols = self._square_cells.unbind(1)
+        st["grid"][idx[:, None], rows, cols] = (COLOUR + colours).to(torch.uint8)
+        st["pos"][idx] = self._choice_start
 
     # ----------------------------------------------------------------- dynamics
     def _step(self, actions: Tensor):

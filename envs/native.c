@@ -597,12 +597,13 @@ static int in_view_range(int64_t rows, int64_t cols, const int64_t *p) {
   return p[0] >= M_RADIUS && p[0] < rows - M_RADIUS && p[1] >= M_RADIUS && p[1] < cols - M_RADIUS;
 }
 
-/* The constants of a Match env (MatchEnv's options and room templates). */
+/* The constants of a Match env (MatchEnv's options, room templates and choice layout). */
 typedef struct {
   int64_t rows, cols, colours, apples, active, delay, cue_steps, choice_steps, respawn;
   float apple_reward, match_reward;
   const uint8_t *apple_room, *choice_room; /* [R, C] templates */
   const int64_t *interior;                 /* [49, 2] the 7x7 rooms' floor cells */
+  const int64_t *squares, *choice_start;   /* [k, 2] the choice room's squares, [2] the start */
 } MatchSpec;
 
 /* Whether copy b's state can be stepped without an index out of range: the agent away from
@@ -637,7 +638,7 @@ static void match_distractor(const MatchSpec *s, int64_t b, uint8_t *grid, int64
 }
 
 /* MatchEnv._setup_choice for copy b: the choice room with the squares in the episode's
- * order along its top row, the agent below their middle. */
+ * order at their cells, the agent at its start (the layout is MatchEnv's). */
 static void match_choice(const MatchSpec *s, int64_t b, uint8_t *grid, int64_t *timer,
                          int64_t *pos, int64_t *phase, int64_t *t_phase, const int64_t *order) {
   const size_t cells = (size_t)s->rows * s->cols;
@@ -646,10 +647,10 @@ static void match_choice(const MatchSpec *s, int64_t b, uint8_t *grid, int64_t *
   memcpy(grid + b * cells, s->choice_room, cells);
   memset(timer + b * cells, 0, cells * sizeof(int64_t));
   for (int64_t j = 0; j < s->colours; ++j)
-    grid[b * cells + (1 + M_RADIUS) * s->cols + 2 * j + 1 + M_RADIUS] =
+    grid[b * cells + s->squares[2 * j] * s->cols + s->squares[2 * j + 1]] =
         (uint8_t)(M_COLOUR + order[b * s->colours + j]);
-  pos[2 * b] = 3 + M_RADIUS;
-  pos[2 * b + 1] = s->colours + M_RADIUS;
+  pos[2 * b] = s->choice_start[0];
+  pos[2 * b + 1] = s->choice_start[1];
 }
 
 /* One step of every copy of a Match env, as MatchEnv._torch_step: the move (walls and squares
@@ -666,7 +667,7 @@ int match_step(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t n
                int64_t active, int64_t delay, int64_t cue_steps, int64_t choice_steps,
                int64_t respawn, float apple_reward, float match_reward,
                const uint8_t *apple_room, const uint8_t *choice_room, const int64_t *interior,
-               uint8_t *grid, int64_t *timer, int64_t *pos, int64_t *phase, int64_t *t_phase,
+               const int64_t *squares, const int64_t *choice_start, uint8_t *grid, int64_t *timer, int64_t *pos, int64_t *phase, int64_t *t_phase,
                const int64_t *cue, const int64_t *cue_cell, const int64_t *cue_position,
                const int64_t *apples, const int64_t *start, const int64_t *order,
                float *success, float *choice_reward, float *apple_total, float *cue_seen,
@@ -674,14 +675,15 @@ int match_step(int64_t n, int64_t rows, int64_t cols, int64_t colours, int64_t n
                const int64_t *actions, float *reward, uint8_t *terminated) {
   static const int64_t moves[4][2] = {{-1, 0}, {0, 1}, {1, 0}, {0, -1}};
   const MatchSpec s = {rows, cols, colours, napples, active, delay, cue_steps, choice_steps,
-                       respawn, apple_reward, match_reward, apple_room, choice_room, interior};
-  if (rows < 2 * M_RADIUS + 3 || cols < 2 * colours + 2 + M_RADIUS || colours < 1 ||
-      napples < 0 || napples >= M_ROOM_CELLS || 3 + M_RADIUS >= rows)
-    return -1;
+                       respawn, apple_reward, match_reward, apple_room, choice_room, interior,
+                       squares, choice_start};
+  if (colours < 1 || napples < 0 || napples >= M_ROOM_CELLS) return -1;
+  /* every cell the step writes or moves the agent to lies in the view's range of the canvas */
   for (int64_t i = 0; i < M_ROOM_CELLS; ++i)
-    if (interior[2 * i] < M_RADIUS || interior[2 * i] >= rows - M_RADIUS ||
-        interior[2 * i + 1] < M_RADIUS || interior[2 * i + 1] >= cols - M_RADIUS)
-      return -1;
+    if (!in_view_range(rows, cols, interior + 2 * i)) return -1;
+  for (int64_t j = 0; j < colours; ++j)
+    if (!in_view_range(rows, cols, squares + 2 * j)) return -1;
+  if (!in_view_range(rows, cols, choice_start)) return -1;
   for (int64_t b = 0; b < n; ++b)
     if (actions[b] < 0 || actions[b] > 3 || !match_valid(&s, b, pos, phase, apples, start, order))
       return -1;

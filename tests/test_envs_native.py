@@ -255,6 +255,12 @@ def test_match_native_refuses_bad_actions_and_states():
     with pytest.raises(ValueError, match="outside the canvas"):
         native.match_step(env, torch.tensor([0, 1, 2, 3]))
     env.state["apples"] = before["apples"]
+    for layout, cell in (("_square_cells", (1, 0)), ("_choice_start", (0,))):
+        good = getattr(env, layout).clone()
+        getattr(env, layout)[cell] = env.state["grid"].shape[2] - 1  # the canvas's last column
+        with pytest.raises(ValueError, match="outside the canvas"):
+            native.match_step(env, torch.tensor([0, 1, 2, 3]))
+        setattr(env, layout, good)
     for key, value in before.items():  # a refused step writes nothing
         assert _same(env.state[key], value), key
     with pytest.raises(ValueError, match="contiguous CPU"):
