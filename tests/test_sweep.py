@@ -193,7 +193,7 @@ def test_parallel_sweep_and_the_script(tmp_path, capsys):
 def test_the_active_match_preset_trains_the_recipe_for_every_core(tmp_path):
     grid = sweep.PRESETS["active-match"]
     assert {"ur-lstm", "lstm", "gru", "ur-gru", "mlp"} == set(grid.cores)
-    assert grid.delays == {"ActiveMatch": (15, 5, 30)} and len(grid.seeds) == 5
+    assert grid.delays == {"ActiveMatch": (15, 30, 5)} and len(grid.seeds) == 5
     assert grid.greedy_episodes >= 500
     configs = {}
     for run in grid.runs():
