@@ -69,7 +69,10 @@ def choice_report(
         linear probe (``probe_accuracy``) that reads the cue's colour from the core output at
         the first choice step (chance 1/num_colours). It separates the two ways to fail: a
         run stuck at chance with memory near chance has not learned to remember the cue;
-        with memory near 1 it remembers and has not learned to use it.
+        with memory near 1 it remembers and has not learned to use it. cue_seen: the share
+        of the episodes whose cue phase showed the square (Active Match: did it look?).
+        headline: the numbers a sweep's table shows per run (``rlgate.sweep``): the cue seen,
+        the memory probe, and the worst colour x position case and its success.
     """
     num_envs, dev = env.num_envs, env.device
     obs, info = env.reset()
@@ -86,6 +89,7 @@ def choice_report(
     core_out: list[Tensor] = []
     memory_x: list[Tensor] = []
     memory_y: list[int] = []
+    seen: list[float] = []  # per episode: the cue phase showed the square
     model.core.register_forward_hook(lambda m, args, out: core_out.append(out[0]))
     if model.view_gate:
         model.gate.register_forward_hook(lambda m, args, out: gate_out.append(out))
@@ -110,6 +114,7 @@ def choice_report(
             ok = float(info["episode"]["success"][b])
             colour_ok.append((int(cue[b]), ok))
             position_ok.append((int(target[b]), ok))
+            seen.append(float(info["episode"]["cue_seen"][b]))
         cue = torch.where(done, st["cue"], cue)
         target = torch.where(done, st["cue_position"], target)
         first = info["is_first"]
@@ -121,21 +126,31 @@ def choice_report(
             groups.setdefault(key, []).append(ok)
         return {k: (sum(v) / len(v), len(v)) for k, v in sorted(groups.items())}
 
+    cases = split([((c, p), ok) for (c, ok), (p, _) in zip(colour_ok, position_ok)])
+    memory = (
+        probe_accuracy(torch.stack(memory_x), torch.tensor(memory_y), env.num_colours)
+        if memory_x
+        else float("nan")
+    )
+    worst = min(cases, key=lambda case: cases[case][0])
     return {
         "episodes": episodes,
         "success_rate": sum(ok for _, ok in colour_ok[:episodes]) / episodes,
         "by_colour": split(colour_ok),
         "by_position": split(position_ok),
-        "by_colour_and_position": split(
-            [((c, p), ok) for (c, ok), (p, _) in zip(colour_ok, position_ok)]
-        ),
+        "by_colour_and_position": cases,
         "first_action": {
             k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_probs.items())
         },
         "gate": {k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_gates.items())},
-        "memory": probe_accuracy(torch.stack(memory_x), torch.tensor(memory_y), env.num_colours)
-        if memory_x
-        else float("nan"),
+        "memory": memory,
+        "cue_seen": sum(seen[:episodes]) / episodes,
+        "headline": {
+            "cue seen": round(sum(seen[:episodes]) / episodes, 3),
+            "memory probe": round(memory, 3),
+            "worst case": round(cases[worst][0], 3),
+            "worst case is": f"colour {worst[0]} at {worst[1]}",
+        },
     }
 
 
@@ -157,6 +172,9 @@ def report_lines(out: dict[str, Any]) -> list[str]:
     for position, probs in out["first_action"].items():
         shown = ", ".join(f"{a} {p:.2f}" for a, p in zip(ACTION_NAMES, probs))
         lines.append(f"first choice action when the cue square is at {position}: {shown}")
+    lines.append(
+        f"cue seen: the cue phase showed the square in {out['cue_seen']:.2f} of the episodes"
+    )
     lines.append(
         f"memory: the cue's colour read from the core output at the first choice step "
         f"by a linear probe, held-out accuracy {out['memory']:.2f} (chance "

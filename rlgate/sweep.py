@@ -48,6 +48,9 @@ class Grid:
     #: episodes of a greedy evaluation of each trained run (most likely actions; 0 = none),
     #: recorded as greedy_success beside the training success of the sampled actions
     greedy_episodes: int = 0
+    #: episodes of the task's own report on each trained run (``rlgate eval --report``, most
+    #: likely actions; 0 = none), recorded as report: its headline and printed lines
+    report_episodes: int = 0
 
     def config(self, task: str, **changes: Any):
         """The TrainConfig of ``task``'s runs before the run's own delay, core and seed."""
@@ -143,6 +146,7 @@ PRESETS = {
         seeds=(1, 2, 3, 4, 5),
         recipes={"ActiveMatch": "active-match"},
         greedy_episodes=600,
+        report_episodes=300,
     ),
     # POPGym's envs (rlgate's tensor clones) x difficulties x the suite's cores x 3 seeds,
     # recipe "popgym" (rlgate.popgym_suite; tables: rlgate.popgym_report)
@@ -229,7 +233,45 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
             greedy=True,
         )  # fmt: skip
         record["greedy_success"] = evaluation["success_rate"]
+    if grid.report_episodes:
+        record["report"] = task_report(grid, run, run_dir, cfg.device)
     return write_result(out, run.name, record)
+
+
+def task_report(grid, run: Run, run_dir: Path, device: str) -> dict[str, Any]:
+    """The task's own report on a trained run (``rlgate.evaluate.task_report``, greedy,
+    ``grid.report_episodes`` episodes, evaluation seed 20,000 + the run's seed): {"headline":
+    the few numbers the task puts in a sweep's per-run table, "lines": the report as ``rlgate
+    eval --report`` prints it}."""
+    from rlgate.evaluate import task_report as report
+
+    out = report(
+        str(run_dir), grid.report_episodes, device=device, seed=20_000 + run.seed, greedy=True
+    )
+    return {"headline": out.get("headline", {}), "lines": out["lines"]}
+
+
+def add_reports(grid, out: Path) -> tuple[int, list[str]]:
+    """Give the finished runs of ``grid`` under ``out`` that have no report (runs that ended
+    before the grid asked for one) their report, from the final checkpoint each left under
+    ``{out}/tb``. Returns (how many gained one, the names of those whose run folder is gone)."""
+    out, added, missing = Path(out), 0, []
+    for run in grid.runs():
+        path = out / "results" / f"{run.name}.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        if "report" in record:
+            continue
+        cfg = train_config(grid, run, out)
+        run_dir = Path(cfg.logdir) / cfg.run_name
+        if not run_dir.exists():
+            missing.append(run.name)
+            continue
+        record["report"] = task_report(grid, run, run_dir, cfg.device)
+        write_result(out, run.name, record)
+        added += 1
+    return added, missing
 
 
 def pending(grid, out: Path) -> list:

@@ -131,10 +131,45 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def run_table(records: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of a per-run table of the runs with a task report (``rlgate.sweep``'s
+    ``report_episodes``): task, delay, core, seed, final and greedy success, then the
+    report's headline (the task's own numbers, such as the Match tasks' memory probe); []
+    where no run has one."""
+    reported = [r for r in records if "report" in r]
+    if not reported:
+        return []
+    keys = list(dict.fromkeys(k for r in reported for k in r["report"]["headline"]))
+    reported.sort(key=lambda r: (r["task"], r["delay"], _core_key(r["core"]), r["seed"]))
+
+    def cell(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        "Per run (the task's report: greedy, on fresh episodes):",
+        "",
+        "| task | delay | core | seed | final success | greedy success | "
+        + " | ".join(keys)
+        + " |",
+        "|---|---:|---|---:|---:|---:|" + "---:|" * len(keys),
+    ]
+    for r in reported:
+        head = r["report"]["headline"]
+        greedy = r.get("greedy_success")
+        lines.append(
+            f"| {r['task']} | {r['delay']} | {r['core']} | {r['seed']} | "
+            f"{r['final_success']:.3f} | {'-' if greedy is None else f'{greedy:.3f}'} | "
+            + " | ".join(cell(head[k]) if k in head else "-" for k in keys)
+            + " |"
+        )
+    return lines
+
+
 def write_tables(
-    rows: list[dict[str, Any]], out: Path, preamble: list[str] = ()
+    rows: list[dict[str, Any]], out: Path, preamble: list[str] = (), after: list[str] = ()
 ) -> tuple[Path, Path]:
-    """results.csv and results.md under ``out`` (``preamble``: lines put above the table)."""
+    """results.csv and results.md under ``out`` (``preamble``: lines put above the table;
+    ``after``: lines put below it, such as ``run_table``'s)."""
     out = Path(out)
     csv_path, md_path = out / "results.csv", out / "results.md"
     fields = list(dict.fromkeys(k for r in rows for k in r))  # greedy columns where some have them
@@ -168,6 +203,8 @@ def write_tables(
                 else " - | - |"
             )
         lines.append(line)
+    if after:
+        lines += ["", *after]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 

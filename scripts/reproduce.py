@@ -5,6 +5,7 @@ Usage:
     python scripts/reproduce.py --preset full             # 8 cores x 3 tasks x 3 delays x 3 seeds
     python scripts/reproduce.py --preset full --total-timesteps 2000000 --jobs 8
     python scripts/reproduce.py --preset full --report-only   # tables and plots from what ran
+    python scripts/reproduce.py --preset active-match --out docs/results/active-match --add-reports
     python scripts/reproduce.py --preset popgym --jobs 2  # POPGym: 6 cores x 42 env-levels x 3
 
 It is resumable: finished runs are skipped, so a killed sweep continues where it stopped (the
@@ -39,6 +40,12 @@ def main(argv=None) -> int:
         "--head-size", type=int, default=None, help="MLP heads for every core (0: linear)"
     )
     ap.add_argument("--report-only", action="store_true", help="only write tables and plots")
+    ap.add_argument(
+        "--add-reports",
+        action="store_true",
+        help="give finished runs without a task report one (the preset's report episodes), "
+        "from their checkpoints under OUT/tb, then write tables and plots",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     grid = sweep.with_budget(sweep.PRESETS[args.preset], args.total_timesteps, args.seeds)
@@ -50,7 +57,15 @@ def main(argv=None) -> int:
     out = Path(args.out or f"sweeps/{args.preset}")
     cuda = args.device.startswith("cuda")
     jobs = args.jobs or (1 if cuda else (os.cpu_count() or 1))
-    if not args.report_only:
+    if args.add_reports:
+        if isinstance(grid, Suite) or not grid.report_episodes:
+            print(f"reproduce: error: preset {args.preset} has no task report", file=sys.stderr)
+            return 2
+        added, missing = sweep.add_reports(grid, out)
+        print(f"reproduce: added {added} reports" + (
+            f"; no run folder for {len(missing)}: {', '.join(missing)}" if missing else ""
+        ))  # fmt: skip
+    elif not args.report_only:
         runs = len(grid.runs())
         if isinstance(grid, Suite):
             what = (
@@ -83,7 +98,9 @@ def main(argv=None) -> int:
         print(f"reproduce: error: no results under {out}/results", file=sys.stderr)
         return 2
     rows = sweep_report.summarize(records)
-    csv_path, md_path = sweep_report.write_tables(rows, out, sweep_report.describe(grid, records))
+    csv_path, md_path = sweep_report.write_tables(
+        rows, out, sweep_report.describe(grid, records), sweep_report.run_table(records)
+    )
     plots = sweep_report.write_plots(records, out)
     print(md_path.read_text())
     for core in ("lstm", "ur-lstm"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -238,3 +239,50 @@ def test_greedy_summary_counts_the_seeds_at_the_target():
     assert (row["greedy_seeds_at_0_9"], row["greedy_seeds"]) == (2, 3)
     without = {k: v for k, v in rec(1, 0.0).items() if k != "greedy_success"}
     assert "greedy_success_mean" not in sweep_report.summarize([without])[0]
+
+
+def test_a_task_report_per_run_its_table_and_the_backfill(tmp_path, capsys):
+    """A grid with report_episodes records each run's report (the task's own, on the run's
+    checkpoint: the same as ``rlgate.evaluate.task_report`` with the sweep's seed); the
+    results page gains the per-run table; runs that ended without one gain it later from
+    their checkpoints, and those whose folder is gone are named."""
+    from rlgate.evaluate import task_report
+
+    settings = {**TINY.settings, "head_size": 8, "env_option": ("cue_steps=2",)}
+    grid = sweep.Grid(
+        cores=("mlp", "gru"),
+        delays={"PassiveMatch": (2,)},
+        seeds=(1,),
+        recipes={"PassiveMatch": "passive-match"},
+        settings=settings,
+        report_episodes=12,
+    )
+    assert sweep.run_sweep(grid, tmp_path, jobs=1, progress=False) == 2
+    results = tmp_path / "results"
+    for core in ("mlp", "gru"):
+        record = json.loads((results / f"PassiveMatch-d2__{core}__s1.json").read_text())
+        again = task_report(
+            str(tmp_path / "tb" / "PassiveMatch-d2" / f"{core}-s1"), 12, device="cpu",
+            seed=20_001, greedy=True,
+        )  # fmt: skip
+        assert record["report"] == {"headline": again["headline"], "lines": again["lines"]}
+        assert set(again["headline"]) == {"cue seen", "memory probe", "worst case", "worst case is"}
+    lines = sweep_report.run_table(sweep_report.load_results(tmp_path))
+    assert lines[2] == (
+        "| task | delay | core | seed | final success | greedy success | cue seen | "
+        "memory probe | worst case | worst case is |"
+    )
+    assert [line.split(" | ")[2] for line in lines[4:]] == ["gru", "mlp"]  # the paper's order
+    # a run that ended before its grid asked for reports gains one from its checkpoint
+    path = results / "PassiveMatch-d2__gru__s1.json"
+    full = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in full.items() if k != "report"}))
+    assert sweep.add_reports(grid, tmp_path) == (1, [])
+    assert json.loads(path.read_text()) == full
+    assert sweep.add_reports(grid, tmp_path) == (0, [])  # nothing left to add
+    path.write_text(json.dumps({k: v for k, v in full.items() if k != "report"}))
+    shutil.rmtree(tmp_path / "tb" / "PassiveMatch-d2" / "gru-s1")
+    assert sweep.add_reports(grid, tmp_path) == (0, ["PassiveMatch-d2__gru__s1"])
+    main = _reproduce_main()
+    assert main(["--preset", "small", "--out", str(tmp_path), "--add-reports"]) == 2
+    assert "preset small has no task report" in capsys.readouterr().err

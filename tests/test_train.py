@@ -190,8 +190,17 @@ def test_choice_report_splits_success_by_where_the_cue_square_stands(tmp_path):
     for probs in out["first_action"].values():
         assert probs[0] > 0.99
     assert out["gate"] == {}  # no view gate
+    assert out["cue_seen"] == 1.0  # Passive Match shows the cue in every episode
+    # the sweeps' per-run summary: the first of the cases at 0 (colour 0, leftmost square)
+    assert out["headline"] == {
+        "cue seen": 1.0,
+        "memory probe": round(out["memory"], 3),
+        "worst case": 0.0,
+        "worst case is": "colour 0 at 0",
+    }
     proc = _cli("eval", str(run), "--choices", "--episodes", "12", "--num-envs", "3")
     assert proc.returncode == 0 and "position of the cue square" in proc.stdout
+    assert "cue seen: the cue phase showed the square in 1.00 of the episodes" in proc.stdout
     assert "view gate" not in proc.stdout
     tmaze = Trainer(_cfg(tmp_path, run_name="tmaze", total_timesteps=128)).run().run_dir
     proc = _cli("eval", str(tmaze), "--report")
