@@ -28,7 +28,9 @@ VECTORIZATION = ("sync", "async")
 SUCCESS_KEYS = ("success", "is_success")
 
 
-def _without_text(env: gym.Env) -> gym.Env:
+def without_text(env: gym.Env) -> gym.Env:
+    """``env`` without the observation keys that hold strings (minigrid's mission): no encoder
+    reads them, and gymnasium's AsyncVectorEnv cannot share them between processes."""
     keys = text_keys(env.observation_space)
     if not keys:
         return env
@@ -88,14 +90,14 @@ class GymVectorEnv:
                 env_id = env
 
                 def make():
-                    return _without_text(gym.make(env_id, **kwargs))
+                    return without_text(gym.make(env_id, **kwargs))
             else:
                 if kwargs:
                     raise ValueError("env options go to gymnasium.make: pass an id, not a function")
                 factory = env
 
                 def make():
-                    return _without_text(factory())
+                    return without_text(factory())
 
             try:
                 probe = make()

@@ -38,6 +38,7 @@ import torch
 
 from rlgate.benchmark import cpu_model, format_table
 from rlgate.envs import ENVS, POPGYM, make_vec, popgym_id
+from rlgate.envs.gym_vector import without_text
 from rlgate.runtime import tune_cpu_allocator
 
 TASKS = [
@@ -109,7 +110,8 @@ def gymnasium_rate(env_id: str, kind: str, n: int, seconds: float) -> float:
 
     if env_id.startswith("popgym-"):
         import popgym  # noqa: F401 (registers the popgym ids)
-    fns = [lambda: gym.make(env_id)] * n
+    # as rlgate's gymnasium path runs it: without the text keys no encoder reads
+    fns = [lambda: without_text(gym.make(env_id))] * n
     env = gym.vector.SyncVectorEnv(fns) if kind == "sync" else gym.vector.AsyncVectorEnv(fns)
     try:
         env.reset(seed=0)
