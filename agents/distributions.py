@@ -32,6 +32,18 @@ from rlgate.agents.encoders import multi_one_hot
 from rlgate.envs.spaces import check_action_space
 
 
+def categorical_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row of probs [B, K] -> [B], the draw ``torch.multinomial(probs, 1,
+    generator=generator)`` makes, with the same random numbers (its one-sample path: argmax
+    of p / q with q ~ Exp(1), the exponential form of the Gumbel-max trick), minus its checks
+    that the probabilities are finite and sum to more than 0: those read the tensor back to
+    the host (a device sync per step on a GPU) and cost the CPU acting step as much as the
+    draw. The probabilities come from a softmax, and a non-finite policy already stops the
+    learner (``Learner.gradient_step``)."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(dim=-1)
+
+
 class ActionDist(nn.Module):
     """What the agent needs of an action space.
 
@@ -92,8 +104,7 @@ class CategoricalDist(ActionDist):
     def sample(self, params, generator, greedy):
         if greedy:
             return params.argmax(dim=-1)
-        probs = torch.softmax(params, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return categorical_sample(torch.softmax(params, dim=-1), generator)
 
     def features(self, action: Tensor) -> Tensor:
         return F.one_hot(action, self.n).float()
@@ -143,7 +154,7 @@ class MultiCategoricalDist(ActionDist):
             flat = logits.argmax(dim=-1)
         else:
             probs = torch.softmax(logits, dim=-1).reshape(-1, self.width)
-            flat = torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+            flat = categorical_sample(probs, generator).reshape(logits.shape[:-1])
         return flat.reshape(*params.shape[:-1], *self.shape)
 
     def features(self, action: Tensor) -> Tensor:

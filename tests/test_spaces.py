@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlgate.agents.distributions import make_action_dist
+from rlgate.agents.distributions import categorical_sample, make_action_dist
 from rlgate.agents.encoders import ImpalaCNN, ObsEncoder, image_layout, leaf_kind
 from rlgate.envs import make_vec
 from rlgate.envs.spaces import UnsupportedSpace, flatten_obs, flatten_space
@@ -180,6 +180,35 @@ def test_multidiscrete_sampling_follows_each_entrys_probabilities():
     assert abs(actions[:, 0].float().mean().item() - 0.8) < 0.02
     freq = torch.bincount(actions[:, 1], minlength=3).float() / 20000
     torch.testing.assert_close(freq, torch.tensor([0.1, 0.3, 0.6]), atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("rows,k", [(1, 2), (64, 7), (33, 3), (1000, 18)])
+def test_categorical_sample_is_torch_multinomials_draw(rows, k):
+    """The acting draw is torch.multinomial's, index for index, and leaves the generator where
+    torch.multinomial leaves it; peaked and near-uniform rows, and rows with zero entries."""
+    for seed in range(10):
+        g = torch.Generator().manual_seed(100 + seed)
+        probs = torch.softmax(torch.randn(rows, k, generator=g) * (0.1 + seed), dim=-1)
+        probs[:, 0] = 0.0 if seed % 3 == 0 else probs[:, 0]  # never drawn
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        drawn = categorical_sample(probs, ours)
+        assert torch.equal(drawn, torch.multinomial(probs, 1, generator=theirs).squeeze(-1))
+        assert torch.equal(ours.get_state(), theirs.get_state())
+        if seed % 3 == 0:
+            assert bool((drawn != 0).all())
+    for space in (Discrete(7), MultiDiscrete([2, 5, 3])):  # the distributions draw the same
+        dist = make_action_dist(space)
+        params = torch.randn(64, dist.param_size, generator=torch.Generator().manual_seed(3))
+        a = dist.sample(params, torch.Generator().manual_seed(4), greedy=False)
+        if isinstance(space, Discrete):
+            b = torch.multinomial(
+                torch.softmax(params, -1), 1, generator=torch.Generator().manual_seed(4)
+            )
+            assert torch.equal(a, b.squeeze(-1))
+        else:
+            probs = torch.softmax(dist._padded(params), -1).reshape(-1, dist.width)
+            b = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(4))
+            assert torch.equal(a, b.reshape(64, 3))
 
 
 def test_gaussian_log_prob_uses_the_unclipped_sample_and_the_env_gets_it_clipped():
