@@ -30,8 +30,8 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 timeout 150 python3 -P -m pytest -q -m gpu tests 2>&1 | tee "$OUT/gpu_tests.txt"
 timeout 150 python3 scripts/bench_cores.py --device cuda --batch 256 1024 --hidden 256 \
   --seq 64 --cores lstm ur-lstm gru ur-gru --rounds 3 2>&1 | tee "$OUT/bench_cores_cuda.txt"
-timeout 120 python3 scripts/bench_loop.py --device cuda --recipes memory-s7 passive-match \
-  2>&1 | tee "$OUT/bench_loop_cuda.txt"
+timeout 150 python3 scripts/bench_loop.py --device cuda --recipes memory-s7 passive-match \
+  --num-envs 64 1024 --updates 3 2>&1 | tee "$OUT/bench_loop_cuda.txt"
 timeout 45 python3 scripts/bench_envs.py --quick --tasks rlgate/MemoryS7-v0 \
   rlgate/popgym-RepeatPreviousEasy-v0 rlgate/popgym-BattleshipEasy-v0 2>&1 \
   | tee "$OUT/bench_envs_cuda.txt"
