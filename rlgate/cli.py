@@ -79,6 +79,14 @@ def _one_line(text: str) -> str:
     return text[:400] or "invalid arguments"
 
 
+def _error(line: str) -> None:
+    """Print one error line to stderr in one write, its newline included: print() writes the
+    text and the newline apart, and under torchrun the launcher's own log lines, written to
+    the same stream, can land between the two."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def _captured_fds():
     """Send everything written to fds 1 and 2, and to sys.stdout and sys.stderr (which need
@@ -249,7 +257,7 @@ def _train(args: list[str]) -> int:
         else:
             step = trainer.saved_step
             kept = f"the last good checkpoint (step {step}) is kept in {trainer.run_dir}"
-        print(f"rlgate: error: {err}; stopped, {kept}", file=sys.stderr)
+        _error(f"rlgate: error: {err}; stopped, {kept}")
         return 1
     code = 0
     if result.interrupted:  # the shell's convention: 128 + the signal's number
@@ -371,19 +379,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(
-            f"rlgate: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}",
-            file=sys.stderr,
-        )
+        _error(f"rlgate: error: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}")
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = COMMANDS[command](rest)
     except (UsageError, CheckpointError, ValueError) as err:
-        print(f"rlgate {command}: error: {err}", file=sys.stderr)
+        _error(f"rlgate {command}: error: {err}")
         code = 2
     except DistributedError as err:  # a crashed or silent rank: not bad input
-        print(f"rlgate {command}: error: {err}", file=sys.stderr, flush=True)
+        _error(f"rlgate {command}: error: {err}")
         sys.stdout.flush()
         os._exit(1)  # skip tearing down the broken process group (it aborts the process)
     except BrokenPipeError:  # output piped into a program that stopped reading (| head)
