@@ -133,6 +133,7 @@ def choice_report(
         else float("nan")
     )
     worst = min(cases, key=lambda case: cases[case][0])
+    cue_seen = sum(seen[:episodes]) / episodes
     return {
         "episodes": episodes,
         "success_rate": sum(ok for _, ok in colour_ok[:episodes]) / episodes,
@@ -144,9 +145,9 @@ def choice_report(
         },
         "gate": {k: torch.stack(v).mean(0).tolist() for k, v in sorted(first_gates.items())},
         "memory": memory,
-        "cue_seen": sum(seen[:episodes]) / episodes,
+        "cue_seen": cue_seen,
         "headline": {
-            "cue seen": round(sum(seen[:episodes]) / episodes, 3),
+            "cue seen": round(cue_seen, 3),
             "memory probe": round(memory, 3),
             "worst case": round(cases[worst][0], 3),
             "worst case is": f"colour {worst[0]} at {worst[1]}",
