@@ -117,8 +117,9 @@ _ACTIVE_MATCH_NOTES = """\
   the runs with the loss used 0.05 (the view-pool runs' setting) from the start.
 - 6M steps (the sweep's budget, `scripts/reproduce.py --preset active-match`): greedy success
   >= 0.9 on 2 of 5 ur-lstm seeds at 6M and 5 of 5 by 10M (0.98-0.99); lstm 5 of 5 at 6M;
-  ur-gru 3 of 3 (0.98-0.99); gru 0 of 5 (0.73-0.90: it remembers the cue, but leaves one or two
-  colour x position cases of the choice unlearned).
+  ur-gru 5 of 5 (0.98-0.99); gru 0 of 5 (0.73-0.90: it remembers the cue, but leaves one or two
+  colour x position cases of the choice unlearned); the memoryless control 0 of 5 (chance).
+  With delay=30: ur-lstm 3 of 5, lstm 2 of 5 at 6M (the misses: a stuck case, as the gru's).
 """ + "\n".join(_MATCH_NOTES.splitlines()[:2])
 
 _POPGYM_NOTES = """\
