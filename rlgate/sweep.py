@@ -203,7 +203,7 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
 
     sweep_threads()
     cfg = train_config(grid, run, out)
-    run_dir = Path(cfg.logdir) / cfg.run_name
+    run_dir = _run_folder(cfg)
     if run_dir.exists():  # left by a killed sweep: start it over
         shutil.rmtree(run_dir)
     trainer = Trainer(cfg)
@@ -238,6 +238,11 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     return write_result(out, run.name, record)
 
 
+def _run_folder(cfg) -> Path:
+    """Where a run's TrainConfig writes its run folder (checkpoint, config, TensorBoard)."""
+    return Path(cfg.logdir) / cfg.run_name
+
+
 def task_report(grid, run: Run, run_dir: Path, device: str) -> dict[str, Any]:
     """The task's own report on a trained run (``rlgate.evaluate.task_report``, greedy,
     ``grid.report_episodes`` episodes, evaluation seed 20,000 + the run's seed): {"headline":
@@ -264,7 +269,7 @@ def add_reports(grid, out: Path) -> tuple[int, list[str]]:
         if "report" in record:
             continue
         cfg = train_config(grid, run, out)
-        run_dir = Path(cfg.logdir) / cfg.run_name
+        run_dir = _run_folder(cfg)
         if not run_dir.exists():
             missing.append(run.name)
             continue
