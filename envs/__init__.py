@@ -147,7 +147,11 @@ def resolve_id(env_id: str) -> str:
         try:
             importlib.import_module(module)
         except ImportError as err:
-            raise ValueError(f"env {env_id!r}: cannot import module {module!r}: {err}") from None
+            raise ValueError(
+                f"env {env_id!r}: cannot import module {module!r}: {err} (install it, or put "
+                "its folder on PYTHONPATH: the rlgate command does not import from the current "
+                "folder)"
+            ) from None
         env_id = name
     for prefix, (package, install) in ID_PACKAGES.items():
         if env_id.startswith(prefix):
