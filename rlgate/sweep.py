@@ -6,7 +6,9 @@ same agent, hidden size, budget and unroll for every core; only the core, task, 
 change. A run's result (its success curve, final success, steps to 0.9 success
 and a histogram of its effective gates g after training) is written atomically to
 ``{out}/results/{run}.json`` when it ends: a finished run is skipped when the sweep runs again,
-and an unfinished one (killed sweep) starts over. TensorBoard runs go to
+and an unfinished one (killed or stopped sweep) continues from its last checkpoint (written every
+``CHECKPOINT_STEPS`` env steps and at a stop), the very run it would have been uninterrupted.
+TensorBoard runs go to
 ``{out}/tb/{task}-d{delay}/{core}-s{seed}``, so that one ``tensorboard --logdir {out}/tb`` shows
 the cores side by side for each task and delay.
 """
@@ -29,6 +31,8 @@ from rlgate.provenance import provenance, sweep_threads, write_result
 DELAY_OPTIONS = {"PassiveMatch": "delay", "ActiveMatch": "delay", "TMaze": "length"}
 PAPER_CORES = ("lstm", "c-lstm", "om-lstm", "u-lstm", "r-lstm", "ur-lstm", "gru", "ur-gru")
 GATE_BINS = 50
+#: env steps between a run's checkpoints: what a killed sweep loses of each run in flight
+CHECKPOINT_STEPS = 250_000
 
 
 @dataclass(frozen=True)
@@ -168,9 +172,11 @@ class Run:
 
 def train_config(grid: Grid, run: Run, out: Path):
     """The TrainConfig of one run: its task's recipe and the grid's settings, with the run's
-    delay, core and seed, on the grid's device (cpu unless set), logging under ``out``."""
+    delay, core and seed, on the grid's device (cpu unless set), logging under ``out``, a
+    checkpoint every ``CHECKPOINT_STEPS`` env steps."""
     option = DELAY_OPTIONS[run.task]
-    others = [o for o in grid.config(run.task).env_option if o.partition("=")[0] != option]
+    base = grid.config(run.task)
+    others = [o for o in base.env_option if o.partition("=")[0] != option]
     return grid.config(
         run.task,
         core=run.core,
@@ -180,7 +186,7 @@ def train_config(grid: Grid, run: Run, out: Path):
         logdir=str(out / "tb" / f"{run.task}-d{run.delay}"),
         run_name=f"{run.core}-s{run.seed}",
         progress=False,
-        checkpoint_interval=10**9,
+        checkpoint_interval=max(1, CHECKPOINT_STEPS // base.batch_size),
     )
 
 
@@ -204,9 +210,12 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     sweep_threads()
     cfg = train_config(grid, run, out)
     run_dir = _run_folder(cfg)
-    if run_dir.exists():  # left by a killed sweep: start it over
-        shutil.rmtree(run_dir)
-    trainer = Trainer(cfg)
+    if _continues(run_dir, cfg):
+        trainer = Trainer(replace(cfg, resume=str(run_dir)))
+    else:
+        if run_dir.exists():  # left by a killed sweep before its first checkpoint
+            shutil.rmtree(run_dir)
+        trainer = Trainer(cfg)
     result = trainer.run()
     if result.interrupted:  # stopped by a signal: no result; a resumed sweep runs it again
         raise KeyboardInterrupt
@@ -236,6 +245,22 @@ def run_one(grid: Grid, run: Run, out: Path) -> dict[str, Any]:
     if grid.report_episodes:
         record["report"] = task_report(grid, run, run_dir, cfg.device)
     return write_result(out, run.name, record)
+
+
+def _continues(run_dir: Path, cfg) -> bool:
+    """Whether ``run_dir`` holds a checkpoint of this very run (the same config, field for
+    field) to continue; a folder of another config, or without a readable checkpoint, is not
+    one."""
+    from rlgate import checkpoint as ckpt
+
+    if not (run_dir / ckpt.CHECKPOINT).is_file():
+        return False
+    try:
+        saved = ckpt.load(run_dir)["config"]
+    except ckpt.CheckpointError:
+        return False
+    mine = cfg.to_dict()
+    return {**saved, "resume": None} == {**mine, "resume": None}
 
 
 def _run_folder(cfg) -> Path:

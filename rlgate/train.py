@@ -40,7 +40,8 @@ def merge_ranks(gathered: list[tuple[dict[str, float], dict]]) -> tuple[dict[str
 
 @dataclass
 class TrainResult:
-    """What a run did: its folder, updates and env steps, and per-update metrics."""
+    """What a run did: its folder, updates and env steps, and per-update metrics (from its
+    first update on, those before a resume included)."""
 
     run_dir: Path
     updates: int
@@ -103,6 +104,10 @@ class Trainer:
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.update_index, self.global_step = 0, 0
+        #: per-update metrics from update 0 on, and the latest mean of each episode statistic:
+        #: checkpointed, so that a resumed run's result holds the whole run
+        self.history: list[dict[str, float]] = []
+        self.recent: dict[str, float] = {}
         #: the global step of the last checkpoint written (None: none yet)
         self.saved_step: int | None = None
         #: env steps of one update over all ranks; training stops at final_step (at least one
@@ -179,6 +184,8 @@ class Trainer:
             # single-process resume continues the very same run
             "env": self.env.state_dict() if hasattr(self.env, "state_dict") else None,
             "rollout": self.worker.state_dict(),
+            "history": self.history,
+            "recent": self.recent,
         }
 
     def save(self) -> Path:
@@ -203,6 +210,9 @@ class Trainer:
             raise ckpt.CheckpointError(f"checkpoint does not fit this model: {err}") from None
         self.update_index, self.global_step = data["update"], data["global_step"]
         self.saved_step = self.global_step
+        # (older checkpoints have no history: the result then starts at the resume)
+        self.history = list(data.get("history", []))
+        self.recent = dict(data.get("recent", {}))
         if self.world.distributed or data.get("world_size", 1) > 1:
             # rank r's streams are new ones, drawn from (seed, rank, update): a checkpoint holds
             # rank 0's alone, and the world size may have changed
@@ -248,7 +258,7 @@ class Trainer:
         cfg = self.cfg
         pool = None
         if self.num_updates == 0:  # a resumed run that has reached its budget
-            return TrainResult(self.run_dir, self.update_index, self.global_step)
+            return TrainResult(self.run_dir, self.update_index, self.global_step, self.history)
         if collect is None and self.agent.actor_processes(cfg) > 0:
             from rlgate.agents.actors import pool_collector
 
@@ -264,7 +274,7 @@ class Trainer:
 
     def _run(self, collect) -> TrainResult:
         cfg, main = self.cfg, self.world.is_main
-        result = TrainResult(self.run_dir, self.update_index, self.global_step)
+        result = TrainResult(self.run_dir, self.update_index, self.global_step, self.history)
         if self.num_updates == 0:
             return result
         logger = None
@@ -288,7 +298,7 @@ class Trainer:
                 mininterval=1.0,
             )
         collect = collect or (lambda version: self.worker.collect(version))
-        recent: dict[str, float] = {}
+        recent = self.recent
         t_start, steps_start = time.perf_counter(), self.global_step
 
         def announce(name: str) -> None:

@@ -8,9 +8,10 @@ Usage:
     python scripts/reproduce.py --preset active-match --out docs/results/active-match --add-reports
     python scripts/reproduce.py --preset popgym --jobs 2  # POPGym: 6 cores x 42 env-levels x 3
 
-It is resumable: finished runs are skipped, so a killed sweep continues where it stopped (the
-runs that were in flight start over). Writes, under --out (default sweeps/{preset}):
-results/*.json (one per run), results.csv, results.md, curves_{task}.png,
+It is resumable: finished runs are skipped, so a killed sweep continues where it stopped; a
+Grid preset's runs that were in flight continue from their last checkpoint (every 250k env
+steps, and at Ctrl-C) as the same runs, POPGym's short runs start over. Writes, under --out
+(default sweeps/{preset}): results/*.json (one per run), results.csv, results.md, curves_{task}.png,
 success_vs_delay.png, gates.png (popgym: results.md with MMER per env and level, mmer.png,
 normalised.png), and TensorBoard runs under tb/ (``tensorboard --logdir {out}/tb``). Needs
 matplotlib (``pip install -e ".[repro]"``).

@@ -76,6 +76,13 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, agent, how):
     resumed = Trainer(_cfg(tmp_path, agent=agent, resume=str(cut.run_dir))).run()
     assert resumed.updates == 8
 
+    # the result holds the whole run, the updates before the resume included
+    def metrics(result):
+        return [{k: v for k, v in h.items() if not k.startswith("perf/")} for h in result.history]
+
+    assert len(resumed.history) == 8
+    assert metrics(resumed) == metrics(whole)
+
     a, b = ckpt.load(whole.run_dir), ckpt.load(cut.run_dir)
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name

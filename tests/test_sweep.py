@@ -7,11 +7,13 @@ import importlib.util
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from rlgate import checkpoint as ckpt
 from rlgate import sweep, sweep_report
 from rlgate.config import TrainConfig
 
@@ -87,7 +89,11 @@ def test_the_full_preset_builds_the_configs_its_committed_runs_ran_with():
     for r in records:
         run = sweep.Run(r["task"], r["delay"], r["core"], r["seed"])
         cfg = sweep.train_config(grid, run, Path("docs/results/full"))
-        assert cfg == TrainConfig.from_dict(r["config"]), run.name
+        # those runs wrote no checkpoint until their end; checkpoints change nothing trained (a
+        # resumed run is the uninterrupted one: tests/test_runs.py)
+        ran = TrainConfig.from_dict(r["config"])
+        ran = replace(ran, checkpoint_interval=cfg.checkpoint_interval)
+        assert cfg == ran, run.name
 
 
 def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
@@ -115,10 +121,12 @@ def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
         "ur-lstm-s1",
     ]
 
-    # nothing left to do; a lost result (a killed run) is redone, from scratch
+    # nothing left to do; a run killed before its first checkpoint is redone, from scratch
     assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 0
     (tmp_path / "results" / results[0]).unlink()
-    stale = tmp_path / "tb" / "TMaze-d3" / "lstm-s1" / "stale.txt"
+    folder = tmp_path / "tb" / "TMaze-d3" / "lstm-s1"
+    (folder / "checkpoint.pt").unlink()
+    stale = folder / "stale.txt"
     stale.write_text("from the killed run")
     assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 1
     assert not stale.exists()
@@ -142,6 +150,58 @@ def test_sweep_resumes_and_writes_tables_and_figures(tmp_path):
         "success_vs_delay.png",
         "gates.png",
     }
+
+
+def _killed_at(trainer, update: int):
+    """A collect that dies (KeyboardInterrupt, no stop signal) in the given update."""
+    calls = {"n": 0}
+
+    def collect(version):
+        calls["n"] += 1
+        if calls["n"] == update:
+            raise KeyboardInterrupt
+        return trainer.worker.collect(version)
+
+    return collect
+
+
+def test_a_killed_run_continues_from_its_checkpoint_as_the_same_run(tmp_path, monkeypatch):
+    """A sweep killed in a run's sixth update (its checkpoints: every 2 updates) continues it
+    from update 4 and writes the uninterrupted run's result; a run folder holding another
+    config's checkpoint starts over."""
+    from rlgate.train import Trainer
+
+    monkeypatch.setattr(sweep, "CHECKPOINT_STEPS", 2 * 4 * 8)  # two updates of 4 envs x 8 steps
+    grid = replace(TINY, cores=("ur-lstm",), greedy_episodes=8)
+    (run,) = grid.runs()
+    assert sweep.run_sweep(grid, tmp_path / "whole", jobs=1, progress=False) == 1
+
+    cut = tmp_path / "cut"
+    trainer = Trainer(sweep.train_config(grid, run, cut))
+    assert trainer.run(_killed_at(trainer, 6)).interrupted
+    assert ckpt.load(trainer.run_dir)["update"] == 4
+    kept = trainer.run_dir / "kept.txt"  # the folder is continued, not wiped
+    kept.write_text("from the killed sweep")
+    assert sweep.run_sweep(grid, cut, jobs=1, progress=False) == 1
+    assert kept.exists()
+
+    other = tmp_path / "other"  # the same run folder, trained with another learning rate
+    changed = replace(sweep.train_config(grid, run, other), learning_rate=1e-2)
+    folder = Trainer(changed).run().run_dir
+    (folder / "kept.txt").write_text("from another config")
+    assert sweep.run_sweep(grid, other, jobs=1, progress=False) == 1
+    assert not (folder / "kept.txt").exists()
+
+    def result(out):
+        record = json.loads((out / "results" / f"{run.name}.json").read_text())
+        config = {k: v for k, v in record["config"].items() if k != "logdir"}
+        keys = ("steps", "curve", "final_success", "gate_hist", "greedy_success")
+        return [record[k] for k in keys] + [config]
+
+    whole = result(tmp_path / "whole")
+    assert len(whole[1]) == 8
+    assert result(cut) == whole
+    assert result(other) == whole
 
 
 def test_summary_statistics_over_seeds():

@@ -87,7 +87,8 @@ def test_resume_continues_the_same_run(tmp_path):
     resumed = Trainer(_cfg(tmp_path, total_timesteps=8 * 128, resume=str(first.run_dir))).run()
     assert resumed.updates == 8 and resumed.global_step == 8 * 128
     assert resumed.run_dir == first.run_dir
-    assert len(resumed.history) == 4  # only the new updates ran
+    # the whole run's metrics: the first 4 updates' from the checkpoint, 4 new ones
+    assert len(resumed.history) == 8 and resumed.history[:4] == first.history
 
 
 def test_resume_refuses_another_core_or_a_missing_checkpoint(tmp_path):
