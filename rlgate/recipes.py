@@ -119,7 +119,8 @@ _ACTIVE_MATCH_NOTES = """\
   >= 0.9 on 2 of 5 ur-lstm seeds at 6M and 5 of 5 by 10M (0.98-0.99); lstm 5 of 5 at 6M;
   ur-gru 5 of 5 (0.98-0.99); gru 0 of 5 (0.73-0.90: it remembers the cue, but leaves one or two
   colour x position cases of the choice unlearned); the memoryless control 0 of 5 (chance).
-  With delay=30: ur-lstm 3 of 5, lstm 2 of 5, gru 1 of 5 at 6M (the misses: a stuck case).
+  With delay=30: ur-lstm 3 of 5, lstm 2 of 5, ur-gru 1 of 5, gru 1 of 5 at 6M (the misses: a
+  stuck case).
 """ + "\n".join(_MATCH_NOTES.splitlines()[:2])
 
 _POPGYM_NOTES = """\
