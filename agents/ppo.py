@@ -67,11 +67,11 @@ class PPO(Learner):
     """The PPO learner (constructor: see ``Learner``)."""
 
     def _chunk_states(self, r: Rollout, chunk: int) -> list[tuple[Tensor, ...]]:
-        """Start states of every BPTT chunk recomputed with the current parameters."""
+        """Start states of every BPTT chunk recomputed with the current parameters (the last
+        chunk's own steps are not needed: no chunk starts after it)."""
         with torch.no_grad():
-            states, state = [], r.states[0]
-            for c in range(r.length // chunk):
-                states.append(state)
+            states, state = [r.states[0]], r.states[0]
+            for c in range(r.length // chunk - 1):
                 sl = slice(c * chunk, (c + 1) * chunk)
                 _, _, state = self.model(
                     {k: v[sl] for k, v in r.obs.items()},
@@ -80,6 +80,7 @@ class PPO(Learner):
                     r.is_first[sl],
                     state,
                 )
+                states.append(state)
         return states
 
     def _advantage_stats(self, adv: Tensor) -> tuple[Tensor, Tensor] | None:

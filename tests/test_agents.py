@@ -122,6 +122,28 @@ def test_truncated_bptt_with_recomputed_states_runs(tmp_path):
     )
 
 
+def test_recomputed_chunk_states_are_a_step_by_step_unroll_with_the_current_parameters(tmp_path):
+    """PPO's recomputed BPTT start states against the model stepped one step at a time over the
+    rollout (resets included); the last chunk's steps are not run."""
+    trainer = Trainer(_cfg(tmp_path, ppo=PPOConfig(bptt=8, recompute_states=True)))
+    r, _ = trainer.worker.collect()
+    trainer.learner.update(r)  # the parameters move away from the ones that acted
+    model, calls = trainer.model, []
+    forward = model.forward
+    model.forward = lambda *a: calls.append(a[0]) or forward(*a)
+    states = trainer.learner._chunk_states(r, 8)
+    assert len(states) == 4 and len(calls) == 3
+    with torch.no_grad():
+        state = r.states[0]
+        for t in range(32):
+            if t % 8 == 0:
+                for mine, want in zip(states[t // 8], state):
+                    torch.testing.assert_close(mine, want)
+            obs = {k: v[t] for k, v in r.obs.items()}
+            step = (r.prev_action[t], r.prev_reward[t], r.is_first[t])
+            state = model.step(obs, *step, state)[2]
+
+
 def _minigrid_one_hot(image):
     """[..., 3] minigrid (object, colour, state) codes -> [..., 20] per-channel one-hot, written
     plainly with F.one_hot."""
