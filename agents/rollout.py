@@ -196,17 +196,21 @@ class RolloutWorker:
             self.prev_action, self.prev_reward = self.model.next_inputs(
                 self.is_first, action, reward
             )
-            if bool(done.any()):  # the statistics as rows of one tensor: one gather a step
-                episode = info["episode"]
+            # the env fills info["episode"] exactly where some episode ended (it knows that
+            # already): reading it here costs no host sync; the rows of the finished episodes
+            # are picked once, after the unroll
+            episode = info["episode"]
+            if episode:
                 rows = torch.stack([v.to(torch.float32) for v in episode.values()])
-                finished.append((tuple(episode), rows[:, done]))
+                finished.append((tuple(episode), rows, done))
         stats = {}
         if finished:
             keys = finished[0][0]
-            if any(k != keys for k, _ in finished):
+            if any(k != keys for k, _, _ in finished):
                 raise RuntimeError("the env's episode statistics changed keys within a rollout")
-            rows = torch.cat([r for _, r in finished], dim=1).cpu()
-            stats = dict(zip(keys, rows.unbind(0)))
+            rows = torch.cat([r for _, r, _ in finished], dim=1)
+            ended = torch.cat([d for _, _, d in finished])
+            stats = dict(zip(keys, rows[:, ended].cpu().unbind(0)))
         rollout = Rollout(
             obs=obs_buf,
             prev_action=prev_a,

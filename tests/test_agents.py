@@ -422,3 +422,32 @@ def test_unroll_gates_replays_the_core_with_its_resets():
             expected = model.core.gates(x[t], state)
             for key in expected:
                 torch.testing.assert_close(gates[t][key], expected[key])
+
+
+@pytest.mark.parametrize("env_id", ["rlgate/PassiveMatch-v0", "CartPole-v1"])
+def test_a_rollouts_episode_statistics_are_the_envs_in_order(env_id):
+    """The statistics a rollout returns against the env itself replayed with the rollout's
+    actions: every ended episode's values, in the order (step, then copy) they ended."""
+    from rlgate.agents.actor_critic import build_model
+    from rlgate.agents.rollout import RolloutWorker
+    from rlgate.envs import make_vec
+
+    options = {"delay": 2} if "Match" in env_id else {}
+    cfg = TrainConfig(env=env_id, num_envs=8, unroll_length=64, progress=False)
+    model = build_model(cfg, make_vec(env_id, 8, seed=5, **options))
+    gen = torch.Generator().manual_seed(0)
+    worker = RolloutWorker(make_vec(env_id, 8, seed=5, **options), model, 64, generator=gen)
+    r, log = worker.collect()
+    replay = make_vec(env_id, 8, seed=5, **options)
+    replay.reset()
+    want: dict[str, list[float]] = {}
+    for t in range(64):
+        *_, info = replay.step(model.action_dist.env_action(r.actions[t]))
+        for b in range(8):
+            if info["done"][b]:
+                for k, v in info["episode"].items():
+                    want.setdefault(k, []).append(float(v[b]))
+    assert log.count == len(want["return"]) > 0
+    assert set(log.stats) == set(want)
+    for k, values in want.items():
+        torch.testing.assert_close(log.stats[k], torch.tensor(values), equal_nan=True)
