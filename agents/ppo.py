@@ -63,6 +63,12 @@ def _sequences(x: Tensor, chunk: int) -> Tensor:
     return x.reshape(chunk, (t_len // chunk) * batch, *x.shape[3:])
 
 
+def _pick(x: Tensor, idx: Tensor) -> Tensor:
+    """The sequences ``idx`` of x [T, S, ...]: x[:, idx], as index_select (the same copy, ~10x
+    faster than advanced indexing for a uint8 grid view)."""
+    return x.index_select(1, idx)
+
+
 class PPO(Learner):
     """The PPO learner (constructor: see ``Learner``)."""
 
@@ -135,30 +141,31 @@ class PPO(Learner):
             for m in range(cfg.num_minibatches):
                 idx = perm[m * per_mb : (m + 1) * per_mb]
                 inputs = (
-                    {k: v[:, idx] for k, v in seq["obs"].items()},
-                    seq["prev_action"][:, idx],
-                    seq["prev_reward"][:, idx],
-                    seq["is_first"][:, idx],
-                    tuple(s[idx] for s in start),
+                    {k: _pick(v, idx) for k, v in seq["obs"].items()},
+                    _pick(seq["prev_action"], idx),
+                    _pick(seq["prev_reward"], idx),
+                    _pick(seq["is_first"], idx),
+                    tuple(s.index_select(0, idx) for s in start),
                 )
                 if self.seen_coef:
                     params, values, _, seen_logits = self.model.forward_seen(*inputs)
                 else:
                     params, values, _ = self.model(*inputs)
+                advantages_mb = _pick(seq["advantages"], idx)
                 out = ppo_loss(
                     self.model.action_dist.dist(params),
                     values,
-                    seq["actions"][:, idx],
-                    seq["logp"][:, idx],
-                    seq["advantages"][:, idx],
-                    seq["returns"][:, idx],
+                    _pick(seq["actions"], idx),
+                    _pick(seq["logp"], idx),
+                    advantages_mb,
+                    _pick(seq["returns"], idx),
                     cfg.clip_coef,
-                    self._advantage_stats(seq["advantages"][:, idx]),
+                    self._advantage_stats(advantages_mb),
                 )
                 loss = out["policy"] - cfg.ent_coef * out["entropy"] + cfg.vf_coef * out["value"]
                 if self.seen_coef:
                     out["seen"] = seen_loss(
-                        seen_logits, seq["seen"][:, idx], seq["seen_valid"][:, idx]
+                        seen_logits, _pick(seq["seen"], idx), _pick(seq["seen_valid"], idx)
                     )
                     loss = loss + self.seen_coef * out["seen"]
                 out["grad_norm"] = torch.tensor(self.gradient_step(loss))
