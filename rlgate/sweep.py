@@ -15,6 +15,7 @@ the cores side by side for each task and delay.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -313,11 +314,50 @@ def _run(grid, run, out: Path) -> dict[str, Any]:
     return grid.run(run, out)
 
 
+#: the file a running sweep holds locked inside its output folder
+LOCK = ".sweep.lock"
+
+
+class SweepBusy(RuntimeError):
+    """Another sweep is running on the same output folder."""
+
+
+@contextlib.contextmanager
+def _only_sweep(out: Path):
+    """Hold ``out``'s sweep lock (an flock, released by the OS whatever ends the process):
+    two sweeps on one folder would start over each other's runs in flight. SweepBusy where
+    another process holds it; no lock where the platform has no flock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(out / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepBusy(
+                f"another sweep is running on {out} (it holds {out / LOCK}): let it finish, or "
+                f"stop it (Ctrl-C: its runs in flight continue from their checkpoints)"
+            ) from None
+        yield
+
+
 def run_sweep(grid, out: Path, jobs: int = 1, progress: bool = True) -> int:
     """Run every pending run of ``grid`` (a Grid, or any sweep with ``runs()``, ``run(run,
     out)`` and ``headline(record)``, such as ``rlgate.popgym_suite.Suite``), ``jobs``
-    processes at a time; returns how many ran."""
+    processes at a time; returns how many ran.
+
+    Raises:
+        SweepBusy: another sweep is running on ``out`` (nothing is touched).
+    """
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _only_sweep(out):
+        return _run_pending(grid, out, jobs, progress)
+
+
+def _run_pending(grid, out: Path, jobs: int, progress: bool) -> int:
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps(asdict(grid), indent=2))
     todo = pending(grid, out)

@@ -83,7 +83,11 @@ def main(argv=None) -> int:
             f"reproduce: {runs} runs ({len(grid.cores)} cores, {what} steps, "
             f"{jobs} at a time -> {out}"
         )
-        ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
+        try:
+            ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
+        except sweep.SweepBusy as err:
+            print(f"reproduce: error: {err}", file=sys.stderr)
+            return 2
         print(f"reproduce: ran {ran}, skipped {runs - ran} finished runs")
     if isinstance(grid, Suite):
         done = popgym_report.report(grid, out)

@@ -62,7 +62,11 @@ def main(argv=None) -> int:
         jobs = args.jobs or os.cpu_count() or 1
         print(f"synthetic: {len(grid.runs())} runs, {jobs} at a time -> {out}")
         (out / "results").mkdir(parents=True, exist_ok=True)
-        ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
+        try:
+            ran = sweep.run_sweep(grid, out, jobs=jobs, progress=not args.no_progress)
+        except sweep.SweepBusy as err:
+            print(f"synthetic: error: {err}", file=sys.stderr)
+            return 2
         print(f"synthetic: ran {ran}, skipped {len(grid.runs()) - ran} finished runs")
     records = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
     if not records:

@@ -346,3 +346,20 @@ def test_a_task_report_per_run_its_table_and_the_backfill(tmp_path, capsys):
     main = _reproduce_main()
     assert main(["--preset", "small", "--out", str(tmp_path), "--add-reports"]) == 2
     assert "preset small has no task report" in capsys.readouterr().err
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_and_touches_nothing(tmp_path, capsys):
+    """Two sweeps on one folder would start over each other's runs in flight: while one holds
+    the folder's lock, another stops with a one-line error (exit 2), writing nothing."""
+    fcntl = pytest.importorskip("fcntl")
+    with open(tmp_path / sweep.LOCK, "a") as held:  # the running sweep
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(sweep.SweepBusy, match="another sweep is running"):
+            sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False)
+        main = _reproduce_main()
+        assert main(["--preset", "small", "--out", str(tmp_path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("reproduce: error: another sweep is running") and err.count("\n") == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == [sweep.LOCK]
+    # once it has ended, a sweep runs
+    assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 2
