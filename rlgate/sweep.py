@@ -16,9 +16,10 @@ the cores side by side for each task and delay.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -374,10 +375,23 @@ def _run_pending(grid, out: Path, jobs: int, progress: bool) -> int:
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run, grid, run, out): run for run in todo}
-                for future in as_completed(futures):
-                    _done(bar, futures[future], grid.headline(future.result()))
+            # at most `jobs` runs handed to the pool at a time (it would queue more ahead of its
+            # workers), so that after Ctrl-C, which stops the runs in flight at their next update
+            # with a checkpoint, or a failed run, no other run starts
+            queue, running = iter(todo), {}
+            pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+            try:
+                for run in itertools.islice(queue, jobs):
+                    running[pool.submit(_run, grid, run, out)] = run
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        run = running.pop(future)
+                        _done(bar, run, grid.headline(future.result()))
+                        for nxt in itertools.islice(queue, 1):
+                            running[pool.submit(_run, grid, nxt, out)] = nxt
+            finally:
+                pool.shutdown(wait=True)
     finally:
         if bar is not None:
             bar.close()

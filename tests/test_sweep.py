@@ -7,7 +7,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -363,3 +363,35 @@ def test_a_second_sweep_on_the_same_folder_is_refused_and_touches_nothing(tmp_pa
         assert sorted(p.name for p in tmp_path.iterdir()) == [sweep.LOCK]
     # once it has ended, a sweep runs
     assert sweep.run_sweep(TINY, tmp_path, jobs=1, progress=False) == 2
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """A sweep of eight runs: "a" is stopped (KeyboardInterrupt, as Ctrl-C stops a run), the
+    others take half a second and write a result."""
+
+    def runs(self):
+        return list("abcdefgh")
+
+    def run(self, run, out):
+        import time
+
+        time.sleep(0.3 if run == "a" else 0.5)
+        if run == "a":
+            raise KeyboardInterrupt
+        (out / "results" / f"{run}.json").write_text("{}")
+        return {}
+
+    @staticmethod
+    def headline(record):
+        return ""
+
+
+def test_a_stopped_parallel_sweep_starts_no_more_runs(tmp_path, monkeypatch):
+    """Ctrl-C stops every run in flight; the sweep must then start none of those queued behind
+    them (they are pending for the next sweep), not go on through the list."""
+    monkeypatch.setattr(sweep, "pending", lambda grid, out: grid.runs())
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(_Stopping(), tmp_path, jobs=2, progress=False)
+    # "b" was in flight beside "a" and ends; nothing else started
+    assert sorted(p.stem for p in (tmp_path / "results").iterdir()) == ["b"]
