@@ -39,6 +39,19 @@ def test_ppo_learns_a_short_tmaze(tmp_path, core):
     assert _final_success(result) >= 0.9
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("core", ["ur-lstm", "ur-gru"])
+def test_ppo_learns_a_short_tmaze_on_the_gpu_with_everything_there(tmp_path, core):
+    """The whole loop on the device: the env's tensors, the rollout and the model are CUDA
+    tensors, and it learns as on the CPU."""
+    trainer = Trainer(_cfg(tmp_path, core=core, total_timesteps=60_000, device="cuda"))
+    rollout, _ = trainer.worker.collect()
+    tensors = [*rollout.obs.values(), rollout.actions, rollout.logp, *rollout.states[0]]
+    assert all(t.device.type == "cuda" for t in tensors)
+    assert all(p.device.type == "cuda" for p in trainer.model.parameters())
+    assert _final_success(trainer.run()) >= 0.9
+
+
 def test_impala_learns_a_short_tmaze(tmp_path):
     cfg = _cfg(
         tmp_path,
@@ -424,8 +437,15 @@ def test_unroll_gates_replays_the_core_with_its_resets():
                 torch.testing.assert_close(gates[t][key], expected[key])
 
 
-@pytest.mark.parametrize("env_id", ["rlgate/PassiveMatch-v0", "CartPole-v1"])
-def test_a_rollouts_episode_statistics_are_the_envs_in_order(env_id):
+@pytest.mark.parametrize(
+    "env_id, device",
+    [
+        ("rlgate/PassiveMatch-v0", "cpu"),
+        ("CartPole-v1", "cpu"),
+        pytest.param("rlgate/PassiveMatch-v0", "cuda", marks=pytest.mark.gpu),
+    ],
+)
+def test_a_rollouts_episode_statistics_are_the_envs_in_order(env_id, device):
     """The statistics a rollout returns against the env itself replayed with the rollout's
     actions: every ended episode's values, in the order (step, then copy) they ended."""
     from rlgate.agents.actor_critic import build_model
@@ -434,11 +454,15 @@ def test_a_rollouts_episode_statistics_are_the_envs_in_order(env_id):
 
     options = {"delay": 2} if "Match" in env_id else {}
     cfg = TrainConfig(env=env_id, num_envs=8, unroll_length=64, progress=False)
-    model = build_model(cfg, make_vec(env_id, 8, seed=5, **options))
-    gen = torch.Generator().manual_seed(0)
-    worker = RolloutWorker(make_vec(env_id, 8, seed=5, **options), model, 64, generator=gen)
+    env = make_vec(env_id, 8, device=device, seed=5, **options)
+    model = build_model(cfg, env).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    worker = RolloutWorker(env, model, 64, generator=gen)
     r, log = worker.collect()
-    replay = make_vec(env_id, 8, seed=5, **options)
+    assert r.actions.device.type == device and all(
+        v.device.type == "cpu" for v in log.stats.values()
+    )
+    replay = make_vec(env_id, 8, device=device, seed=5, **options)
     replay.reset()
     want: dict[str, list[float]] = {}
     for t in range(64):
