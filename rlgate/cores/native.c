@@ -555,6 +555,64 @@ static size_t lstm_width(const int mode, const int H, const int chunk) {
   return (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
 }
 
+/* The rows of a recurrence never meet: from SEQUENCE_SPLIT_MIN multiply-adds (T B H G) and
+ * 2 MR rows on, the *_sequence_* functions split the rows over torch's OpenMP threads (when
+ * compiled with -fopenmp), each thread running every step for its own rows, with no barrier.
+ * Not with a BLAS gemm (its kernels may depend on the number of rows). The split falls on
+ * multiples of MR rows, the matmul's register blocks, and each row's arithmetic is the same
+ * whatever the split: results do not depend on the thread count. */
+#define SEQUENCE_SPLIT_MIN (1 << 19)
+
+typedef struct {
+  int lo, n; /* rows lo .. lo + n - 1 */
+} row_range;
+
+/* This thread's rows of B (inside a parallel region: its share, in whole MR blocks). */
+static row_range my_rows(const int B) {
+  row_range r = {0, B};
+#ifdef _OPENMP
+  const int parts = omp_get_num_threads(), me = omp_get_thread_num();
+  const int blocks = (B + MR - 1) / MR;
+  int lo = blocks * me / parts * MR, hi = blocks * (me + 1) / parts * MR;
+  hi = hi < B ? hi : B;
+  r.lo = lo < B ? lo : B;
+  r.n = hi > r.lo ? hi - r.lo : 0;
+#endif
+  return r;
+}
+
+static int split_rows(const void *gemm, const int steps, const int B, const int H,
+                      const size_t G) {
+  return !gemm && B >= 2 * MR && (double)steps * B * H * (double)G >= SEQUENCE_SPLIT_MIN;
+}
+
+#ifdef _OPENMP
+#define PARALLEL_SEQUENCE(split) _Pragma("omp parallel if (split)")
+#else
+#define PARALLEL_SEQUENCE(split)
+#endif
+
+/* lstm_sequence_forward for rows lo .. lo + n - 1 of B (every pointer the whole batch's). */
+static void lstm_sequence_forward_rows(int mode, int steps, int B, int lo, int n, int H,
+                                       int chunk, const float *xw, const float *w_hh_t,
+                                       const unsigned char *first, float *a, float *c,
+                                       float *tc, float *ys, float *work, const void *gemm) {
+  const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
+  float *hw = work + (size_t)lo * G, *hk = work + B * G + (size_t)lo * H;
+  for (int t = 0; t < steps; ++t) {
+    const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
+    float *cp = c + t * BH + (size_t)lo * H;
+    const float *h = reset_rows(n, H, ft, ys + t * BH + (size_t)lo * H, hk);
+    if (h == hk) zero_rows(n, H, ft, cp);
+    matmul(gemm, n, H, (int)G, h, w_hh_t, NULL, 0, hw);
+    const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
+    if (mode == LSTM_MASTER)
+      master_forward(n, H, chunk, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+    else
+      lstm_forward(mode, n, H, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+  }
+}
+
 /* T steps of an LSTM-family core (any mode, LSTM_MASTER with its chunk). xw: [T, B, G] input
  * projections (with both biases); w_hh_t: [H, G] = W_hh^T; first: [T, B] reset flags or NULL.
  * c: [T + 1, B, H] with c[0] the initial cell; ys: [T + 1, B, H] with ys[0] the initial output.
@@ -564,22 +622,33 @@ void lstm_sequence_forward(int mode, int steps, int batch, int hidden, int chunk
                            const float *xw, const float *w_hh_t, const unsigned char *first,
                            float *a, float *c, float *tc, float *ys, float *work,
                            const void *gemm) {
-  const int B = batch, H = hidden;
+  const int split = split_rows(gemm, steps, batch, hidden, lstm_width(mode, hidden, chunk));
+  PARALLEL_SEQUENCE(split) {
+    const row_range r = split ? my_rows(batch) : (row_range){0, batch};
+    if (r.n > 0)
+      lstm_sequence_forward_rows(mode, steps, batch, r.lo, r.n, hidden, chunk, xw, w_hh_t,
+                                 first, a, c, tc, ys, work, gemm);
+  }
+}
+
+static void lstm_sequence_backward_rows(int mode, int steps, int B, int lo, int n, int H,
+                                        int chunk, const float *a, const float *c,
+                                        const float *tc, const unsigned char *first,
+                                        const float *dy, const float *w_hh, float *dh,
+                                        float *dc, float *dz, const void *gemm) {
   const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
-  float *hw = work, *hk = work + B * G;
-  for (int t = 0; t < steps; ++t) {
-    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
-    float *cp = c + t * BH;
-    const float *h = reset_rows(B, H, ft, ys + t * BH, hk);
-    if (h == hk) zero_rows(B, H, ft, cp);
-    matmul(gemm, B, H, (int)G, h, w_hh_t, NULL, 0, hw);
-    const float *xw_t = xw + t * B * G;
+  dh += (size_t)lo * H, dc += (size_t)lo * H;
+  for (int t = steps - 1; t >= 0; --t) {
+    const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
+    const float *dy_t = dy ? dy + ht : NULL;
+    float *dz_t = dz + at;
     if (mode == LSTM_MASTER)
-      master_forward(B, H, chunk, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
-                     ys + (t + 1) * BH);
+      master_backward(n, H, chunk, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
     else
-      lstm_forward(mode, B, H, xw_t, hw, a + t * B * G, cp, cp + BH, tc + t * BH,
-                   ys + (t + 1) * BH);
+      lstm_backward(mode, n, H, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
+    matmul(gemm, n, (int)G, H, dz_t, w_hh, NULL, 0, dh);
+    const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
+    if (any_set(n, ft)) zero_rows(n, H, ft, dh), zero_rows(n, H, ft, dc);
   }
 }
 
@@ -590,18 +659,27 @@ void lstm_sequence_backward(int mode, int steps, int batch, int hidden, int chun
                             const float *a, const float *c, const float *tc,
                             const unsigned char *first, const float *dy, const float *w_hh,
                             float *dh, float *dc, float *dz, const void *gemm) {
-  const int B = batch, H = hidden;
-  const size_t G = lstm_width(mode, H, chunk), BH = (size_t)B * H;
-  for (int t = steps - 1; t >= 0; --t) {
-    const float *dy_t = dy ? dy + t * BH : NULL;
-    float *dz_t = dz + t * B * G;
-    if (mode == LSTM_MASTER)
-      master_backward(B, H, chunk, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
-    else
-      lstm_backward(mode, B, H, a + t * B * G, c + t * BH, tc + t * BH, dh, dy_t, dc, dz_t);
-    matmul(gemm, B, (int)G, H, dz_t, w_hh, NULL, 0, dh);
-    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
-    if (any_set(B, ft)) zero_rows(B, H, ft, dh), zero_rows(B, H, ft, dc);
+  const int split = split_rows(gemm, steps, batch, hidden, lstm_width(mode, hidden, chunk));
+  PARALLEL_SEQUENCE(split) {
+    const row_range r = split ? my_rows(batch) : (row_range){0, batch};
+    if (r.n > 0)
+      lstm_sequence_backward_rows(mode, steps, batch, r.lo, r.n, hidden, chunk, a, c, tc,
+                                  first, dy, w_hh, dh, dc, dz, gemm);
+  }
+}
+
+static void gru_sequence_forward_rows(int refine, int steps, int B, int lo, int n, int H,
+                                      const float *xw, const float *w_hh_t, const float *b_hh,
+                                      const unsigned char *first, float *a, float *gh,
+                                      float *ys, float *work, const void *gemm) {
+  const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
+  work += (size_t)lo * H;
+  for (int t = 0; t < steps; ++t) {
+    const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
+    const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
+    const float *h = reset_rows(n, H, ft, ys + ht, work);
+    matmul(gemm, n, H, (int)G, h, w_hh_t, b_hh, 0, gh + at);
+    gru_forward(refine, n, H, xw + at, gh + at, h, a + at, ys + ht + BH);
   }
 }
 
@@ -612,14 +690,29 @@ void gru_sequence_forward(int refine, int steps, int batch, int hidden, const fl
                           const float *w_hh_t, const float *b_hh, const unsigned char *first,
                           float *a, float *gh, float *ys, float *work,
                           const void *gemm) {
-  const int B = batch, H = hidden;
+  const int split = split_rows(gemm, steps, batch, hidden, (size_t)(refine ? 4 : 3) * hidden);
+  PARALLEL_SEQUENCE(split) {
+    const row_range r = split ? my_rows(batch) : (row_range){0, batch};
+    if (r.n > 0)
+      gru_sequence_forward_rows(refine, steps, batch, r.lo, r.n, hidden, xw, w_hh_t, b_hh,
+                                first, a, gh, ys, work, gemm);
+  }
+}
+
+static void gru_sequence_backward_rows(int refine, int steps, int B, int lo, int n, int H,
+                                       const float *a, const float *gh, const float *hp,
+                                       const unsigned char *first, const float *dy,
+                                       const float *w_hh, float *dh, float *dzx, float *dzh,
+                                       float *work, const void *gemm) {
   const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
-  for (int t = 0; t < steps; ++t) {
-    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
-    const float *h = reset_rows(B, H, ft, ys + t * BH, work);
-    float *gh_t = gh + t * B * G;
-    matmul(gemm, B, H, (int)G, h, w_hh_t, b_hh, 0, gh_t);
-    gru_forward(refine, B, H, xw + t * B * G, gh_t, h, a + t * B * G, ys + (t + 1) * BH);
+  dh += (size_t)lo * H, work += (size_t)lo * H;
+  for (int t = steps - 1; t >= 0; --t) {
+    const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
+    gru_backward(refine, n, H, a + at, gh + at, hp + ht, dh, dy ? dy + ht : NULL, dzx + at,
+                 dzh + at, work);
+    matmul(gemm, n, (int)G, H, dzh + at, w_hh, work, H, dh);
+    const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
+    if (any_set(n, ft)) zero_rows(n, H, ft, dh);
   }
 }
 
@@ -630,14 +723,12 @@ void gru_sequence_backward(int refine, int steps, int batch, int hidden, const f
                            const float *gh, const float *hp, const unsigned char *first,
                            const float *dy, const float *w_hh, float *dh, float *dzx,
                            float *dzh, float *work, const void *gemm) {
-  const int B = batch, H = hidden;
-  const size_t G = (size_t)(refine ? 4 : 3) * H, BH = (size_t)B * H;
-  for (int t = steps - 1; t >= 0; --t) {
-    gru_backward(refine, B, H, a + t * B * G, gh + t * B * G, hp + t * BH, dh,
-                 dy ? dy + t * BH : NULL, dzx + t * B * G, dzh + t * B * G, work);
-    matmul(gemm, B, (int)G, H, dzh + t * B * G, w_hh, work, H, dh);
-    const unsigned char *ft = first ? first + (size_t)t * B : NULL;
-    if (any_set(B, ft)) zero_rows(B, H, ft, dh);
+  const int split = split_rows(gemm, steps, batch, hidden, (size_t)(refine ? 4 : 3) * hidden);
+  PARALLEL_SEQUENCE(split) {
+    const row_range r = split ? my_rows(batch) : (row_range){0, batch};
+    if (r.n > 0)
+      gru_sequence_backward_rows(refine, steps, batch, r.lo, r.n, hidden, a, gh, hp, first, dy,
+                                 w_hh, dh, dzx, dzh, work, gemm);
   }
 }
 

@@ -6,9 +6,10 @@ step's gate math, forward or backward, in one pass. It needs a C compiler (``$CC
 ``cc``, ``gcc`` or ``clang``), used on first use only: the library is cached under
 ``$RLGATE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rlgate`` or ``~/.cache/rlgate``), keyed by the
 source, the compiler and the CPU, and compiling it takes about a second. Where torch's OpenMP
-runtime is libgomp.so.1 it is built with -fopenmp, and a step's rows are split over torch's
-threads (``openmp()``). Nothing happens on import; ``available()`` says whether the kernels can
-run and if not, why.
+runtime is libgomp.so.1 it is built with -fopenmp, and rows are split over torch's threads
+(``openmp()``): in the whole-sequence loop each thread runs every step for its rows, in the
+step-by-step loop a step's rows are shared out. Nothing happens on import; ``available()``
+says whether the kernels can run and if not, why.
 """
 
 from __future__ import annotations
