@@ -165,6 +165,73 @@ def run_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+#: up to this many values in all, ``permutation_p`` takes every split of them; above, this many
+#: random ones
+EXACT_SPLITS_MAX_VALUES, RANDOM_SPLITS = 20, 100_000
+
+
+def permutation_p(a: list[float], b: list[float]) -> float:
+    """Two-sided permutation test of mean(a) - mean(b): the share of the ways to split the
+    pooled values into groups of len(a) and len(b) whose difference of means is at least as
+    far from 0 as the observed one (every split up to EXACT_SPLITS_MAX_VALUES values, else
+    RANDOM_SPLITS random ones drawn with a fixed seed, the observed split counted once)."""
+    pooled, n = np.asarray([*a, *b], dtype=np.float64), len(a)
+    if n == 0 or n == len(pooled):
+        return float("nan")
+    total = pooled.sum()
+    observed = abs(pooled[:n].mean() - pooled[n:].mean())
+
+    def far(first_sum: float) -> bool:  # a split's |difference of means|, from its first sum
+        diff = first_sum / n - (total - first_sum) / (len(pooled) - n)
+        return abs(diff) >= observed - 1e-12 * max(1.0, observed)
+
+    if len(pooled) <= EXACT_SPLITS_MAX_VALUES:
+        hits = [
+            far(pooled[list(idx)].sum()) for idx in itertools.combinations(range(len(pooled)), n)
+        ]
+        return sum(hits) / len(hits)
+    rng = np.random.default_rng(0)
+    hits = sum(far(pooled[rng.permutation(len(pooled))[:n]].sum()) for _ in range(RANDOM_SPLITS))
+    return (hits + 1) / (RANDOM_SPLITS + 1)
+
+
+def pair_table(records: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines comparing, per task and delay, each recurrent core with the plain core of
+    its family ("lstm" or "gru") where both ran: the difference of their mean greedy success
+    (final success where a run has no greedy evaluation) and ``permutation_p`` over the seeds;
+    [] where there is no such pair."""
+    from rlgate.cores import CORES
+
+    groups: dict[tuple[str, int], dict[str, list[float]]] = {}
+    greedy = all("greedy_success" in r for r in records)
+    metric = "greedy_success" if greedy else "final_success"
+    for r in records:
+        groups.setdefault((r["task"], r["delay"]), {}).setdefault(r["core"], []).append(r[metric])
+    rows = []
+    for (task, delay), by_core in sorted(groups.items()):
+        for core in sorted(by_core, key=_core_key):
+            base = CORES[core].family if core in CORES else None
+            if base not in ("lstm", "gru") or core == base or base not in by_core:
+                continue
+            a, b = by_core[core], by_core[base]
+            diff = statistics.fmean(a) - statistics.fmean(b)
+            rows.append(
+                f"| {task} | {delay} | {core} | {base} | {len(a)} / {len(b)} | {diff:+.3f} | "
+                f"{permutation_p(a, b):.3f} |"
+            )
+    if not rows:
+        return []
+    what = "greedy success" if greedy else "final success"
+    return [
+        f"Each core against the plain core of its family: the difference of their mean {what} "
+        "and the two-sided permutation test's p over the splits of their seeds' values:",
+        "",
+        "| task | delay | core | against | seeds | difference | p |",
+        "|---|---:|---|---|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def write_tables(
     rows: list[dict[str, Any]], out: Path, preamble: list[str] = (), after: list[str] = ()
 ) -> tuple[Path, Path]:

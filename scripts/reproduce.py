@@ -103,8 +103,10 @@ def main(argv=None) -> int:
         print(f"reproduce: error: no results under {out}/results", file=sys.stderr)
         return 2
     rows = sweep_report.summarize(records)
+    after = sweep_report.run_table(records)
+    pairs = sweep_report.pair_table(records)
     csv_path, md_path = sweep_report.write_tables(
-        rows, out, sweep_report.describe(grid, records), sweep_report.run_table(records)
+        rows, out, sweep_report.describe(grid, records), after + ([""] if after else []) + pairs
     )
     plots = sweep_report.write_plots(records, out)
     print(md_path.read_text())

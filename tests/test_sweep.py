@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import json
 import shutil
 import subprocess
@@ -395,3 +396,49 @@ def test_a_stopped_parallel_sweep_starts_no_more_runs(tmp_path, monkeypatch):
         sweep.run_sweep(_Stopping(), tmp_path, jobs=2, progress=False)
     # "b" was in flight beside "a" and ends; nothing else started
     assert sorted(p.stem for p in (tmp_path / "results").iterdir()) == ["b"]
+
+
+def _naive_permutation_p(a, b):
+    """Every split of the pooled values, the difference of means of each, plainly."""
+    pooled, count, extreme = a + b, 0, 0
+    observed = abs(sum(a) / len(a) - sum(b) / len(b))
+    for first in itertools.combinations(range(len(pooled)), len(a)):
+        x = [pooled[i] for i in first]
+        y = [pooled[i] for i in range(len(pooled)) if i not in first]
+        count += 1
+        extreme += abs(sum(x) / len(x) - sum(y) / len(y)) >= observed - 1e-12
+    return extreme / count
+
+
+def test_permutation_test_against_every_split_written_plainly(monkeypatch):
+    # by hand: of the 6 splits of 1, 2, 3, 4 into pairs, {1, 2} | {3, 4} and its mirror are as
+    # far apart as the observed one
+    assert sweep_report.permutation_p([1.0, 2.0], [3.0, 4.0]) == pytest.approx(1 / 3)
+    assert sweep_report.permutation_p([10, 11, 12, 13, 14], [0, 1, 2, 3, 4]) == pytest.approx(
+        2 / 252
+    )
+    gen = torch.Generator().manual_seed(0)
+    for n, m in [(5, 5), (3, 4), (2, 6)]:
+        a = torch.rand(n, generator=gen).tolist()
+        b = (torch.rand(m, generator=gen) + 0.2).tolist()
+        assert sweep_report.permutation_p(a, b) == pytest.approx(_naive_permutation_p(a, b))
+    # above the exact limit: random splits, close to every split's answer
+    monkeypatch.setattr(sweep_report, "EXACT_SPLITS_MAX_VALUES", 6)
+    monkeypatch.setattr(sweep_report, "RANDOM_SPLITS", 20_000)
+    a, b = [0.9, 0.7, 0.95, 0.8], [0.6, 0.85, 0.5, 0.65]
+    assert sweep_report.permutation_p(a, b) == pytest.approx(_naive_permutation_p(a, b), abs=0.01)
+
+
+def test_pair_table_compares_each_core_with_its_familys_plain_core():
+    def rec(core, seed, greedy):
+        return {"task": "T", "delay": 3, "core": core, "seed": seed, "final_success": 0.0,
+                "greedy_success": greedy}  # fmt: skip
+
+    records = [rec("lstm", s, v) for s, v in enumerate([0.5, 0.6, 0.55], 1)]
+    records += [rec("ur-lstm", s, v) for s, v in enumerate([0.9, 0.95, 0.85], 1)]
+    records += [rec("mlp", s, 0.33) for s in (1, 2, 3)]  # no plain core of its family
+    records += [rec("ur-gru", s, 0.9) for s in (1, 2, 3)]  # gru did not run
+    lines = sweep_report.pair_table(records)
+    assert lines[-1] == "| T | 3 | ur-lstm | lstm | 3 / 3 | +0.350 | 0.100 |"  # 2 of 20 splits
+    assert len([line for line in lines if line.startswith("| T |")]) == 1
+    assert sweep_report.pair_table([rec("lstm", 1, 0.5)]) == []
