@@ -37,22 +37,27 @@ def _checked(code: int, codes: Tensor, base: Tensor, vocab: int) -> None:
         )
 
 
+def _forward(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
+    """native.c's onehot_forward: codes [R, K] uint8, base [K], weight [D, V] -> [R, D]."""
+    rows, k = codes.shape
+    dim, vocab = weight.shape
+    table = native.transposed(weight)  # [V, D]: row v is feature v's column
+    out = weight.new_empty(rows, dim)
+    lib = native.library()
+    _checked(
+        lib.onehot_forward(rows, k, vocab, dim, codes.data_ptr(), base.data_ptr(),
+                           table.data_ptr(), out.data_ptr()),
+        codes, base, vocab,
+    )  # fmt: skip
+    return out
+
+
 class _OneHotLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
-        rows, k = codes.shape
-        dim, vocab = weight.shape
-        table = native.transposed(weight)  # [V, D]: row v is feature v's column
-        out = weight.new_empty(rows, dim)
-        lib = native.library()
-        _checked(
-            lib.onehot_forward(rows, k, vocab, dim, codes.data_ptr(), base.data_ptr(),
-                               table.data_ptr(), out.data_ptr()),
-            codes, base, vocab,
-        )  # fmt: skip
         ctx.save_for_backward(codes, base)
-        ctx.shape = (dim, vocab)
-        return out
+        ctx.shape = tuple(weight.shape)
+        return _forward(codes, base, weight)
 
     @staticmethod
     @once_differentiable
@@ -101,4 +106,7 @@ def one_hot_linear(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
         codes = codes.to(torch.uint8)
     lead = codes.shape[:-1]
     flat = codes.reshape(-1, k).contiguous()
-    return _OneHotLinear.apply(flat, base.contiguous(), weight).reshape(*lead, weight.shape[0])
+    # without a gradient to take (acting), the kernel alone: the autograd Function's machinery
+    # costs about as much as a 64-env step's arithmetic
+    run = _OneHotLinear.apply if torch.is_grad_enabled() and weight.requires_grad else _forward
+    return run(flat, base.contiguous(), weight).reshape(*lead, weight.shape[0])

@@ -46,6 +46,19 @@ def test_matches_the_dense_map_forward_and_backward(dim):
     torch.testing.assert_close(onehot.one_hot_linear(codes.long(), BASE, weight), y)
 
 
+def test_without_a_gradient_to_take_the_kernel_runs_alone_to_the_same_bits():
+    codes = _minigrid_codes(3, 64)
+    weight = torch.randn(64, 980, requires_grad=True)
+    y = onehot.one_hot_linear(codes, BASE, weight)
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        acting = onehot.one_hot_linear(codes, BASE, weight)
+    frozen = onehot.one_hot_linear(codes, BASE, weight.detach())
+    for out in (acting, frozen):
+        assert out.grad_fn is None and not out.requires_grad
+        assert torch.equal(out, y)
+
+
 def test_repeated_indices_count_and_threads_do_not_change_the_gradient():
     codes, base = torch.tensor([[3, 3, 0], [1, 2, 3]]), torch.tensor([0, 0, 1])
     weight = torch.randn(4, 5, requires_grad=True)
