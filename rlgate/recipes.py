@@ -120,7 +120,7 @@ _ACTIVE_MATCH_NOTES = """\
   ur-gru 5 of 5 (0.98-0.99); gru 0 of 5 (0.73-0.90: it remembers the cue, but leaves one or two
   colour x position cases of the choice unlearned); the memoryless control 0 of 5 (chance).
   With delay=30: ur-lstm 3 of 5, lstm 2 of 5, ur-gru 1 of 5, gru 1 of 5 at 6M (the misses: a
-  stuck case), the control at chance.
+  stuck case), the control at chance. With delay=5: ur-lstm, gru and ur-gru 5 of 5, lstm 4 of 5.
 """ + "\n".join(_MATCH_NOTES.splitlines()[:2])
 
 _POPGYM_NOTES = """\
