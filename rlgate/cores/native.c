@@ -732,17 +732,50 @@ void gru_sequence_backward(int refine, int steps, int batch, int hidden, const f
   }
 }
 
-/* 8 floats as one vector (GCC and Clang vector extensions, any alignment): the loops below
- * gather rows through indices, which the compilers do not vectorise on their own. */
-typedef float vec8 __attribute__((vector_size(32), aligned(4)));
-/* Output columns per register tile of onehot_forward (four vec8 accumulators). */
-#define ONEHOT_TILE 32
+/* 16 floats as one vector (GCC and Clang vector extensions, any alignment; one AVX-512
+ * register, two AVX ones): the loops below gather rows through indices, which the compilers do
+ * not vectorise on their own. A row of the one-hot kernels is cut into tiles of 64, 32 or 16
+ * columns (4, 2 or 1 vectors, held in registers) and a scalar tail. */
+typedef float vec16 __attribute__((vector_size(64), aligned(4)));
 
-/* dst[0..n) += src[0..n), vec8 at a time. */
-static inline void add_into(const int n, const float *restrict src, float *restrict dst) {
-  int d = 0;
-  for (; d + 8 <= n; d += 8) *(vec8 *)(dst + d) += *(const vec8 *)(src + d);
-  for (; d < n; ++d) dst[d] += src[d];
+/* o[0, 16 nv) = (o's values, or 0 where first) + sum over entries j0 <= j < j1 of the table
+ * rows base[j] + cb[j] (from column d0 on), in j order. */
+static inline __attribute__((always_inline)) void gather_tile(
+    const int nv, const int first, const int j0, const int j1, const int dim,
+    const uint8_t *restrict cb, const int64_t *restrict base, const float *restrict table,
+    float *restrict o) {
+  vec16 a[4];
+  for (int q = 0; q < nv; ++q) a[q] = first ? (vec16){0} : *(const vec16 *)(o + 16 * q);
+  for (int j = j0; j < j1; ++j) {
+    const float *t = table + (size_t)(base[j] + cb[j]) * dim;
+    for (int q = 0; q < nv; ++q) a[q] += *(const vec16 *)(t + 16 * q);
+  }
+  for (int q = 0; q < nv; ++q) *(vec16 *)(o + 16 * q) = a[q];
+}
+
+/* dst[d, dim) += src[d, dim): fewer than 16 columns, 8 or 4 at a time where they fit. */
+static inline void add_tail(int d, const int dim, const float *restrict src, float *restrict dst) {
+  typedef float vec8 __attribute__((vector_size(32), aligned(4)));
+  typedef float vec4 __attribute__((vector_size(16), aligned(4)));
+  if (d + 8 <= dim) *(vec8 *)(dst + d) += *(const vec8 *)(src + d), d += 8;
+  if (d + 4 <= dim) *(vec4 *)(dst + d) += *(const vec4 *)(src + d), d += 4;
+  for (; d < dim; ++d) dst[d] += src[d];
+}
+
+/* The table-gradient rows base[j] + cr[j] (j0 <= j < j1) in [lo, hi) += g[0, 16 nv), each
+ * from column d0 on (grad and g point there). */
+static inline __attribute__((always_inline)) void scatter_tile(
+    const int nv, const int j0, const int j1, const int dim, const int64_t lo, const int64_t hi,
+    const uint8_t *restrict cr, const int64_t *restrict base, const float *restrict g,
+    float *restrict grad) {
+  vec16 a[4];
+  for (int q = 0; q < nv; ++q) a[q] = *(const vec16 *)(g + 16 * q);
+  for (int j = j0; j < j1; ++j) {
+    const int64_t v = base[j] + cr[j];
+    if (v < lo || v >= hi) continue;
+    float *t = grad + (size_t)v * dim;
+    for (int q = 0; q < nv; ++q) *(vec16 *)(t + 16 * q) += a[q];
+  }
 }
 
 /* Whether every base[j] + codes[r, j] (r < rows, j < k) lies in [0, vocab). */
@@ -757,6 +790,25 @@ static int onehot_in_range(const int64_t rows, const int k, const int64_t vocab,
   return !bad;
 }
 
+/* This thread's share [lo, hi) of n items (inside a parallel region; all of them outside). */
+static void my_share(const int64_t n, int64_t *lo, int64_t *hi) {
+  *lo = 0, *hi = n;
+#ifdef _OPENMP
+  const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
+  *lo = n * me / parts, *hi = n * (me + 1) / parts;
+#endif
+}
+
+/* Entries of codes per block of the one-hot kernels: they walk the entries block by block, the
+ * outermost loop, every row inside, so that the table rows a block reaches (about vocab / k per
+ * entry, dim floats each) stay in a 32 KiB share of the L1 cache while all rows read them,
+ * instead of every row reaching the whole table in L2. Each sum keeps its order. */
+static int onehot_block(const int k, const int64_t vocab, const int dim) {
+  const int64_t per_entry = (vocab + k - 1) / k * dim * (int64_t)sizeof(float);
+  const int64_t block = (32 << 10) / (per_entry > 0 ? per_entry : 1);
+  return block < 1 ? 1 : block > k ? k : (int)block;
+}
+
 /* One-hot features times a weight, without the one-hot: out[r, :] = sum_j table[base[j] +
  * codes[r, j], :] (summed in j order) for r < rows, j < k, with table [vocab, dim] (the weight
  * transposed: row v is the column that feature v's one multiplies). codes: [rows, k] uint8
@@ -766,30 +818,27 @@ static int onehot_in_range(const int64_t rows, const int k, const int64_t vocab,
 int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *codes,
                    const int64_t *base, const float *table, float *out) {
   if (!onehot_in_range(rows, k, vocab, codes, base)) return -1;
-  const int batch = (int)rows, hidden = k * dim; /* PARALLEL_ROWS splits from B k dim on */
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
-    const uint8_t *cb = codes + (size_t)b * k;
-    float *o = out + (size_t)b * dim;
-    int d0 = 0;
-    for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the sums stay in registers */
-      vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-      for (int j = 0; j < k; ++j) {
-        const float *t = table + (size_t)(base[j] + cb[j]) * dim + d0;
-        a0 += *(const vec8 *)t;
-        a1 += *(const vec8 *)(t + 8);
-        a2 += *(const vec8 *)(t + 16);
-        a3 += *(const vec8 *)(t + 24);
+  const int jb = onehot_block(k, vocab, dim);
+#ifdef _OPENMP
+#pragma omp parallel if (rows * k * dim >= PARALLEL_MIN)
+#endif
+  {
+    int64_t lo, hi;
+    my_share(rows, &lo, &hi);
+    for (int j0 = 0; j0 < k; j0 += jb) {
+      const int j1 = j0 + jb < k ? j0 + jb : k, first = j0 == 0;
+      for (int64_t b = lo; b < hi; ++b) {
+        const uint8_t *cb = codes + (size_t)b * k;
+        float *o = out + (size_t)b * dim;
+        int d = 0;
+        for (; d + 64 <= dim; d += 64) gather_tile(4, first, j0, j1, dim, cb, base, table + d, o + d);
+        if (d + 32 <= dim) gather_tile(2, first, j0, j1, dim, cb, base, table + d, o + d), d += 32;
+        if (d + 16 <= dim) gather_tile(1, first, j0, j1, dim, cb, base, table + d, o + d), d += 16;
+        if (d < dim) { /* the last dim % 16 columns */
+          if (first) memset(o + d, 0, (size_t)(dim - d) * sizeof(float));
+          for (int j = j0; j < j1; ++j) add_tail(d, dim, table + (size_t)(base[j] + cb[j]) * dim, o);
+        }
       }
-      *(vec8 *)(o + d0) = a0;
-      *(vec8 *)(o + d0 + 8) = a1;
-      *(vec8 *)(o + d0 + 16) = a2;
-      *(vec8 *)(o + d0 + 24) = a3;
-    }
-    if (d0 < dim) {
-      memset(o + d0, 0, (size_t)(dim - d0) * sizeof(float));
-      for (int j = 0; j < k; ++j)
-        add_into(dim - d0, table + (size_t)(base[j] + cb[j]) * dim + d0, o + d0);
     }
   }
   return 0;
@@ -803,39 +852,27 @@ int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *c
 int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *codes,
                     const int64_t *base, const float *grad_out, float *grad) {
   if (!onehot_in_range(rows, k, vocab, codes, base)) return -1;
-  const int64_t n = rows * k;
+  const int jb = onehot_block(k, vocab, dim);
 #ifdef _OPENMP
-#pragma omp parallel if (n * dim >= 4 * PARALLEL_MIN)
+#pragma omp parallel if (rows * k * dim >= 4 * PARALLEL_MIN)
 #endif
   {
-    int64_t lo = 0, hi = vocab;
-#ifdef _OPENMP
-    const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
-    lo = vocab * me / parts;
-    hi = vocab * (me + 1) / parts;
-#endif
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint8_t *cr = codes + (size_t)r * k;
-      const float *g = grad_out + (size_t)r * dim;
-      int d0 = 0;
-      for (; d0 + ONEHOT_TILE <= dim; d0 += ONEHOT_TILE) { /* the row's tile stays in registers */
-        const vec8 g0 = *(const vec8 *)(g + d0), g1 = *(const vec8 *)(g + d0 + 8);
-        const vec8 g2 = *(const vec8 *)(g + d0 + 16), g3 = *(const vec8 *)(g + d0 + 24);
-        for (int j = 0; j < k; ++j) {
+    int64_t lo, hi;
+    my_share(vocab, &lo, &hi);
+    for (int j0 = 0; j0 < k; j0 += jb) {
+      const int j1 = j0 + jb < k ? j0 + jb : k;
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t *cr = codes + (size_t)r * k;
+        const float *g = grad_out + (size_t)r * dim;
+        int d = 0;
+        for (; d + 64 <= dim; d += 64) scatter_tile(4, j0, j1, dim, lo, hi, cr, base, g + d, grad + d);
+        if (d + 32 <= dim) scatter_tile(2, j0, j1, dim, lo, hi, cr, base, g + d, grad + d), d += 32;
+        if (d + 16 <= dim) scatter_tile(1, j0, j1, dim, lo, hi, cr, base, g + d, grad + d), d += 16;
+        for (int j = j0; j < j1 && d < dim; ++j) { /* the last dim % 16 columns */
           const int64_t v = base[j] + cr[j];
-          if (v < lo || v >= hi) continue;
-          float *t = grad + (size_t)v * dim + d0;
-          *(vec8 *)t += g0;
-          *(vec8 *)(t + 8) += g1;
-          *(vec8 *)(t + 16) += g2;
-          *(vec8 *)(t + 24) += g3;
+          if (v >= lo && v < hi) add_tail(d, dim, g, grad + (size_t)v * dim);
         }
       }
-      if (d0 < dim)
-        for (int j = 0; j < k; ++j) {
-          const int64_t v = base[j] + cr[j];
-          if (v >= lo && v < hi) add_into(dim - d0, g + d0, grad + (size_t)v * dim + d0);
-        }
     }
   }
   return 0;
