@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution
 
+from rlgate.agents.distributions import CategoricalDist
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
 from rlgate.agents.seen import seen_loss
@@ -38,14 +40,87 @@ def ppo_loss(
     logp = dist.log_prob(actions)
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
-    mean, std = adv_stats if adv_stats is not None else (advantages.mean(), advantages.std())
-    adv = (advantages - mean) / (std + 1e-8)
+    adv = _normalised(advantages, adv_stats)
     policy = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     value = 0.5 * (values - returns).pow(2).mean()
     entropy = dist.entropy().mean()
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
+    return {
+        "policy": policy,
+        "value": value,
+        "entropy": entropy,
+        "approx_kl": approx_kl,
+        "clip_fraction": clip_fraction,
+    }
+
+
+def _normalised(advantages: Tensor, adv_stats: tuple[Tensor, Tensor] | None) -> Tensor:
+    mean, std = adv_stats if adv_stats is not None else (advantages.mean(), advantages.std())
+    return (advantages - mean) / (std + 1e-8)
+
+
+class _CategoricalPPO(torch.autograd.Function):
+    """``ppo_loss`` of a Categorical policy, its gradient written out (see
+    ``categorical_ppo_loss``): autograd through ``torch.distributions`` records ~40 small ops
+    per minibatch; this runs a dozen forward and a handful backward. The logits are handled
+    as [A, N] (a transposed view, no copy): PyTorch's CPU softmax and reductions over a last
+    dimension of a few actions run one row at a time, ~7x slower than across the N rows."""
+
+    @staticmethod
+    def forward(ctx, logits, values, actions, old_logp, adv, returns, clip_coef):
+        logp_all = torch.log_softmax(logits.t(), dim=0)  # [A, N]
+        log_ratio = logp_all.gather(0, actions.unsqueeze(0)).squeeze(0) - old_logp
+        ratio = log_ratio.exp()
+        unclipped = -adv * ratio
+        clipped = -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+        # the clipped term is the larger: it is constant in the logits (outside the clip range;
+        # inside, both terms are equal and carry the same gradient)
+        kept = torch.where(unclipped >= clipped, unclipped, 0.0)
+        p = logp_all.exp()
+        entropy_each = -(p * logp_all).sum(0)  # [N]
+        diff = values - returns
+        ctx.save_for_backward(logp_all, p, entropy_each, actions, kept, diff)
+        policy = torch.maximum(unclipped, clipped).mean()
+        value = 0.5 * diff.square().mean()
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
+        ctx.mark_non_differentiable(approx_kl, clip_fraction)
+        return policy, value, entropy_each.mean(), approx_kl, clip_fraction
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_policy, d_value, d_entropy, _kl, _clip):
+        logp_all, p, entropy_each, actions, kept, diff = ctx.saved_tensors
+        n = diff.numel()
+        # d policy / d log pi(a): the kept surrogate -A ratio (d ratio = ratio d log pi), / N
+        d_logp = kept * (d_policy / n)
+        # d log pi(a) / d logits = onehot(a) - p;  d H / d logits = -p (log p + H)
+        d_logits = (logp_all + entropy_each).mul_(p).mul_(-d_entropy / n).sub_(p * d_logp)
+        d_logits.scatter_add_(0, actions.unsqueeze(0), d_logp.unsqueeze(0))
+        return d_logits.t(), diff * (d_value / n), None, None, None, None, None
+
+
+def categorical_ppo_loss(
+    logits: Tensor,
+    values: Tensor,
+    actions: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    clip_coef: float,
+    adv_stats: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """``ppo_loss`` for a Categorical policy over ``logits`` [T, B, A] (actions [T, B] long,
+    the rest as there), with the same terms and the gradient written out: equal to
+    ``ppo_loss(Categorical(logits=logits), ...)`` up to the order of float sums."""
+    flat = lambda x: x.reshape(-1)  # noqa: E731
+    adv = _normalised(advantages, adv_stats)
+    policy, value, entropy, approx_kl, clip_fraction = _CategoricalPPO.apply(
+        logits.reshape(-1, logits.shape[-1]), flat(values), flat(actions), flat(old_logp),
+        flat(adv), flat(returns), clip_coef,
+    )  # fmt: skip
     return {
         "policy": policy,
         "value": value,
@@ -152,8 +227,9 @@ class PPO(Learner):
                 else:
                     params, values, _ = self.model(*inputs)
                 advantages_mb = _pick(seq["advantages"], idx)
-                out = ppo_loss(
-                    self.model.action_dist.dist(params),
+                categorical = type(self.model.action_dist) is CategoricalDist
+                out = (categorical_ppo_loss if categorical else ppo_loss)(
+                    params if categorical else self.model.action_dist.dist(params),
                     values,
                     _pick(seq["actions"], idx),
                     _pick(seq["logp"], idx),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlgate.agents.ppo import _sequences, ppo_loss
+from rlgate.agents.ppo import _sequences, categorical_ppo_loss, ppo_loss
 from rlgate.config import IMPALAConfig, PPOConfig, TrainConfig
 from rlgate.train import Trainer
 
@@ -114,6 +114,46 @@ def test_ppo_loss_clips_the_ratio():
     out["policy"].backward()
     # clipped positive advantages give no gradient; only the negative one pushes the logits
     assert logits.grad[0, 0].abs().sum() > 0 and logits.grad[1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("stats", [False, True])
+def test_categorical_ppo_loss_matches_the_distributions_one(dtype, stats):
+    """The Categorical loss with its gradient written out against ``ppo_loss`` through
+    torch.distributions and autograd: every term and the gradients of the logits and values,
+    for each weighting of the terms; ratios on both sides of the clip range and inside it,
+    advantages of both signs, peaked and flat policies."""
+    g = torch.Generator().manual_seed(0)
+    t_len, batch, n_act = 6, 5, 7
+    logits = torch.randn(t_len, batch, n_act, generator=g, dtype=dtype) * 3
+    values = torch.randn(t_len, batch, generator=g, dtype=dtype)
+    actions = torch.randint(0, n_act, (t_len, batch), generator=g)
+    logp_now = torch.log_softmax(logits, -1).gather(-1, actions[..., None]).squeeze(-1)
+    # ratios from e^-0.5 to e^0.5: many beyond 1 +- 0.2, some inside
+    old_logp = logp_now + (torch.rand(t_len, batch, generator=g, dtype=dtype) - 0.5)
+    adv = torch.randn(t_len, batch, generator=g, dtype=dtype)
+    returns = torch.randn(t_len, batch, generator=g, dtype=dtype)
+    adv_stats = (adv.mean() + 0.3, adv.std() * 2) if stats else None
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    for weights in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 0.5, -0.01)]:
+        grads, outs = [], []
+        for fused in (False, True):
+            lg, v = logits.clone().requires_grad_(), values.clone().requires_grad_()
+            args = (v, actions, old_logp, adv, returns, 0.2, adv_stats)
+            if fused:
+                out = categorical_ppo_loss(lg, *args)
+            else:
+                out = ppo_loss(torch.distributions.Categorical(logits=lg), *args)
+            w_pol, w_val, w_ent = weights
+            (w_pol * out["policy"] + w_val * out["value"] + w_ent * out["entropy"]).backward()
+            grads.append((lg.grad, v.grad))
+            outs.append(out)
+        for key in outs[0]:
+            torch.testing.assert_close(outs[1][key], outs[0][key], **tol)
+        for fused_grad, plain_grad in zip(grads[1], grads[0]):
+            torch.testing.assert_close(fused_grad, plain_grad, **tol)
+    clipped = outs[0]["clip_fraction"]
+    assert 0.2 < clipped < 0.9  # both branches were exercised
 
 
 def test_sequences_keep_whole_chunks_of_one_env():
