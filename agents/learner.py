@@ -74,4 +74,7 @@ class Learner:
             )
         norm = nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
+        # a fused optimizer's in-place update leaves the version counters as they were; the
+        # native kernels' cached transposed weights (rlgate.cores.native.transposed) trust them
+        torch.autograd.graph.increment_version(self.params)
         return float(norm)

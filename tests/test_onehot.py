@@ -106,21 +106,21 @@ def test_a_stale_transposed_weight_is_never_used():
     torch.testing.assert_close(native.transposed(w), w.t())
 
 
-def test_the_trainers_optimizer_step_moves_the_version_counters(tmp_path):
-    """The cache of transposed weights trusts version counters: the trainer's optimizer must
-    bump them (foreach Adam does; fused Adam does not, and training then used stale weights)."""
+def test_a_gradient_step_moves_the_version_counters(tmp_path):
+    """The cache of transposed weights trusts version counters: a learner's gradient step must
+    move them, whatever its optimizer's kernel does (fused Adam's leaves them as they were, and
+    training then used stale weights)."""
     from rlgate.config import TrainConfig
     from rlgate.train import Trainer
 
     cfg = TrainConfig.from_recipe("memory-s7", seed=0, logdir=str(tmp_path), progress=False)
     trainer = Trainer(cfg)
-    params = [p for p in trainer.model.parameters()]
-    for p in params:
-        p.grad = torch.ones_like(p)
-    before = [p._version for p in params]
     w = trainer.model.encoder.image.weight
     stale = native.transposed(w).clone()
-    trainer.optimizer.step()
+    params = list(trainer.model.parameters())
+    before = [p._version for p in params]
+    loss = sum(p.square().sum() for p in params)
+    trainer.learner.gradient_step(loss)
     assert all(p._version != v for p, v in zip(params, before))
     assert not torch.equal(native.transposed(w), stale)
     torch.testing.assert_close(native.transposed(w), w.detach().t())
