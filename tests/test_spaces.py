@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from rlgate.agents.distributions import categorical_sample, make_action_dist
 from rlgate.agents.encoders import ImpalaCNN, ObsEncoder, image_layout, leaf_kind
+from rlgate.agents.ppo import categorical_ppo_loss, ppo_loss
 from rlgate.envs import make_vec
 from rlgate.envs.spaces import UnsupportedSpace, flatten_obs, flatten_space
 
@@ -135,15 +136,24 @@ def test_categorical_log_prob_and_entropy_by_hand():
 @pytest.mark.parametrize(
     "space", [Discrete(5), MultiDiscrete([3, 5, 2]), Box(-1, 1, (2, 3)), MultiBinary(4)]
 )
-def test_the_acting_log_prob_is_the_distributions_to_the_bit(space):
+def test_the_acting_log_prob_is_the_learners_to_the_bit(space):
     """The rollout's log-probabilities (``ActionDist.log_prob``, Categorical's computed without
-    building the distribution) are the learner's (``dist(params).log_prob``) exactly: PPO's
-    first ratio is then 1 exactly, as before the shortcut."""
+    building the distribution) are the PPO learner's exactly (Categorical's through
+    ``categorical_ppo_loss``, the others' through ``dist(params)``): its first ratio is 1
+    exactly, so that the approximate KL is exactly 0. They are the distribution's to rounding."""
     torch.manual_seed(0)
     dist = make_action_dist(space)
     params = torch.randn(64, dist.param_size) * 3
     action = dist.sample(params, torch.Generator().manual_seed(1), greedy=False)
-    assert torch.equal(dist.log_prob(params, action), dist.dist(params).log_prob(action))
+    logp = dist.log_prob(params, action)
+    torch.testing.assert_close(logp, dist.dist(params).log_prob(action))
+    ones = torch.ones(1, 64)
+    args = (torch.zeros(1, 64), action[None], logp[None], ones, ones, 0.2)
+    if isinstance(space, Discrete):
+        out = categorical_ppo_loss(params[None], *args)
+    else:
+        out = ppo_loss(dist.dist(params[None]), *args)
+    assert out["approx_kl"] == 0.0 and out["clip_fraction"] == 0.0
 
 
 def test_multidiscrete_is_the_product_of_its_entries_categoricals():
