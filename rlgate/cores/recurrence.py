@@ -46,6 +46,15 @@ def _forward(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
     return out, (resets, sequence, first, keep, ys)
 
 
+def _grad_weight(acc: Tensor | None, dz: Tensor, inp: Tensor) -> Tensor:
+    """acc + dz^T inp for dz [N, G], inp [N, I] -> [G, I]; acc None for the first chunk, whose
+    product runs as (inp^T dz)^T: MKL computes that layout ~1.2-1.4x faster from cold caches
+    than dz^T inp into zeros, with the same sums (bit for bit on the sizes measured)."""
+    if acc is None:
+        return torch.mm(inp.t(), dz).t().contiguous()
+    return acc.addmm_(dz.t(), inp)
+
+
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
@@ -71,7 +80,7 @@ class _Recurrence(torch.autograd.Function):
         chunk = min(t_len, max(1, kernel.chunk_elements // (batch * hid)))
         dzx_buf = x.new_empty(chunk, batch, g)
         dzh_buf = dzx_buf if kernel.same_dz else x.new_empty(chunk, batch, g)
-        dw_ih, dw_hh = torch.zeros_like(w_ih), torch.zeros_like(w_hh)
+        dw_ih = dw_hh = None
         db_ih = w_ih.new_zeros(g)
         db_hh = w_ih.new_zeros(g) if ctx.has_b_hh else None
         dx = torch.empty_like(x) if ctx.needs_input_grad[1] else None
@@ -101,8 +110,8 @@ class _Recurrence(torch.autograd.Function):
                         dh.mul_(keep[t])
                         kernel.reset_grad(keep[t])
             dzx2, dzh2 = dzx.reshape(n * batch, g), dzh.reshape(n * batch, g)
-            dw_ih.addmm_(dzx2.t(), x[t0:t1].reshape(n * batch, in_size))
-            dw_hh.addmm_(dzh2.t(), h_prev.reshape(n * batch, hid))
+            dw_ih = _grad_weight(dw_ih, dzx2, x[t0:t1].reshape(n * batch, in_size))
+            dw_hh = _grad_weight(dw_hh, dzh2, h_prev.reshape(n * batch, hid))
             db_ih += dzx2.sum(0)
             if db_hh is not None:
                 db_hh += dzh2.sum(0)
