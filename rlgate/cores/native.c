@@ -24,16 +24,36 @@
 #include <omp.h>
 #endif
 
-/* Rows of a step are independent: from PARALLEL_MIN elements (B H) on, a step's row loop is
- * split over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first).
- * PARALLEL_ROWS goes right before a `for (int b = 0; b < batch; ++b)` loop of a function with
- * parameters `batch` and `hidden`. */
+/* This thread's share [lo, hi) of n items (inside a parallel region; all of them outside). */
+static void my_share(const int64_t n, int64_t *lo, int64_t *hi) {
+  *lo = 0, *hi = n;
+#ifdef _OPENMP
+  const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
+  *lo = n * me / parts, *hi = n * (me + 1) / parts;
+#endif
+}
+
+/* Rows of a step are independent: from PARALLEL_MIN elements (B H) on, a step's rows are split
+ * over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first). Each
+ * step function X(batch, hidden, ...) runs X_rows(lo, hi, hidden, ...) on its rows [lo, hi)
+ * through SPLIT_ROWS; the whole-sequence loops call X_rows directly: an OpenMP region's body is
+ * outlined, and called through libgomp even when it does not split, which cost those loops a
+ * third of their time. */
 #define PARALLEL_MIN 8192
 #ifdef _OPENMP
-#define PARALLEL_ROWS \
-  _Pragma("omp parallel for schedule(static) if (batch * hidden >= PARALLEL_MIN)")
+#define SPLIT_ROWS(call)                                             \
+  _Pragma("omp parallel if (batch * hidden >= PARALLEL_MIN)") {      \
+    int64_t lo_, hi_;                                                \
+    my_share(batch, &lo_, &hi_);                                     \
+    const int lo = (int)lo_, hi = (int)hi_;                          \
+    call;                                                            \
+  }
 #else
-#define PARALLEL_ROWS
+#define SPLIT_ROWS(call)              \
+  {                                   \
+    const int lo = 0, hi = batch;     \
+    call;                             \
+  }
 #endif
 
 /* Whether this build splits rows over OpenMP threads (native.py logs and tests it). */
@@ -86,12 +106,12 @@ static inline __attribute__((always_inline)) void add_rows(const int n, const fl
  * cp: [B, H] the cell state the step starts from (after any reset). Writes a: [B, G]
  * activations (u's block holds tanh(z_u)), c: [B, H] the new cell, tc: [B, H] tanh(c) and
  * h: [B, H] the output. */
-void lstm_forward(int mode, int batch, int hidden, const float *xw, const float *hw, float *a,
-                  const float *cp, float *c, float *tc, float *h) {
+static void lstm_forward_rows(int mode, int lo, int hi, int hidden, const float *xw,
+                              const float *hw, float *a, const float *cp, float *c, float *tc,
+                              float *h) {
   const int H = hidden;
   const int G = (mode == LSTM_TIED ? 3 : 4) * H;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     float *ab = a + (size_t)b * G;
     add_rows(G, xw + (size_t)b * G, hw + (size_t)b * G, ab); /* z, then activations in place */
     const float *zb = ab;
@@ -129,6 +149,11 @@ void lstm_forward(int mode, int batch, int hidden, const float *xw, const float 
       }
     }
   }
+}
+
+void lstm_forward(int mode, int batch, int hidden, const float *xw, const float *hw, float *a,
+                  const float *cp, float *c, float *tc, float *h) {
+  SPLIT_ROWS(lstm_forward_rows(mode, lo, hi, hidden, xw, hw, a, cp, c, tc, h));
 }
 
 /* Backward of one LSTM row: the loops below are specialised per mode and per whether dy is
@@ -174,12 +199,12 @@ static inline __attribute__((always_inline)) void lstm_backward_row(
 /* Backward of one LSTM step. dh: [B, H] dL/dh_t through the recurrence, dy: [B, H] dL/dh_t from
  * the output (or NULL); dc: [B, H] on entry dL/dc_t through c_{t+1} (g_{t+1} already applied),
  * on exit the same for step t-1 (dL/dc_t g_t). Writes dz: [B, G] dL/d(pre-activations). */
-void lstm_backward(int mode, int batch, int hidden, const float *a, const float *cp,
-                   const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
+static void lstm_backward_rows(int mode, int lo, int hi, int hidden, const float *a,
+                               const float *cp, const float *tc, const float *dh,
+                               const float *dy, float *dc, float *dz) {
   const int H = hidden;
   const size_t G = (size_t)(mode == LSTM_TIED ? 3 : 4) * H;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
     const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
     float *dcb = dc + (size_t)b * H, *dzb = dz + b * G;
@@ -197,6 +222,11 @@ void lstm_backward(int mode, int batch, int hidden, const float *a, const float 
     }
 #undef LSTM_BWD
   }
+}
+
+void lstm_backward(int mode, int batch, int hidden, const float *a, const float *cp,
+                   const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
+  SPLIT_ROWS(lstm_backward_rows(mode, lo, hi, hidden, a, cp, tc, dh, dy, dc, dz));
 }
 
 static inline __attribute__((always_inline)) void gru_forward_row(
@@ -220,12 +250,11 @@ static inline __attribute__((always_inline)) void gru_forward_row(
 
 /* One GRU step. xw: [B, G] W_ih x + b_ih; gh: [B, G] W_hh h + b_hh; hp: [B, H] the state the
  * step starts from. Writes a: [B, G] activations (n's block holds n) and h: [B, H]. */
-void gru_forward(int refine, int batch, int hidden, const float *xw, const float *gh,
-                 const float *hp, float *a, float *h) {
+static void gru_forward_rows(int refine, int lo, int hi, int hidden, const float *xw,
+                             const float *gh, const float *hp, float *a, float *h) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     const float *xb = xw + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
     float *ab = a + b * G, *hb = h + (size_t)b * H;
     if (refine)
@@ -233,6 +262,11 @@ void gru_forward(int refine, int batch, int hidden, const float *xw, const float
     else
       gru_forward_row(0, H, xb, gb, hpb, ab, hb);
   }
+}
+
+void gru_forward(int refine, int batch, int hidden, const float *xw, const float *gh,
+                 const float *hp, float *a, float *h) {
+  SPLIT_ROWS(gru_forward_rows(refine, lo, hi, hidden, xw, gh, hp, a, h));
 }
 
 static inline __attribute__((always_inline)) void gru_backward_row(
@@ -267,13 +301,12 @@ static inline __attribute__((always_inline)) void gru_backward_row(
 /* Backward of one GRU step. dh: [B, H] dL/dh_t through the recurrence (both paths), dy as
  * lstm_backward. Writes dzx: [B, G] dL/d(W_ih x + b_ih), dzh: [B, G] dL/d(W_hh h + b_hh) and
  * dprev: [B, H] dL/dh_{t-1} directly (g_t dL/dh_t), to which the caller adds dzh W_hh. */
-void gru_backward(int refine, int batch, int hidden, const float *a, const float *gh,
-                  const float *hp, const float *dh, const float *dy, float *dzx, float *dzh,
-                  float *dprev) {
+static void gru_backward_rows(int refine, int lo, int hi, int hidden, const float *a,
+                              const float *gh, const float *hp, const float *dh,
+                              const float *dy, float *dzx, float *dzh, float *dprev) {
   const int H = hidden;
   const size_t G = (size_t)(refine ? 4 : 3) * H;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     const float *ab = a + b * G, *gb = gh + b * G, *hpb = hp + (size_t)b * H;
     const float *dhb = dh + (size_t)b * H, *dyb = dy ? dy + (size_t)b * H : NULL;
     float *dxb = dzx + b * G, *dhh = dzh + b * G, *dpb = dprev + (size_t)b * H;
@@ -286,6 +319,12 @@ void gru_backward(int refine, int batch, int hidden, const float *a, const float
     else
       gru_backward_row(0, 0, H, ab, gb, hpb, dhb, dyb, dxb, dhh, dpb);
   }
+}
+
+void gru_backward(int refine, int batch, int hidden, const float *a, const float *gh,
+                  const float *hp, const float *dh, const float *dy, float *dzx, float *dzh,
+                  float *dprev) {
+  SPLIT_ROWS(gru_backward_rows(refine, lo, hi, hidden, a, gh, hp, dh, dy, dzx, dzh, dprev));
 }
 
 /* Softmax of z[0..n) into s (max-shifted), with the library-free exp. s may be z. */
@@ -356,12 +395,12 @@ static void master_units(const int n, const int chunk, const float *sf, const fl
 
 /* One ON-LSTM step (LSTM_MASTER). As lstm_forward, plus chunk (H = n chunk). The master
  * blocks of a hold the softmaxes of z_f~ and z_i~. */
-void master_forward(int batch, int hidden, int chunk, const float *xw, const float *hw,
-                    float *a, const float *cp, float *c, float *tc, float *h) {
+static void master_forward_rows(int lo, int hi, int hidden, int chunk, const float *xw,
+                                const float *hw, float *a, const float *cp, float *c, float *tc,
+                                float *h) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     float F[H], I[H]; /* the row's master gates per unit */
     float *ab = a + b * G;
     add_rows((int)G, xw + b * G, hw + b * G, ab);
@@ -382,6 +421,11 @@ void master_forward(int batch, int hidden, int chunk, const float *xw, const flo
       cb[j] = cn, tcb[j] = t, hb[j] = o * t;
     }
   }
+}
+
+void master_forward(int batch, int hidden, int chunk, const float *xw, const float *hw,
+                    float *a, const float *cp, float *c, float *tc, float *h) {
+  SPLIT_ROWS(master_forward_rows(lo, hi, hidden, chunk, xw, hw, a, cp, c, tc, h));
 }
 
 /* Backward of the two cumaxes of a row through their softmaxes sf, si: dz = s (ds - <ds, s>),
@@ -405,12 +449,12 @@ static void cumax_backward_pair(const int n, const float *dy, const float *sf, c
 /* Backward of one ON-LSTM step: as lstm_backward, plus chunk. Per row it works in 4 H floats
  * on the stack: F, I, then dL/dF and dL/dI per unit, summed per chunk in place; F and I are
  * reused as the cumax backward's scratch. */
-void master_backward(int batch, int hidden, int chunk, const float *a, const float *cp,
-                     const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
+static void master_backward_rows(int lo, int hi, int hidden, int chunk, const float *a,
+                                 const float *cp, const float *tc, const float *dh,
+                                 const float *dy, float *dc, float *dz) {
   const int H = hidden, n = hidden / chunk;
   const size_t G = (size_t)4 * H + 2 * n;
-  PARALLEL_ROWS
-  for (int b = 0; b < batch; ++b) {
+  for (int b = lo; b < hi; ++b) {
     float work[4 * H];
     float *F = work, *I = work + H, *dF = work + 2 * H, *dI = work + 3 * H;
     const float *ab = a + b * G, *cpb = cp + (size_t)b * H, *tcb = tc + (size_t)b * H;
@@ -443,6 +487,11 @@ void master_backward(int batch, int hidden, int chunk, const float *a, const flo
     } /* else dF and dI are already adjacent: dI = dF + H = dF + n */
     cumax_backward_pair(n, dF, ab + 4 * H, ab + 4 * H + n, F, dzb + 4 * H);
   }
+}
+
+void master_backward(int batch, int hidden, int chunk, const float *a, const float *cp,
+                     const float *tc, const float *dh, const float *dy, float *dc, float *dz) {
+  SPLIT_ROWS(master_backward_rows(lo, hi, hidden, chunk, a, cp, tc, dh, dy, dc, dz));
 }
 
 /* ---- Whole sequences in one call (small problems) ----
@@ -607,9 +656,9 @@ static void lstm_sequence_forward_rows(int mode, int steps, int B, int lo, int n
     matmul(gemm, n, H, (int)G, h, w_hh_t, NULL, 0, hw);
     const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
     if (mode == LSTM_MASTER)
-      master_forward(n, H, chunk, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+      master_forward_rows(0, n, H, chunk, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
     else
-      lstm_forward(mode, n, H, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+      lstm_forward_rows(mode, 0, n, H, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
   }
 }
 
@@ -643,9 +692,9 @@ static void lstm_sequence_backward_rows(int mode, int steps, int B, int lo, int 
     const float *dy_t = dy ? dy + ht : NULL;
     float *dz_t = dz + at;
     if (mode == LSTM_MASTER)
-      master_backward(n, H, chunk, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
+      master_backward_rows(0, n, H, chunk, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
     else
-      lstm_backward(mode, n, H, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
+      lstm_backward_rows(mode, 0, n, H, a + at, c + ht, tc + ht, dh, dy_t, dc, dz_t);
     matmul(gemm, n, (int)G, H, dz_t, w_hh, NULL, 0, dh);
     const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
     if (any_set(n, ft)) zero_rows(n, H, ft, dh), zero_rows(n, H, ft, dc);
@@ -679,7 +728,7 @@ static void gru_sequence_forward_rows(int refine, int steps, int B, int lo, int 
     const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
     const float *h = reset_rows(n, H, ft, ys + ht, work);
     matmul(gemm, n, H, (int)G, h, w_hh_t, b_hh, 0, gh + at);
-    gru_forward(refine, n, H, xw + at, gh + at, h, a + at, ys + ht + BH);
+    gru_forward_rows(refine, 0, n, H, xw + at, gh + at, h, a + at, ys + ht + BH);
   }
 }
 
@@ -708,7 +757,7 @@ static void gru_sequence_backward_rows(int refine, int steps, int B, int lo, int
   dh += (size_t)lo * H, work += (size_t)lo * H;
   for (int t = steps - 1; t >= 0; --t) {
     const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
-    gru_backward(refine, n, H, a + at, gh + at, hp + ht, dh, dy ? dy + ht : NULL, dzx + at,
+    gru_backward_rows(refine, 0, n, H, a + at, gh + at, hp + ht, dh, dy ? dy + ht : NULL, dzx + at,
                  dzh + at, work);
     matmul(gemm, n, (int)G, H, dzh + at, w_hh, work, H, dh);
     const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
@@ -790,15 +839,6 @@ static int onehot_in_range(const int64_t rows, const int k, const int64_t vocab,
   return !bad;
 }
 
-/* This thread's share [lo, hi) of n items (inside a parallel region; all of them outside). */
-static void my_share(const int64_t n, int64_t *lo, int64_t *hi) {
-  *lo = 0, *hi = n;
-#ifdef _OPENMP
-  const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
-  *lo = n * me / parts, *hi = n * (me + 1) / parts;
-#endif
-}
-
 /* Entries of codes per block of the one-hot kernels: they walk the entries block by block, the
  * outermost loop, every row inside, so that the table rows a block reaches (about vocab / k per
  * entry, dim floats each) stay in a 32 KiB share of the L1 cache while all rows read them,
@@ -831,12 +871,14 @@ int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *c
         const uint8_t *cb = codes + (size_t)b * k;
         float *o = out + (size_t)b * dim;
         int d = 0;
-        for (; d + 64 <= dim; d += 64) gather_tile(4, first, j0, j1, dim, cb, base, table + d, o + d);
+        for (; d + 64 <= dim; d += 64)
+          gather_tile(4, first, j0, j1, dim, cb, base, table + d, o + d);
         if (d + 32 <= dim) gather_tile(2, first, j0, j1, dim, cb, base, table + d, o + d), d += 32;
         if (d + 16 <= dim) gather_tile(1, first, j0, j1, dim, cb, base, table + d, o + d), d += 16;
         if (d < dim) { /* the last dim % 16 columns */
           if (first) memset(o + d, 0, (size_t)(dim - d) * sizeof(float));
-          for (int j = j0; j < j1; ++j) add_tail(d, dim, table + (size_t)(base[j] + cb[j]) * dim, o);
+          for (int j = j0; j < j1; ++j)
+            add_tail(d, dim, table + (size_t)(base[j] + cb[j]) * dim, o);
         }
       }
     }
@@ -865,7 +907,8 @@ int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *
         const uint8_t *cr = codes + (size_t)r * k;
         const float *g = grad_out + (size_t)r * dim;
         int d = 0;
-        for (; d + 64 <= dim; d += 64) scatter_tile(4, j0, j1, dim, lo, hi, cr, base, g + d, grad + d);
+        for (; d + 64 <= dim; d += 64)
+          scatter_tile(4, j0, j1, dim, lo, hi, cr, base, g + d, grad + d);
         if (d + 32 <= dim) scatter_tile(2, j0, j1, dim, lo, hi, cr, base, g + d, grad + d), d += 32;
         if (d + 16 <= dim) scatter_tile(1, j0, j1, dim, lo, hi, cr, base, g + d, grad + d), d += 16;
         for (int j = j0; j < j1 && d < dim; ++j) { /* the last dim % 16 columns */
