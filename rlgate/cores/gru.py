@@ -16,6 +16,7 @@ from rlgate.cores import fused, fused_native, recurrence
 from rlgate.cores.base import GRUState, RecurrentCore
 from rlgate.cores.gates import refine_gate, uniform_gate_bias
 from rlgate.cores.presets import Preset
+from rlgate.cores.triton_modes import GRU, URGRU
 
 
 class GRUCore(RecurrentCore):
@@ -105,8 +106,6 @@ class GRUCore(RecurrentCore):
         return GRUState(h_new), gates
 
     def triton_mode(self) -> int:
-        from rlgate.cores.triton_modes import GRU, URGRU
-
         return URGRU if self.preset.refine else GRU
 
     def _weights(self):

@@ -19,6 +19,7 @@ from rlgate.cores import fused, fused_native, recurrence
 from rlgate.cores.base import LSTMState, RecurrentCore
 from rlgate.cores.gates import chrono_forget_bias, cumax, refine_gate, uniform_gate_bias
 from rlgate.cores.presets import Preset
+from rlgate.cores.triton_modes import LSTM, MASTER, REFINE, TIED
 
 
 def _check_torch_rnn(rnn: nn.RNNBase, kind: type) -> None:
@@ -166,16 +167,12 @@ class LSTMCore(RecurrentCore):
 
     # ----------------------------------------------------------------- fast paths
     def triton_mode(self) -> int | None:
-        from rlgate.cores.triton_modes import LSTM, REFINE, TIED
-
         p = self.preset
         if p.forget_act != "sigmoid" or p.master:
             return None
         return (REFINE if p.refine else TIED) if p.tied else LSTM
 
     def native_mode(self) -> int | None:
-        from rlgate.cores.triton_modes import MASTER
-
         p = self.preset
         if p.master and p.forget_act == "sigmoid":
             return MASTER

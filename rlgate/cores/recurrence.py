@@ -13,6 +13,12 @@ from rlgate.cores import native
 from rlgate.cores.fused_native import check_native_inputs, native_loop
 
 
+def _resets(is_first: Tensor, dtype: torch.dtype) -> tuple[Tensor, list[bool]]:
+    """keep [T, B, 1] (0 where a column starts an episode, else 1) and, per step, whether any
+    column does."""
+    return (~is_first).to(dtype).unsqueeze(-1), is_first.any(dim=1).tolist()
+
+
 def _forward(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
     """The forward loop: (outputs, what the backward needs). Shared by ``_Recurrence`` and the
     no-grad path of ``run`` (acting), which skips the autograd Function's overhead."""
@@ -21,20 +27,20 @@ def _forward(kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0):
     t_len, batch, in_size = x.shape
     g, hid = w_hh.shape
     xw = kernel.project(x.reshape(t_len * batch, in_size), w_ih, b_ih).view(t_len, batch, g)
-    keep = (~is_first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
-    resets = is_first.any(dim=1).tolist()  # steps where some column starts an episode
     kernel.allocate(t_len, batch, rest0, h0, g)
     ys = x.new_empty(t_len + 1, batch, hid)  # ys[0] = h0, ys[t + 1] = h_t
     ys[0].copy_(h0)
     # the whole loop in one native call where it can (see native_loop)
     loop = native_loop(batch, hid, g) if kernel.native else "steps"
     sequence = loop != "steps"
+    keep = resets = None  # the step loop's, and the backward's (_resets)
     if sequence:
         kernel.gemm = native.blas_sgemm() if loop == "blas" else None
-    first = is_first.contiguous() if sequence and any(resets) else None
-    if sequence:
+        first = is_first.contiguous() if bool(is_first.any()) else None
         kernel.forward_sequence(xw, first, w_hh.contiguous(), b_hh, ys)
     else:
+        first = None
+        keep, resets = _resets(is_first, x.dtype)
         w_hh_t = w_hh.t()
         for t, xw_t in enumerate(xw.unbind(0)):
             h = ys[t]
@@ -61,6 +67,8 @@ class _Recurrence(torch.autograd.Function):
         out, (resets, sequence, first, keep, ys) = _forward(
             kernel, x, is_first, w_ih, w_hh, b_ih, b_hh, h0, *rest0
         )
+        if resets is None:  # the whole-sequence loop needed only the flags
+            keep, resets = _resets(is_first, x.dtype)
         ctx.kernel, ctx.resets, ctx.sequence, ctx.first = kernel, resets, sequence, first
         ctx.has_b_hh = b_hh is not None
         ctx.save_for_backward(x, keep, w_ih, w_hh, ys)
