@@ -76,6 +76,6 @@ class Learner:
         self.optimizer.step()
         # a fused optimizer's in-place update leaves the version counters as they were; the
         # native kernels' cached transposed weights (rlgate.cores.native.transposed) trust them
-        for p in self.params:  # one at a time: torch < 2.6 takes a single tensor
+        for p in self.params:  # one at a time: older torch releases take a single tensor
             torch.autograd.graph.increment_version(p)
         return float(norm)
