@@ -15,6 +15,9 @@ from rlgate.agents.rollout import Rollout
 from rlgate.agents.seen import seen_loss
 from rlgate.returns import gae
 
+#: the terms a PPO loss function returns, in this order
+LOSS_TERMS = ("policy", "value", "entropy", "approx_kl", "clip_fraction")
+
 
 def ppo_loss(
     dist: Distribution,
@@ -35,7 +38,8 @@ def ppo_loss(
             (data-parallel PPO passes those of the minibatch over all ranks).
 
     Returns:
-        dict with "policy", "value", "entropy", "approx_kl", "clip_fraction" (scalars).
+        dict of the LOSS_TERMS "policy", "value", "entropy", "approx_kl", "clip_fraction"
+        (scalars).
     """
     logp = dist.log_prob(actions)
     log_ratio = logp - old_logp
@@ -47,13 +51,7 @@ def ppo_loss(
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
-    return {
-        "policy": policy,
-        "value": value,
-        "entropy": entropy,
-        "approx_kl": approx_kl,
-        "clip_fraction": clip_fraction,
-    }
+    return dict(zip(LOSS_TERMS, (policy, value, entropy, approx_kl, clip_fraction)))
 
 
 def _normalised(advantages: Tensor, adv_stats: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -117,17 +115,11 @@ def categorical_ppo_loss(
     ``ppo_loss(Categorical(logits=logits), ...)`` up to the order of float sums."""
     flat = lambda x: x.reshape(-1)  # noqa: E731
     adv = _normalised(advantages, adv_stats)
-    policy, value, entropy, approx_kl, clip_fraction = _CategoricalPPO.apply(
+    terms = _CategoricalPPO.apply(
         logits.reshape(-1, logits.shape[-1]), flat(values), flat(actions), flat(old_logp),
         flat(adv), flat(returns), clip_coef,
     )  # fmt: skip
-    return {
-        "policy": policy,
-        "value": value,
-        "entropy": entropy,
-        "approx_kl": approx_kl,
-        "clip_fraction": clip_fraction,
-    }
+    return dict(zip(LOSS_TERMS, terms))
 
 
 def _sequences(x: Tensor, chunk: int) -> Tensor:
