@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from rlgate.agents.distributions import make_action_dist
 from rlgate.agents.encoders import ObsEncoder
-from rlgate.agents.heads import two_tanh_heads
 from rlgate.agents.seen import channels_in_view
 from rlgate.cores import CORES, make_core
 from rlgate.cores.base import reset_where
@@ -200,16 +199,7 @@ class ActorCritic(nn.Module):
             y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
         elif self.head_size:
             y = torch.cat([y, x], dim=-1)
-        params, values = self._heads(y)
-        return params, values, state, core_out
-
-    def _heads(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """y [T, B, K] -> (policy outputs [T, B, P], values [T, B])."""
-        if not self.head_size:
-            return self.policy(y), self.value(y).squeeze(-1)
-        lead = y.shape[:-1]
-        params, values = two_tanh_heads(y.reshape(-1, y.shape[-1]), self.policy, self.value)
-        return params.reshape(*lead, -1), values.reshape(lead)
+        return self.policy(y), self.value(y).squeeze(-1), state, core_out
 
     @torch.no_grad()
     def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:
