@@ -51,6 +51,14 @@ def softmax_rows(params: Tensor) -> Tensor:
     return torch.softmax(params.t(), dim=0).t().contiguous()
 
 
+def log_softmax_columns(logits: Tensor) -> Tensor:
+    """Logits [.., n] -> log-probabilities [n, N] (N: the leading entries, flattened), over the
+    transposed view as ``softmax_rows``. The one log-softmax of a Categorical policy: acting's
+    log-probabilities and the PPO learner's (agents.ppo.categorical_ppo_loss) are this, op for
+    op, so that PPO's first ratio is exactly 1."""
+    return torch.log_softmax(logits.reshape(-1, logits.shape[-1]).t(), dim=0)
+
+
 class ActionDist(nn.Module):
     """What the agent needs of an action space.
 
@@ -104,9 +112,7 @@ class CategoricalDist(ActionDist):
         return Categorical(logits=params, validate_args=False)
 
     def log_prob(self, params: Tensor, action: Tensor) -> Tensor:
-        # the PPO learner's arithmetic (agents.ppo.categorical_ppo_loss), op for op: a log-softmax
-        # over the [n, B] transposed view (see ``softmax_rows``)
-        logp = torch.log_softmax(params.reshape(-1, self.n).t(), dim=0)
+        logp = log_softmax_columns(params)  # [n, B]
         return logp.gather(0, action.reshape(1, -1)).reshape(action.shape)
 
     def sample(self, params, generator, greedy):

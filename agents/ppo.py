@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution
 
-from rlgate.agents.distributions import CategoricalDist
+from rlgate.agents.distributions import CategoricalDist, log_softmax_columns
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
 from rlgate.agents.seen import seen_loss
@@ -68,7 +68,7 @@ class _CategoricalPPO(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, values, actions, old_logp, adv, returns, clip_coef):
-        logp_all = torch.log_softmax(logits.t(), dim=0)  # [A, N]
+        logp_all = log_softmax_columns(logits)  # [A, N]
         log_ratio = logp_all.gather(0, actions.unsqueeze(0)).squeeze(0) - old_logp
         ratio = log_ratio.exp()
         unclipped = -adv * ratio
@@ -193,6 +193,10 @@ class PPO(Learner):
         if self.seen_coef:
             targets, valid = self.seen_targets(r)
             seq["seen"], seq["seen_valid"] = _sequences(targets, chunk), _sequences(valid, chunk)
+        # a Categorical policy's loss has its gradient written out; other spaces' goes through
+        # torch.distributions
+        categorical = type(self.model.action_dist) is CategoricalDist
+        loss_fn = categorical_ppo_loss if categorical else ppo_loss
         num_seq = seq["actions"].shape[1]
         per_mb = num_seq // cfg.num_minibatches
         totals: dict[str, float] = {}
@@ -219,8 +223,7 @@ class PPO(Learner):
                 else:
                     params, values, _ = self.model(*inputs)
                 advantages_mb = _pick(seq["advantages"], idx)
-                categorical = type(self.model.action_dist) is CategoricalDist
-                out = (categorical_ppo_loss if categorical else ppo_loss)(
+                out = loss_fn(
                     params if categorical else self.model.action_dist.dist(params),
                     values,
                     _pick(seq["actions"], idx),

@@ -36,9 +36,8 @@ static void my_share(const int64_t n, int64_t *lo, int64_t *hi) {
 /* Rows of a step are independent: from PARALLEL_MIN elements (B H) on, a step's rows are split
  * over torch's own OpenMP threads, when compiled with -fopenmp (native.py tries it first). Each
  * step function X(batch, hidden, ...) runs X_rows(lo, hi, hidden, ...) on its rows [lo, hi)
- * through SPLIT_ROWS; the whole-sequence loops call X_rows directly: an OpenMP region's body is
- * outlined, and called through libgomp even when it does not split, which cost those loops a
- * third of their time. */
+ * through SPLIT_ROWS; the whole-sequence loops, which split their rows themselves, call X_rows
+ * directly, without entering a parallel region at every step. */
 #define PARALLEL_MIN 8192
 #ifdef _OPENMP
 #define SPLIT_ROWS(call)                                             \
@@ -656,9 +655,11 @@ static void lstm_sequence_forward_rows(int mode, int steps, int B, int lo, int n
     matmul(gemm, n, H, (int)G, h, w_hh_t, NULL, 0, hw);
     const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
     if (mode == LSTM_MASTER)
-      master_forward_rows(0, n, H, chunk, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+      master_forward_rows(0, n, H, chunk, xw + at, hw, a + at, cp, cp + BH, tc + ht,
+                          ys + ht + BH);
     else
-      lstm_forward_rows(mode, 0, n, H, xw + at, hw, a + at, cp, cp + BH, tc + ht, ys + ht + BH);
+      lstm_forward_rows(mode, 0, n, H, xw + at, hw, a + at, cp, cp + BH, tc + ht,
+                        ys + ht + BH);
   }
 }
 
@@ -757,8 +758,8 @@ static void gru_sequence_backward_rows(int refine, int steps, int B, int lo, int
   dh += (size_t)lo * H, work += (size_t)lo * H;
   for (int t = steps - 1; t >= 0; --t) {
     const size_t at = t * B * G + (size_t)lo * G, ht = t * BH + (size_t)lo * H;
-    gru_backward_rows(refine, 0, n, H, a + at, gh + at, hp + ht, dh, dy ? dy + ht : NULL, dzx + at,
-                 dzh + at, work);
+    gru_backward_rows(refine, 0, n, H, a + at, gh + at, hp + ht, dh, dy ? dy + ht : NULL,
+                      dzx + at, dzh + at, work);
     matmul(gemm, n, (int)G, H, dzh + at, w_hh, work, H, dh);
     const unsigned char *ft = first ? first + (size_t)t * B + lo : NULL;
     if (any_set(n, ft)) zero_rows(n, H, ft, dh);
@@ -788,7 +789,7 @@ void gru_sequence_backward(int refine, int steps, int batch, int hidden, const f
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));
 
 /* o[0, 16 nv) = (o's values, or 0 where first) + sum over entries j0 <= j < j1 of the table
- * rows base[j] + cb[j] (from column d0 on), in j order. */
+ * rows base[j] + cb[j], in j order (table and o point at the tile's first column). */
 static inline __attribute__((always_inline)) void gather_tile(
     const int nv, const int first, const int j0, const int j1, const int dim,
     const uint8_t *restrict cb, const int64_t *restrict base, const float *restrict table,
@@ -811,8 +812,8 @@ static inline void add_tail(int d, const int dim, const float *restrict src, flo
   for (; d < dim; ++d) dst[d] += src[d];
 }
 
-/* The table-gradient rows base[j] + cr[j] (j0 <= j < j1) in [lo, hi) += g[0, 16 nv), each
- * from column d0 on (grad and g point there). */
+/* The table-gradient rows base[j] + cr[j] (j0 <= j < j1) in [lo, hi) += g[0, 16 nv) (grad
+ * and g point at the tile's first column). */
 static inline __attribute__((always_inline)) void scatter_tile(
     const int nv, const int j0, const int j1, const int dim, const int64_t lo, const int64_t hi,
     const uint8_t *restrict cr, const int64_t *restrict base, const float *restrict g,
