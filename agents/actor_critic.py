@@ -13,6 +13,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
+from rlgate.agents import fused_step
 from rlgate.agents.distributions import make_action_dist
 from rlgate.agents.encoders import ObsEncoder
 from rlgate.agents.seen import channels_in_view
@@ -142,7 +143,18 @@ class ActorCritic(nn.Module):
 
     def step(self, obs, prev_action, prev_reward, is_first, state):
         """One step for N envs: obs dict of [N, ...], prev_action [N, *action shape],
-        prev_reward [N], is_first [N] -> (policy outputs [N, P], value [N], new core state)."""
+        prev_reward [N], is_first [N] -> (policy outputs [N, P], value [N], new core state).
+
+        Without gradients (acting, evaluation) in one native call where it applies
+        (``rlgate.agents.fused_step``), else, and with gradients, module by module."""
+        if not torch.is_grad_enabled():
+            fused = fused_step.for_model(self, obs, state)
+            if fused is not None:
+                return fused(self, obs, prev_action, prev_reward, is_first, state)
+        return self.module_step(obs, prev_action, prev_reward, is_first, state)
+
+    def module_step(self, obs, prev_action, prev_reward, is_first, state):
+        """``step`` module by module: the reference of the native step."""
         params, value, state = self(
             {k: v[None] for k, v in obs.items()},
             prev_action[None],

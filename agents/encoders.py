@@ -319,9 +319,7 @@ class ObsEncoder(nn.Module):
         """``view`` (from ``view(obs)``, or None to map it from obs), the other leaves of obs,
         the previous action's features [T, B, F] and the previous reward [T, B] ->
         [T, B, out_size]."""
-        feats = [action_feats, reward_feature(prev_reward).unsqueeze(-1)]
-        feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
-        x = self.extra(torch.cat(feats, dim=-1))
+        x = self.extra(self.extra_input(obs, action_feats, prev_reward))
         if self.pool is not None and view is None:
             view = self.view(obs)  # the counts need the per-cell channels
         if view is not None:
@@ -331,6 +329,16 @@ class ObsEncoder(nn.Module):
         elif self.view_key is not None:
             x = x + self.view_features(obs)
         return torch.relu(x)
+
+    def extra_input(
+        self, obs: dict[str, Tensor], action_feats: Tensor, prev_reward: Tensor
+    ) -> Tensor:
+        """The input of the affine map ``extra``, [T, B, extra.in_features]: the previous
+        action's features [T, B, F], f(previous reward) [T, B] and the features of every leaf
+        but the view, side by side."""
+        feats = [action_feats, reward_feature(prev_reward).unsqueeze(-1)]
+        feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
+        return torch.cat(feats, dim=-1)
 
     def view_features(self, obs: dict[str, Tensor]) -> Tensor:
         """The view's share of the features, [T, B, out_size]: from its hot indices where

@@ -850,6 +850,30 @@ static int onehot_block(const int k, const int64_t vocab, const int dim) {
   return block < 1 ? 1 : block > k ? k : (int)block;
 }
 
+/* onehot_forward's rows [lo, hi), with codes, out pointing at row 0. */
+static void onehot_rows(const int64_t lo, const int64_t hi, const int k, const int64_t vocab,
+                        const int dim, const uint8_t *codes, const int64_t *base,
+                        const float *table, float *out) {
+  const int jb = onehot_block(k, vocab, dim);
+  for (int j0 = 0; j0 < k; j0 += jb) {
+    const int j1 = j0 + jb < k ? j0 + jb : k, first = j0 == 0;
+    for (int64_t b = lo; b < hi; ++b) {
+      const uint8_t *cb = codes + (size_t)b * k;
+      float *o = out + (size_t)b * dim;
+      int d = 0;
+      for (; d + 64 <= dim; d += 64)
+        gather_tile(4, first, j0, j1, dim, cb, base, table + d, o + d);
+      if (d + 32 <= dim) gather_tile(2, first, j0, j1, dim, cb, base, table + d, o + d), d += 32;
+      if (d + 16 <= dim) gather_tile(1, first, j0, j1, dim, cb, base, table + d, o + d), d += 16;
+      if (d < dim) { /* the last dim % 16 columns */
+        if (first) memset(o + d, 0, (size_t)(dim - d) * sizeof(float));
+        for (int j = j0; j < j1; ++j)
+          add_tail(d, dim, table + (size_t)(base[j] + cb[j]) * dim, o);
+      }
+    }
+  }
+}
+
 /* One-hot features times a weight, without the one-hot: out[r, :] = sum_j table[base[j] +
  * codes[r, j], :] (summed in j order) for r < rows, j < k, with table [vocab, dim] (the weight
  * transposed: row v is the column that feature v's one multiplies). codes: [rows, k] uint8
@@ -859,30 +883,13 @@ static int onehot_block(const int k, const int64_t vocab, const int dim) {
 int onehot_forward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *codes,
                    const int64_t *base, const float *table, float *out) {
   if (!onehot_in_range(rows, k, vocab, codes, base)) return -1;
-  const int jb = onehot_block(k, vocab, dim);
 #ifdef _OPENMP
 #pragma omp parallel if (rows * k * dim >= PARALLEL_MIN)
 #endif
   {
     int64_t lo, hi;
     my_share(rows, &lo, &hi);
-    for (int j0 = 0; j0 < k; j0 += jb) {
-      const int j1 = j0 + jb < k ? j0 + jb : k, first = j0 == 0;
-      for (int64_t b = lo; b < hi; ++b) {
-        const uint8_t *cb = codes + (size_t)b * k;
-        float *o = out + (size_t)b * dim;
-        int d = 0;
-        for (; d + 64 <= dim; d += 64)
-          gather_tile(4, first, j0, j1, dim, cb, base, table + d, o + d);
-        if (d + 32 <= dim) gather_tile(2, first, j0, j1, dim, cb, base, table + d, o + d), d += 32;
-        if (d + 16 <= dim) gather_tile(1, first, j0, j1, dim, cb, base, table + d, o + d), d += 16;
-        if (d < dim) { /* the last dim % 16 columns */
-          if (first) memset(o + d, 0, (size_t)(dim - d) * sizeof(float));
-          for (int j = j0; j < j1; ++j)
-            add_tail(d, dim, table + (size_t)(base[j] + cb[j]) * dim, o);
-        }
-      }
-    }
+    onehot_rows(lo, hi, k, vocab, dim, codes, base, table, out);
   }
   return 0;
 }
@@ -918,6 +925,267 @@ int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *
         }
       }
     }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The actor-critic's acting step (rlgate.agents.fused_step): encoder, one core step and the
+ * two heads of N envs in one call, where acting runs them module by module as some fifty
+ * small PyTorch ops. Every stage works on whole rows, so that the envs are split over torch's
+ * OpenMP threads in MR-row blocks, each thread running every stage for its rows, and a row's
+ * arithmetic does not depend on the split. */
+
+enum { VIEW_NONE = 0, VIEW_CODES = 1, VIEW_GRID = 2 };
+enum { CORE_LSTM = 0, CORE_GRU = 1 };
+
+/* What policy_step reads and writes (rlgate.agents.fused_step.Args mirrors it). Weights are
+ * the modules' transposed ([in, out], row-major); NULL where the model has no such part. */
+typedef struct {
+  int64_t n;        /* envs (rows) */
+  int64_t extra;    /* F: the encoder's dense inputs (action features, reward feature, ...) */
+  int64_t enc;      /* E: the encoder's output size, the core's input */
+  int64_t view;     /* VIEW_NONE, VIEW_CODES (minigrid codes) or VIEW_GRID (a 0/1 grid) */
+  int64_t k;        /* VIEW_CODES: code entries per row; VIEW_GRID: cells * channels */
+  int64_t vocab;    /* rows of table: the one-hot features of the view (cells * channels) */
+  int64_t channels; /* the view's channels per cell */
+  int64_t core;     /* CORE_LSTM or CORE_GRU */
+  int64_t mode;     /* CORE_LSTM: LSTM_UNTIED, _TIED, _REFINE or _MASTER; CORE_GRU: refine */
+  int64_t chunk;    /* LSTM_MASTER's chunk size */
+  int64_t hidden;   /* H */
+  int64_t head;     /* Hd: the heads' hidden width, 0 for linear heads */
+  int64_t params;   /* P: the policy head's outputs */
+  int64_t gate;     /* 1: the heads read [h, view * sigmoid(h W_g + b_g)] (the view gate) */
+  int64_t work_size; /* floats at work (policy_step_work(args) at least) */
+  const float *w_extra, *b_extra; /* [F, E], [E] */
+  const float *table;             /* [vocab, E]: the view's map */
+  const float *w_pool;            /* [channels, E]: the map of the channel counts, or NULL */
+  const float *w_ih, *b_ih;       /* [E, G], [G] */
+  const float *w_hh, *b_hh;       /* [H, G], [G] (CORE_GRU) or NULL */
+  const float *w_gate, *b_gate;   /* [H, channels], [channels] */
+  const float *w1, *b1;           /* MLP heads: [D, 2 Hd], [2 Hd], policy's units then value's */
+  const float *w2, *b2;           /* [P + 1, 2 Hd] (out, in; block diagonal: the policy's
+                                     outputs read its units, the value its own) or linear
+                                     heads' [P + 1, D]; [P + 1] */
+  const int64_t *base;            /* VIEW_CODES: [k] where entry j's one-hot starts */
+  const float *e;                 /* [n, F] */
+  const uint8_t *obs_view;        /* [n, k] codes or 0/1 grid */
+  const uint8_t *first;           /* [n] 1 where the state resets before this step */
+  const float *h0, *c0;           /* [n, H] (c0: CORE_LSTM) */
+  float *h1, *c1;                 /* [n, H] the new state */
+  float *out_params, *out_value;  /* [n, P], [n] */
+  float *work;
+} policy_step_args;
+
+static size_t step_gates(const policy_step_args *s) {
+  if (s->core == CORE_GRU) return (size_t)(s->mode ? 4 : 3) * s->hidden;
+  return lstm_width((int)s->mode, (int)s->hidden, (int)s->chunk);
+}
+
+/* The heads' input width D: [h, view * gate] or [h, x] for MLP heads, h for linear ones. */
+static size_t step_head_input(const policy_step_args *s) {
+  if (s->gate) return (size_t)(s->hidden + s->vocab);
+  return (size_t)(s->head ? s->hidden + s->enc : s->hidden);
+}
+
+/* Floats of work per row. */
+static size_t step_row_work(const policy_step_args *s) {
+  const size_t G = step_gates(s), H = (size_t)s->hidden;
+  const size_t heads = 2 * (size_t)s->head;
+  const size_t last = (size_t)(s->channels > s->params + 1 ? s->channels : s->params + 1);
+  return (size_t)s->enc + 3 * G + 3 * H + step_head_input(s) + heads + (size_t)s->vocab +
+         (size_t)s->channels + last;
+}
+
+/* The floats policy_step needs at work. */
+int64_t policy_step_work(const policy_step_args *s) {
+  return (int64_t)((size_t)s->n * step_row_work(s));
+}
+
+/* out[b, :] = sum over j < V with g[b, j] != 0 of g[b, j] table[j, :] (in j order) for rows
+ * b < n: a grid view's map from its nonzero cells alone (g: [n, V], table: [V, dim]). */
+static void grid_rows(const int n, const int V, const int dim, const uint8_t *g,
+                      const float *table, float *out) {
+  int idx[V];
+  for (int b = 0; b < n; ++b) {
+    const uint8_t *gb = g + (size_t)b * V;
+    float *o = out + (size_t)b * dim;
+    int m = 0;
+    for (int j = 0; j < V; ++j)
+      if (gb[j]) idx[m++] = j;
+    int d = 0;
+    for (; d + 16 <= dim; d += 16) {
+      vec16 acc = {0};
+      for (int i = 0; i < m; ++i)
+        acc += (float)gb[idx[i]] * *(const vec16 *)(table + (size_t)idx[i] * dim + d);
+      *(vec16 *)(o + d) = acc;
+    }
+    for (; d < dim; ++d) {
+      float acc = 0.0f;
+      for (int i = 0; i < m; ++i) acc += (float)gb[idx[i]] * table[(size_t)idx[i] * dim + d];
+      o[d] = acc;
+    }
+  }
+}
+
+/* out[b, j] = bias[j] + sum_k x[b, k] w[j, k]: x [B, K], w [N, K] (each output's weights
+ * contiguous), out [B, N]. For outputs too few for small_matmul's column tiles (a policy's
+ * logits and the value): a dot product per output, 16 products at a time. */
+static void narrow_matmul(const int B, const int K, const int N, const float *x,
+                          const float *w, const float *bias, float *out) {
+  for (int b = 0; b < B; ++b) {
+    const float *xb = x + (size_t)b * K;
+    for (int j = 0; j < N; ++j) {
+      const float *wj = w + (size_t)j * K;
+      vec16 acc = {0};
+      int k = 0;
+      for (; k + 16 <= K; k += 16) acc += *(const vec16 *)(xb + k) * *(const vec16 *)(wj + k);
+      float sum = 0.0f;
+      for (int q = 0; q < 16; ++q) sum += acc[q];
+      for (; k < K; ++k) sum += xb[k] * wj[k];
+      out[(size_t)b * N + j] = bias[j] + sum;
+    }
+  }
+}
+
+/* The dense 0/1 view of rows [0, n) into v [n, vocab]. */
+static void step_dense_view(const policy_step_args *s, const uint8_t *ov, const int n, float *v) {
+  const size_t V = (size_t)s->vocab, K = (size_t)s->k;
+  for (int b = 0; b < n; ++b) {
+    float *vb = v + b * V;
+    const uint8_t *ob = ov + b * K;
+    if (s->view == VIEW_GRID) {
+      for (size_t j = 0; j < V; ++j) vb[j] = (float)ob[j];
+    } else {
+      memset(vb, 0, V * sizeof(float));
+      for (size_t j = 0; j < K; ++j) vb[s->base[j] + ob[j]] = 1.0f;
+    }
+  }
+}
+
+/* Rows lo .. lo + n - 1 of policy_step. */
+static void policy_step_rows(const policy_step_args *s, const int lo, const int n) {
+  const int F = (int)s->extra, E = (int)s->enc, H = (int)s->hidden, P = (int)s->params;
+  const int Hd = (int)s->head, C = (int)s->channels;
+  const size_t G = step_gates(s), D = step_head_input(s), V = (size_t)s->vocab;
+  const size_t HW = 2 * (size_t)Hd;
+  float *x = s->work + (size_t)lo * step_row_work(s); /* this thread's share of the work */
+  float *xw = x + (size_t)n * E, *hw = xw + (size_t)n * G, *a = hw + (size_t)n * G;
+  float *tc = a + (size_t)n * G, *hp = tc + (size_t)n * H, *cp = hp + (size_t)n * H;
+  float *y = cp + (size_t)n * H, *hid = y + (size_t)n * D, *view = hid + (size_t)n * HW;
+  float *counts = view + (size_t)n * V, *gate = counts + (size_t)n * C;
+  const uint8_t *first = s->first + lo, *ov = s->obs_view ? s->obs_view + (size_t)lo * s->k : 0;
+  const float *h0 = s->h0 + (size_t)lo * H;
+  float *h1 = s->h1 + (size_t)lo * H;
+
+  /* the encoder: relu(the view's map + (e W_extra + b_extra) + the counts' map) */
+  if (s->view == VIEW_CODES) {
+    onehot_rows(0, n, (int)s->k, s->vocab, E, ov, s->base, s->table, x);
+  } else if (s->view == VIEW_GRID) {
+    grid_rows(n, (int)V, E, ov, s->table, x);
+  }
+  small_matmul(n, F, E, s->e + (size_t)lo * F, s->w_extra, s->b_extra, 0, xw);
+  if (s->view == VIEW_NONE) {
+    memcpy(x, xw, (size_t)n * E * sizeof(float));
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < (size_t)n * E; ++j) x[j] += xw[j];
+  }
+  if (s->view != VIEW_NONE && (s->w_pool || s->gate)) step_dense_view(s, ov, n, view);
+  if (s->w_pool) {
+    for (int b = 0; b < n; ++b) {
+      float *cb = counts + (size_t)b * C;
+      memset(cb, 0, C * sizeof(float));
+      for (size_t j = 0; j < V; ++j) cb[j % C] += view[b * V + j];
+    }
+    small_matmul(n, C, E, counts, s->w_pool, x, E, x);
+  }
+#pragma omp simd
+  for (size_t j = 0; j < (size_t)n * E; ++j) x[j] = x[j] > 0.0f ? x[j] : 0.0f;
+
+  /* the core: the state reset where first, then one step */
+  memcpy(hp, h0, (size_t)n * H * sizeof(float));
+  zero_rows(n, H, first, hp);
+  small_matmul(n, E, (int)G, x, s->w_ih, s->b_ih, 0, xw);
+  small_matmul(n, H, (int)G, hp, s->w_hh, s->b_hh, 0, hw);
+  if (s->core == CORE_GRU) {
+    gru_forward_rows((int)s->mode, 0, n, H, xw, hw, hp, a, h1);
+  } else {
+    memcpy(cp, s->c0 + (size_t)lo * H, (size_t)n * H * sizeof(float));
+    zero_rows(n, H, first, cp);
+    float *c1 = s->c1 + (size_t)lo * H;
+    if (s->mode == LSTM_MASTER)
+      master_forward_rows(0, n, H, (int)s->chunk, xw, hw, a, cp, c1, tc, h1);
+    else
+      lstm_forward_rows((int)s->mode, 0, n, H, xw, hw, a, cp, c1, tc, h1);
+  }
+
+  /* the heads */
+  const float *feat = x;
+  if (s->gate) {
+    small_matmul(n, H, C, h1, s->w_gate, s->b_gate, 0, gate);
+#pragma omp simd
+    for (size_t j = 0; j < (size_t)n * C; ++j) gate[j] = sigmoid_f(gate[j]);
+    for (int b = 0; b < n; ++b)
+      for (size_t j = 0; j < V; ++j) view[b * V + j] *= gate[(size_t)b * C + j % C];
+    feat = view;
+  }
+  const size_t fw = D - H; /* feat's width */
+  for (int b = 0; b < n; ++b) {
+    memcpy(y + b * D, h1 + (size_t)b * H, H * sizeof(float));
+    if (fw) memcpy(y + b * D + H, feat + b * fw, fw * sizeof(float));
+  }
+  const float *last = y; /* the last layer's input: y, or the MLP heads' units */
+  if (Hd) {
+    small_matmul(n, (int)D, 2 * Hd, y, s->w1, s->b1, 0, hid);
+#pragma omp simd
+    for (size_t j = 0; j < (size_t)n * 2 * Hd; ++j) hid[j] = tanh_f(hid[j]);
+    last = hid;
+  }
+  float *out = gate; /* [n, P + 1]: free again */
+  narrow_matmul(n, Hd ? 2 * Hd : (int)D, P + 1, last, s->w2, s->b2, out);
+  for (int b = 0; b < n; ++b) {
+    memcpy(s->out_params + (size_t)(lo + b) * P, out + (size_t)b * (P + 1), P * sizeof(float));
+    s->out_value[lo + b] = out[(size_t)b * (P + 1) + P];
+  }
+}
+
+/* Whether the sizes are ones policy_step can run, and every index of the view lies inside
+ * table; 0 if so, else -1 (size or work), -2 (an index). */
+static int policy_step_check(const policy_step_args *s) {
+  if (s->n < 1 || s->extra < 1 || s->enc < 1 || s->hidden < 1 || s->params < 1 || s->head < 0)
+    return -1;
+  if (s->core == CORE_LSTM && s->mode == LSTM_MASTER && (s->chunk < 1 || s->hidden % s->chunk))
+    return -1;
+  if (!s->w_extra || !s->b_extra || !s->w_ih || !s->b_ih || !s->w_hh || !s->w2 || !s->b2 ||
+      !s->e || !s->first || !s->h0 || !s->h1 || !s->out_params || !s->out_value || !s->work)
+    return -1;
+  if (s->core == CORE_LSTM ? !s->c0 || !s->c1 : !s->b_hh) return -1;
+  if (s->view != VIEW_NONE && (!s->table || !s->obs_view)) return -1;
+  if ((s->view == VIEW_CODES && !s->base) || (s->gate && (!s->w_gate || !s->b_gate))) return -1;
+  if (s->head && (!s->w1 || !s->b1)) return -1;
+  if (s->view < VIEW_NONE || s->view > VIEW_GRID || s->core < CORE_LSTM || s->core > CORE_GRU)
+    return -1;
+  if (s->view == VIEW_NONE && (s->gate || s->w_pool || s->vocab || s->k)) return -1;
+  if (s->view != VIEW_NONE && (s->channels < 1 || s->vocab % s->channels || s->k < 1)) return -1;
+  if (s->view == VIEW_GRID && s->k != s->vocab) return -1;
+  if (s->gate && !s->head) return -1;
+  if (s->work_size < policy_step_work(s)) return -1;
+  if (s->view == VIEW_CODES && !onehot_in_range(s->n, (int)s->k, s->vocab, s->obs_view, s->base))
+    return -2;
+  return 0;
+}
+
+/* The acting step of N envs (see policy_step_args): writes h1 (and c1), out_params and
+ * out_value. Returns 0, or policy_step_check's code (writing nothing): the caller raises. */
+int policy_step(const policy_step_args *s) {
+  const int bad = policy_step_check(s);
+  if (bad) return bad;
+  const double macs = (double)s->n * (double)step_gates(s) * (double)(s->enc + s->hidden);
+  const int split = s->n >= 2 * MR && macs >= SEQUENCE_SPLIT_MIN;
+  PARALLEL_SEQUENCE(split) {
+    const row_range r = split ? my_rows((int)s->n) : (row_range){0, (int)s->n};
+    if (r.n > 0) policy_step_rows(s, r.lo, r.n);
   }
   return 0;
 }
