@@ -169,11 +169,7 @@ class RolloutWorker:
             prev_a[t], prev_r[t], first[t] = self.prev_action, self.prev_reward, self.is_first
             inputs = (self.obs, self.prev_action, self.prev_reward, self.is_first)
             if t == t_len:  # the next unroll starts here: only its value is needed now
-                step_in = [
-                    {k: v[None] for k, v in self.obs.items()},
-                    *(v[None] for v in inputs[1:]),
-                ]
-                bootstrap = self.model(*step_in, self.state)[1][0]
+                bootstrap = self.model.step(*inputs, self.state)[1]
                 break
             if t % self.chunk == 0:
                 states.append(tuple(s.clone() for s in self.state))

@@ -6,7 +6,7 @@ drives its rollout worker and learner for some updates with timers around the pa
 | part | what is timed |
 |---|---|
 | env step | the batched env's ``step`` |
-| acting forward | the policy's forward pass while acting (encoder, core step, heads) |
+| acting forward | the policy's step while acting (``step``: encoder, core step, heads) |
 | rest of the rollout | the rest of ``collect``: sampling, log-probs, buffers, episode stats |
 | learner forward | the model's forward passes inside the update (``forward_seen`` too) |
 | learner backward | ``backward()`` of the loss |
@@ -93,13 +93,18 @@ def profile_loop(cfg, updates: int = 5, warmup: int = 1) -> dict[str, float]:
         rollout, _ = worker.collect(0)
         learner.update(rollout, trainer.generator)
     clock = _Clock(trainer.device)
-    forward = clock.wrap(model.forward, lambda: f"{clock.phase} forward")
+    # acting runs ``step``, natively or through forward: a forward while acting is inside a
+    # step, already counted
+    step = clock.wrap(model.step, "acting forward")
+    part = lambda: "learner forward" if clock.phase == "learner" else "inside a step"  # noqa: E731
+    forward = clock.wrap(model.forward, part)
     # the seen-so-far loss's learner runs its forward through forward_seen instead
-    forward_seen = clock.wrap(model.forward_seen, lambda: f"{clock.phase} forward")
+    forward_seen = clock.wrap(model.forward_seen, part)
     backward = clock.wrap(torch.Tensor.backward, "learner backward")
     clip = clock.wrap(torch.nn.utils.clip_grad_norm_, "Adam + clipping")
     opt_step = clock.wrap(trainer.optimizer.step, "Adam + clipping")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(model, "step", step))
         stack.enter_context(_patched(model, "forward", forward))
         stack.enter_context(_patched(model, "forward_seen", forward_seen))
         stack.enter_context(_patched(worker.env, "step", clock.wrap(worker.env.step, "env step")))
