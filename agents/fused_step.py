@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from rlgate.agents.encoders import _key
 from rlgate.cores import native
 from rlgate.cores.backends import resolve
 from rlgate.cores.gru import GRUCore
@@ -151,7 +152,7 @@ class FusedStep:
         a.vocab = enc.image_size
         a.channels = enc.channels
         if self.kind == "minigrid":
-            leaf = enc.leaves["leaf_" + enc.view_key.replace(".", "__")]
+            leaf = enc.leaves[_key(enc.view_key)]
             self.base = leaf.base.contiguous()
             a.k = self.base.numel()
             a.base = self.base.data_ptr()
