@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from rlgate.agents.rollout import Rollout
 from rlgate.agents.seen import seen_targets
 from rlgate.distributed import World
+from rlgate.optim import Adam
 
 
 class Learner:
@@ -31,7 +32,7 @@ class Learner:
         config,
         gamma: float,
         max_grad_norm: float,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Adam,
         world: World | None = None,
         reward_scale: float = 1.0,
         seen_coef: float = 0.0,

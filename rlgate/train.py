@@ -22,6 +22,7 @@ from rlgate.distributed import World, close_world, join, rank_device, world_from
 from rlgate.envs import make_vec
 from rlgate.envs.base import pick_device
 from rlgate.metrics import Logger, episode_means
+from rlgate.optim import Adam
 from rlgate.run_dir import create_run_dir
 from rlgate.runtime import StopSignals
 
@@ -88,13 +89,10 @@ class Trainer:
         dtype = next(core.parameters()).dtype
         core.resolve_backend(torch.zeros(1, 1, core.input_size, device=self.device, dtype=dtype))
         torch.manual_seed(seed)
-        # fused: one pass over each parameter per step (CPU and CUDA) instead of a dozen
-        # multi-tensor ops, ~10% of a small model's learner time on a CPU; the same arithmetic
-        # rounded in another order. (Learner.gradient_step moves the version counters it
-        # leaves as they were.)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True
-        )
+        # torch's fused Adam kernel (one pass over each parameter per step, CPU and CUDA)
+        # without torch.optim's import of torch._dynamo (rlgate.optim). (Learner.gradient_step
+        # moves the version counters it leaves as they were.)
+        self.optimizer = Adam(self.model.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.learner = self.agent.learner(
             self.model,
             cfg.section,
