@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from rlgate.agents import fused_step
 from rlgate.agents.distributions import make_action_dist
@@ -211,7 +212,25 @@ class ActorCritic(nn.Module):
             y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
         elif self.head_size:
             y = torch.cat([y, x], dim=-1)
+        heads = [*self.policy.modules(), *self.value.modules()]
+        if self.head_size and not fused_step.forward_hooked(heads):
+            return (*self._mlp_heads(y), state, core_out)
         return self.policy(y), self.value(y).squeeze(-1), state, core_out
+
+    def _mlp_heads(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Both MLP heads over y [T, B, in] in two matmuls: the first layers stacked [2N, in],
+        the last ones block-diagonal [P + 1, 2N]. The same function as running each head; it
+        reads y once, and the backward sums their gradients for y inside one matmul instead
+        of adding two [T, B, in] tensors (the heads' input is the widest tensor of a
+        view-gate model). -> (policy outputs [T, B, P], values [T, B])."""
+        (p1, _, p2), (v1, _, v2) = self.policy, self.value
+        hidden = torch.tanh(
+            F.linear(y, torch.cat([p1.weight, v1.weight]), torch.cat([p1.bias, v1.bias]))
+        )
+        out = F.linear(
+            hidden, torch.block_diag(p2.weight, v2.weight), torch.cat([p2.bias, v2.bias])
+        )
+        return out[..., :-1], out[..., -1]
 
     @torch.no_grad()
     def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import weakref
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,14 @@ def _library():
         lib.policy_step_work.restype = ctypes.c_int64
         lib._policy_step_typed = True
     return lib
+
+
+def forward_hooked(modules: Iterable[nn.Module]) -> bool:
+    """Whether a forward hook is registered on any of ``modules`` (or globally): hooks read
+    what the modules compute, so the modules must run."""
+    if _global_forward_hooks or _global_forward_pre_hooks:
+        return True
+    return any(x._forward_hooks or x._forward_pre_hooks for x in modules)
 
 
 def _mlp(head: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
@@ -170,9 +179,7 @@ class FusedStep:
         """Whether a forward hook is registered on the model or any of its modules (or
         globally): hooks read what the modules compute, so the modules must run. Logged the
         first time."""
-        hooked = bool(_global_forward_hooks or _global_forward_pre_hooks) or any(
-            x._forward_hooks or x._forward_pre_hooks for x in (m, *self.modules)
-        )
+        hooked = forward_hooked((m, *self.modules))
         if hooked and not self.hooks_said:
             self.hooks_said = True
             log.info("acting step: module by module while forward hooks are registered")

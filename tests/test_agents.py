@@ -352,6 +352,53 @@ def test_view_gate_gates_the_views_channels_by_the_core_output(env_id):
         )
 
 
+@pytest.mark.parametrize("view_gate", [False, True])
+def test_stacked_mlp_heads_are_the_heads_run_one_by_one(view_gate):
+    """The MLP heads run as one stacked first layer and a block-diagonal last one; with a
+    forward hook on a head the modules run one by one: the same outputs and gradients."""
+    from rlgate.agents.actor_critic import ActorCritic
+    from rlgate.envs import make_vec
+
+    env = make_vec("rlgate/PassiveMatch-v0", 5, seed=3)
+    obs, _ = env.reset()
+    steps = []
+    for _ in range(6):
+        steps.append(obs)
+        obs, *_ = env.step(torch.randint(0, env.num_actions, (5,)))
+    obs = {k: torch.stack([o[k] for o in steps]) for k in steps[0]}  # [6, 5, ...]
+    torch.manual_seed(0)
+    model = ActorCritic(
+        env.single_observation_space,
+        env.single_action_space,
+        "ur-lstm",
+        16,
+        8,
+        None,
+        12,
+        view_gate,
+        policy_init_gain=1.0,
+        observation_kinds=env.observation_kinds,
+    )
+    actions = torch.randint(0, env.num_actions, (6, 5))
+    rewards, first = torch.rand(6, 5), torch.rand(6, 5) < 0.2
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        params, values, _ = model(obs, actions, rewards, first, model.initial_state(5))
+        (params.square().sum() + values.sin().sum()).backward()
+        return params.detach(), values.detach(), [p.grad.clone() for p in model.parameters()]
+
+    stacked = run()
+    handle = model.value[0].register_forward_hook(lambda m, args, out: None)
+    one_by_one = run()
+    handle.remove()
+    assert stacked[0].shape == (6, 5, env.num_actions) and stacked[1].shape == (6, 5)
+    torch.testing.assert_close(stacked[0], one_by_one[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(stacked[1], one_by_one[1], rtol=1e-6, atol=1e-6)
+    for a, b in zip(stacked[2], one_by_one[2]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_ppo_with_a_view_gate_learns_a_short_tmaze(tmp_path):
     cfg = _cfg(
         tmp_path,
