@@ -212,8 +212,9 @@ class ActorCritic(nn.Module):
             y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
         elif self.head_size:
             y = torch.cat([y, x], dim=-1)
-        heads = [*self.policy.modules(), *self.value.modules()]
-        if self.head_size and not fused_step.forward_hooked(heads):
+        if self.head_size and not fused_step.forward_hooked(
+            [*self.policy.modules(), *self.value.modules()]
+        ):
             return (*self._mlp_heads(y), state, core_out)
         return self.policy(y), self.value(y).squeeze(-1), state, core_out
 
@@ -222,14 +223,10 @@ class ActorCritic(nn.Module):
         the last ones block-diagonal [P + 1, 2N]. The same function as running each head; it
         reads y once, and the backward sums their gradients for y inside one matmul instead
         of adding two [T, B, in] tensors (the heads' input is the widest tensor of a
-        view-gate model). -> (policy outputs [T, B, P], values [T, B])."""
-        (p1, _, p2), (v1, _, v2) = self.policy, self.value
-        hidden = torch.tanh(
-            F.linear(y, torch.cat([p1.weight, v1.weight]), torch.cat([p1.bias, v1.bias]))
-        )
-        out = F.linear(
-            hidden, torch.block_diag(p2.weight, v2.weight), torch.cat([p2.bias, v2.bias])
-        )
+        view-gate model; the native acting step packs the same weights). -> (policy outputs
+        [T, B, P], values [T, B])."""
+        w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
+        out = F.linear(torch.tanh(F.linear(y, w1, b1)), w2, b2)
         return out[..., :-1], out[..., -1]
 
     @torch.no_grad()

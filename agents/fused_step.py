@@ -78,6 +78,19 @@ def forward_hooked(modules: Iterable[nn.Module]) -> bool:
     return any(x._forward_hooks or x._forward_pre_hooks for x in modules)
 
 
+def stacked_heads(policy: nn.Module, value: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Two Linear-Tanh-Linear heads as one: the first layers stacked (w1 [2N, in], b1 [2N]),
+    the last ones block-diagonal (w2 [P + 1, 2N], b2 [P + 1]: the policy's outputs read its
+    units, the value its own; the zero blocks add exact zeros). Differentiable."""
+    (p1, p2), (v1, v2) = _mlp(policy), _mlp(value)
+    return (
+        torch.cat([p1.weight, v1.weight]),
+        torch.cat([p1.bias, v1.bias]),
+        torch.block_diag(p2.weight, v2.weight),
+        torch.cat([p2.bias, v2.bias]),
+    )
+
+
 def _mlp(head: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
     """(first, last) of a head ``ActorCritic`` builds as Linear, Tanh, Linear; None if not."""
     if (
@@ -208,13 +221,8 @@ class FusedStep:
         if m.view_gate:
             packed["w_gate"], packed["b_gate"] = t(m.gate.weight), m.gate.bias.detach()
         if m.head_size:
-            (p1, p2), (v1, v2) = _mlp(m.policy), _mlp(m.value)
-            packed["w1"] = torch.cat([p1.weight, v1.weight]).detach().t().contiguous()
-            packed["b1"] = torch.cat([p1.bias, v1.bias]).detach()
-            # block diagonal: the policy's outputs read its units, the value its own (the zero
-            # blocks add exact zeros)
-            packed["w2"] = torch.block_diag(p2.weight, v2.weight).detach()  # [P + 1, 2 Hd]
-            packed["b2"] = torch.cat([p2.bias, v2.bias]).detach()
+            w1, b1, w2, b2 = (w.detach() for w in stacked_heads(m.policy, m.value))
+            packed["w1"], packed["b1"], packed["w2"], packed["b2"] = t(w1), b1, w2, b2
         else:
             packed["w2"] = torch.cat([m.policy.weight, m.value.weight]).detach()  # [P + 1, H]
             packed["b2"] = torch.cat([m.policy.bias, m.value.bias]).detach()
