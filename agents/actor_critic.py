@@ -203,9 +203,12 @@ class ActorCritic(nn.Module):
 
     def _unroll(self, obs, prev_action, prev_reward, is_first, state):
         """``forward``'s work: (policy outputs, values, final state, core output [T, B, H])."""
-        view = self.encoder.view(obs) if self.view_gate else None
+        hot_heads = self.view_gate and self._hot_heads()
+        view = self.encoder.view(obs) if self.view_gate and not hot_heads else None
         x = self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
         core_out, state = self.core(x, state, is_first)
+        if hot_heads:
+            return (*self._gated_hot_heads(obs, core_out), state, core_out)
         y = core_out
         if self.view_gate:
             gate = torch.sigmoid(self.gate(y)).unsqueeze(-2)  # [T, B, 1, channels]
@@ -227,6 +230,28 @@ class ActorCritic(nn.Module):
         [T, B, P], values [T, B])."""
         w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
         out = F.linear(torch.tanh(F.linear(y, w1, b1)), w2, b2)
+        return out[..., :-1], out[..., -1]
+
+    def _hot_heads(self) -> bool:
+        """Whether the view-gate heads run from the view's hot indices (``_gated_hot_heads``):
+        where the encoder maps its view natively and no forward hook is on a head."""
+        return self.encoder.native_applies(self.policy[0].weight) and not fused_step.forward_hooked(
+            [*self.policy.modules(), *self.value.modules()]
+        )
+
+    def _gated_hot_heads(self, obs, core_out: Tensor) -> tuple[Tensor, Tensor]:
+        """The view-gate MLP heads (``_mlp_heads`` over [core output, view * gate]) with the
+        first layer split in two: a matmul over the core output, and the gated view's share
+        summed from the view's hot indices (``ObsEncoder.hot_linear``; 25 of a PassiveMatch
+        view's 150 features) instead of a matmul over the dense gated view. The same function
+        up to the order of the float sums. -> (policy outputs [T, B, P], values [T, B])."""
+        gate = torch.sigmoid(self.gate(core_out))  # [T, B, channels]
+        w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
+        hid = core_out.shape[-1]
+        first = F.linear(core_out, w1[:, :hid], b1) + self.encoder.hot_linear(
+            obs, w1[:, hid:], gate
+        )
+        out = F.linear(torch.tanh(first), w2, b2)
         return out[..., :-1], out[..., -1]
 
     @torch.no_grad()
@@ -252,8 +277,7 @@ class ActorCritic(nn.Module):
     def core_features(self, obs, prev_action, prev_reward) -> Tensor:
         """The core's input, [T, B, encoder_size], from obs dict of [T, B, ...], prev_action
         [T, B, *action shape] and prev_reward [T, B] (for the gate diagnostics)."""
-        view = self.encoder.view(obs) if self.view_gate else None
-        return self.encoder.embed(view, obs, self.action_dist.features(prev_action), prev_reward)
+        return self.encoder.embed(None, obs, self.action_dist.features(prev_action), prev_reward)
 
 
 def build_model(cfg, env) -> ActorCritic:

@@ -187,6 +187,14 @@ class GridView(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(*x.shape[:2], self.cells, self.channels).float()
 
+    def flat(self, x: Tensor) -> Tensor:
+        """[T, B, H, W, C] -> [T, B, H * W * C], as it is (the native map's grid)."""
+        return x.reshape(*x.shape[:2], self.size)
+
+    def counts(self, x: Tensor) -> Tensor:
+        """[T, B, C] float: each channel's sum over the cells."""
+        return x.reshape(*x.shape[:2], self.cells, self.channels).sum(-2, dtype=torch.float32)
+
 
 class MinigridView(nn.Module):
     """minigrid's code image [.., H, W, 3] -> [.., H * W, 20]: per cell the one-hots of its
@@ -221,6 +229,10 @@ class MinigridView(nn.Module):
         one_hot.scatter_(-1, rows.reshape(*lead, -1), 1.0)
         return one_hot.reshape(*lead, self.cells, self.channels)
 
+    def counts(self, x: Tensor) -> Tensor:
+        """[T, B, 20] float: each channel's sum over the cells."""
+        return self(x).sum(-2)
+
 
 #: kind -> encoder class (each takes the leaf's space and has ``size`` features)
 LEAF_ENCODERS: dict[str, type[nn.Module]] = {
@@ -249,9 +261,10 @@ class ObsEncoder(nn.Module):
         action_features: size of the previous action's features (``ActionDist.feature_size``).
         out_size: feature size.
         declared: the kinds the env declares per leaf path (``observation_kinds``).
-        native_view: map a minigrid view from its hot indices (``rlgate.agents.onehot``)
-            where the native kernels run (float32 on the CPU), instead of building its
-            one-hot; the core's backend decides (``ActorCritic``).
+        native_view: map a minigrid view, or a uint8 grid view, from its hot indices
+            (``rlgate.agents.onehot``) where the native kernels run (float32 on the CPU),
+            instead of building its one-hot or float copy; the core's backend decides
+            (``ActorCritic``).
     """
 
     def __init__(
@@ -283,7 +296,11 @@ class ObsEncoder(nn.Module):
             self.cells = self.channels = self.image_size = 0
             self.image = None
         self.extra = nn.Linear(extra, out_size)
-        self.native_view = native_view and self.kinds.get(self.view_key) == "minigrid"
+        view_kind = self.kinds.get(self.view_key)
+        self.native_view = native_view and (
+            view_kind == "minigrid"
+            or (view_kind == "grid" and leaves[self.view_key].dtype == np.uint8)
+        )
         bound = 1.0 / (self.image_size + extra) ** 0.5  # nn.Linear's init over the whole input
         weights = [self.extra.weight, self.extra.bias]
         if self.image is not None:
@@ -320,14 +337,18 @@ class ObsEncoder(nn.Module):
         the previous action's features [T, B, F] and the previous reward [T, B] ->
         [T, B, out_size]."""
         x = self.extra(self.extra_input(obs, action_feats, prev_reward))
-        if self.pool is not None and view is None:
-            view = self.view(obs)  # the counts need the per-cell channels
+        if self.view_key is None:
+            return torch.relu(x)
+        if view is None and not self.native_applies(self.image.weight):
+            view = self.view(obs)
         if view is not None:
             x = x + self.image(view.flatten(-2))
             if self.pool is not None:
                 x = x + self.pool(view.sum(dim=-2))
-        elif self.view_key is not None:
-            x = x + self.view_features(obs)
+        else:  # from the view's hot indices, without its one-hot
+            x = x + self.hot_linear(obs, self.image.weight)
+            if self.pool is not None:
+                x = x + self.pool(self.leaves[_key(self.view_key)].counts(obs[self.view_key]))
         return torch.relu(x)
 
     def extra_input(
@@ -340,14 +361,24 @@ class ObsEncoder(nn.Module):
         feats += [self.leaves[_key(p)](obs[p]) for p in self.rest]
         return torch.cat(feats, dim=-1)
 
-    def view_features(self, obs: dict[str, Tensor]) -> Tensor:
-        """The view's share of the features, [T, B, out_size]: from its hot indices where
-        ``native_view`` applies, else through its one-hot."""
+    def native_applies(self, weight: Tensor) -> bool:
+        """Whether ``hot_linear`` runs with this weight (``native_view``, and the native
+        kernels take it)."""
+        return self.native_view and onehot.native_applies(weight)
+
+    def hot_linear(
+        self, obs: dict[str, Tensor], weight: Tensor, gate: Tensor | None = None
+    ) -> Tensor:
+        """The view's per-cell channels, each times its channel's gate [T, B, channels]
+        (none: 1), flattened and times weight^T [D, cells * channels] -> [T, B, D], from the
+        view's hot indices alone (``native_applies`` must hold)."""
         raw = obs[self.view_key]
         leaf = self.leaves[_key(self.view_key)]
-        if self.native_view and onehot.native_applies(self.image.weight):
-            return onehot.one_hot_linear(leaf.codes(raw), leaf.base, self.image.weight)
-        return self.image(leaf(raw).flatten(-2))
+        if self.kinds[self.view_key] == "grid":
+            return onehot.view_linear(leaf.flat(raw), None, weight, gate)
+        if gate is None:  # the kernel blocked for the table's cache lines
+            return onehot.one_hot_linear(leaf.codes(raw), leaf.base, weight)
+        return onehot.view_linear(leaf.codes(raw), leaf.base, weight, gate)
 
 
 def _key(path: str) -> str:

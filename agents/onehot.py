@@ -8,6 +8,14 @@ gradient a scatter-add of the output gradient into those rows: native.c's ``oneh
 and ``onehot_backward`` (float32 CPU), about a seventh of the dense arithmetic and no
 [.., 980] buffer. ``one_hot_linear_reference`` is the dense map, written plainly; both give
 the same result up to the order of the float sums.
+
+``view_linear`` is the same idea for a view that is also gated per channel (the view-gate
+heads read ``view * sigmoid(h W_g + b_g)``, one gate per channel shared by every cell) and for
+a grid view (the rlgate grid tasks' 0/1 [cells, channels], 25 ones among 150 features): the
+forward sums the table rows of the nonzero features, each scaled by its value and its
+channel's gate; the backward scatters the output gradient into those rows and takes, for
+each gate, the dot products of the output gradient with its features' rows (native.c's
+``view_forward`` and ``view_backward``). ``view_linear_reference`` is the dense map.
 """
 
 from __future__ import annotations
@@ -110,3 +118,123 @@ def one_hot_linear(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
     # costs about as much as a 64-env step's arithmetic
     run = _OneHotLinear.apply if torch.is_grad_enabled() and weight.requires_grad else _forward
     return run(flat, base.contiguous(), weight).reshape(*lead, weight.shape[0])
+
+
+def _dense_view(obs: Tensor, base: Tensor | None, vocab: int) -> Tensor:
+    """The view's features [.., vocab] float: a grid as it is, codes as the count of each
+    feature among their hot ones."""
+    if base is None:
+        return obs.float()
+    return F.one_hot(base + obs.long(), vocab).sum(-2).float()
+
+
+def view_linear_reference(
+    obs: Tensor, base: Tensor | None, weight: Tensor, gate: Tensor | None = None
+) -> Tensor:
+    """The view's features, times their channel's gate, times weight^T, written plainly.
+
+    Args:
+        obs: a grid [.., V] (its per-cell channels flattened; base None) or codes [.., K]
+            (entry j's one-hot starts at feature base[j]).
+        base: [K] int64, or None for a grid.
+        weight: [D, V].
+        gate: [.., C] or None: feature v is channel v % C of its cell.
+
+    Returns:
+        [.., D].
+    """
+    x = _dense_view(obs, base, weight.shape[1]).to(weight.dtype)
+    if gate is not None:
+        x = (x.unflatten(-1, (-1, gate.shape[-1])) * gate.unsqueeze(-2)).flatten(-2)
+    return x @ weight.t()
+
+
+def _view_args(obs: Tensor, base: Tensor | None, gate: Tensor | None, dim: int, vocab: int):
+    """native.c's (rows, view, k, vocab, channels, dim, obs, base, gate) for flat inputs."""
+    rows, k = obs.shape
+    view = 2 if base is None else 1  # native.c's VIEW_GRID, VIEW_CODES
+    channels = 1 if gate is None else gate.shape[-1]
+    return (
+        rows, view, k, vocab, channels, dim, obs.data_ptr(),
+        None if base is None else base.data_ptr(), None if gate is None else gate.data_ptr(),
+    )  # fmt: skip
+
+
+def _view_checked(code: int, what: str, vocab: int) -> None:
+    if code == -2:
+        raise ValueError(f"view_linear: a hot index outside [0, {vocab})")
+    if code != 0:
+        raise ValueError(f"view_linear: {what} the native kernel can't run")
+
+
+class _ViewLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, obs: Tensor, base: Tensor | None, weight: Tensor, gate: Tensor | None):
+        dim, vocab = weight.shape
+        table = weight.detach().t().contiguous()  # [V, D]: row v is feature v's column
+        out = weight.new_empty(obs.shape[0], dim)
+        args = _view_args(obs, base, gate, dim, vocab)
+        code = native.library().view_forward(*args, table.data_ptr(), out.data_ptr())
+        _view_checked(code, "sizes", vocab)
+        ctx.save_for_backward(obs, base, gate, table)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        obs, base, gate, table = ctx.saved_tensors
+        vocab, dim = table.shape
+        grad_out = grad_out.contiguous()
+        grad = grad_out.new_zeros(vocab, dim)
+        grad_gate = None if gate is None else torch.empty_like(gate)
+        args = _view_args(obs, base, gate, dim, vocab)
+        code = native.library().view_backward(
+            *args, table.data_ptr(), grad_out.data_ptr(), grad.data_ptr(),
+            None if grad_gate is None else grad_gate.data_ptr(),
+        )  # fmt: skip
+        _view_checked(code, "sizes", vocab)
+        return None, None, grad.t(), grad_gate
+
+
+def view_linear(
+    obs: Tensor, base: Tensor | None, weight: Tensor, gate: Tensor | None = None
+) -> Tensor:
+    """``view_linear_reference`` through native.c, from the view's nonzero features alone:
+    differentiable in ``weight`` and ``gate``. Inputs as the reference's, on the CPU: obs
+    uint8 (or integers in 0..255), base int64, weight and gate float32.
+
+    Raises:
+        ValueError: an index outside [0, V), or tensors native.c can't read (checked before
+            any pointer is handed over).
+    """
+    dim, vocab = weight.shape if weight.dim() == 2 else (0, 0)
+    if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        raise ValueError(
+            f"view_linear: a 2-D float32 CPU weight, got {weight.dtype} "
+            f"{tuple(weight.shape)} on {weight.device}"
+        )
+    if obs.device.type != "cpu" or obs.dtype.is_floating_point or obs.dtype == torch.bool:
+        raise ValueError(f"view_linear: an integer CPU view, got {obs.dtype} on {obs.device}")
+    k, lead = obs.shape[-1], obs.shape[:-1]
+    if base is None and k != vocab:
+        raise ValueError(f"view_linear: a grid of {vocab} features per row, got {k}")
+    if base is not None and (base.shape != (k,) or base.dtype != torch.int64 or base.is_cuda):
+        raise ValueError(f"view_linear: base must be a CPU int64 tensor of shape ({k},)")
+    if gate is not None:
+        c = gate.shape[-1]
+        if gate.dtype != torch.float32 or gate.device.type != "cpu" or gate.shape[:-1] != lead:
+            raise ValueError(
+                f"view_linear: a float32 CPU gate of shape {(*lead, 'C')}, got {gate.dtype} "
+                f"{tuple(gate.shape)} on {gate.device}"
+            )
+        if c < 1 or vocab % c:
+            raise ValueError(f"view_linear: {c} gate channels do not divide {vocab} features")
+        gate = gate.reshape(-1, c).contiguous()
+    if obs.dtype != torch.uint8:
+        if obs.numel() and (int(obs.min()) < 0 or int(obs.max()) > 255):
+            raise ValueError("view_linear: the view's entries must lie in 0..255")
+        obs = obs.to(torch.uint8)
+    flat = obs.reshape(-1, k).contiguous()
+    base = None if base is None else base.contiguous()
+    out = _ViewLinear.apply(flat, base, weight, gate)
+    return out.reshape(*lead, dim)

@@ -56,7 +56,7 @@ COUNTING = ("cardgame_step", "step_bookkeeping", "episode_ends", "cartpole_run",
 @functools.cache
 def _load() -> ctypes.CDLL | NativeUnavailable:
     try:
-        lib = build(SOURCE, "envs", libs=("-lm",))
+        lib = build(SOURCE, "envs", extra=("-lm",))
     except NativeUnavailable as e:
         return e
     for name, args in SIGNATURES.items():

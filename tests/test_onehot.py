@@ -143,3 +143,136 @@ def test_encoder_native_view_matches_the_one_hot_view():
     torch.testing.assert_close(
         fast.embed(None, obs, feats, reward), dense.embed(None, obs, feats, reward)
     )
+
+
+def _grid(rows, cells, channels, seed=0, empty=0.2, twos=0.05):
+    """Random grid views [rows, cells * channels] uint8: one channel per cell, some cells
+    empty, a few entries 2 (the map multiplies by the value)."""
+    g = torch.Generator().manual_seed(seed)
+    hot = torch.randint(0, channels, (rows, cells), generator=g)
+    grid = torch.zeros(rows, cells, channels, dtype=torch.uint8)
+    grid.scatter_(-1, hot.unsqueeze(-1), 1)
+    grid[torch.rand(rows, cells, generator=g) < empty] = 0
+    grid[torch.rand(rows, cells, channels, generator=g) < twos] = 2
+    return grid.reshape(rows, -1)
+
+
+def _plain_gated(obs, base, weight, gate):
+    """The gated view's map, a loop over rows and features, written from the definition."""
+    rows, (dim, vocab) = obs.shape[0], weight.shape
+    out = torch.zeros(rows, dim, dtype=torch.float64)
+    for r in range(rows):
+        x = torch.zeros(vocab, dtype=torch.float64)
+        if base is None:
+            x += obs[r].double()
+        else:
+            for j, c in enumerate(obs[r].tolist()):
+                x[int(base[j]) + c] += 1.0
+        for v in range(vocab):
+            g = 1.0 if gate is None else float(gate[r, v % gate.shape[1]].detach())
+            out[r] += x[v] * g * weight[:, v].double()
+    return out.float()
+
+
+@pytest.mark.parametrize("dim", [128, 45, 7])  # whole register tiles, a tail, only a tail
+@pytest.mark.parametrize("kind", ["grid", "codes", "grid-no-gate"])
+def test_view_linear_matches_the_plain_map_forward_and_backward(kind, dim):
+    if kind == "codes":
+        obs, base, channels = _minigrid_codes(2, 5).reshape(10, -1), BASE, 20
+    else:
+        obs, base, channels = _grid(10, 25, 6), None, 6
+    vocab = 980 if kind == "codes" else 150
+    weight = torch.randn(dim, vocab, requires_grad=True)
+    gate = None if kind == "grid-no-gate" else torch.rand(10, channels, requires_grad=True)
+    leaves = [weight] if gate is None else [weight, gate]
+    grad = torch.randn(10, dim)
+    y = onehot.view_linear(obs, base, weight, gate)
+    got = torch.autograd.grad(y, leaves, grad)
+    plain = _plain_gated(obs, base, weight.detach(), gate)
+    torch.testing.assert_close(y, plain, rtol=1e-5, atol=1e-4)
+    y_ref = onehot.view_linear_reference(obs, base, weight, gate)
+    want = torch.autograd.grad(y_ref, leaves, grad)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-4)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_view_linear_over_many_hot_features_and_threads():
+    """More hot features in a row than the kernel lists at a time (256), and 1 or 2 threads:
+    the same sums."""
+    obs = torch.ones(64, 600, dtype=torch.uint8)
+    obs[::3, ::7] = 0
+    weight = torch.randn(40, 600, requires_grad=True)
+    gate = torch.rand(64, 4, requires_grad=True)
+    grad = torch.randn(64, 40)
+    y_ref = onehot.view_linear_reference(obs, None, weight, gate)
+    want = torch.autograd.grad(y_ref, [weight, gate], grad)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y = onehot.view_linear(obs, None, weight, gate)
+            results.append((y, *torch.autograd.grad(y, [weight, gate], grad)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(results[0], results[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(results[0], (y_ref, *want)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_view_linear_refuses_bad_input_before_the_kernel_runs():
+    grid, weight, gate = _grid(3, 25, 6), torch.randn(8, 150), torch.rand(3, 6)
+    with pytest.raises(ValueError, match="150 features"):
+        onehot.view_linear(grid[:, :100], None, weight, gate)
+    with pytest.raises(ValueError, match="divide"):
+        onehot.view_linear(grid, None, weight, torch.rand(3, 7))
+    with pytest.raises(ValueError, match="gate of shape"):
+        onehot.view_linear(grid, None, weight, torch.rand(2, 6))
+    with pytest.raises(ValueError, match="integer"):
+        onehot.view_linear(grid.float(), None, weight, gate)
+    with pytest.raises(ValueError, match="float32"):
+        onehot.view_linear(grid, None, weight.double(), gate)
+    with pytest.raises(ValueError, match=r"0\.\.255"):
+        onehot.view_linear(grid.long() * 200, None, weight, gate)
+    codes = torch.tensor([[0, 5]], dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"outside \[0, 10\)"):  # 5 + 5 is feature 10
+        onehot.view_linear(codes, torch.tensor([0, 5]), torch.randn(8, 10), torch.rand(1, 2))
+
+
+def test_view_gate_heads_from_hot_indices_match_the_dense_heads():
+    """A PassiveMatch model (uint8 grid view, view gate, view pool): its outputs and every
+    gradient equal those of the same model built with the dense path."""
+    from rlgate.agents.actor_critic import ActorCritic
+    from rlgate.envs import make_vec
+
+    env = make_vec("rlgate/PassiveMatch-v0", 4, seed=0)
+    kinds = getattr(env, "observation_kinds", None)
+
+    def model(backend):
+        torch.manual_seed(3)
+        return ActorCritic(
+            env.single_observation_space, env.single_action_space, "ur-lstm", 16, 16,
+            {"backend": backend}, head_size=8, view_gate=True, policy_init_gain=1.0,
+            observation_kinds=kinds, view_pool=True,
+        )  # fmt: skip
+
+    fast, dense = model("auto"), model("pytorch")
+    assert fast._hot_heads() and not dense._hot_heads()
+    obs, _ = env.reset(seed=0)
+    t = 6
+    obs_t = {k: torch.stack([v] * t) for k, v in obs.items()}
+    prev_a = torch.randint(0, env.single_action_space.n, (t, 4))
+    prev_r, first = torch.randn(t, 4), torch.zeros(t, 4, dtype=torch.bool)
+    first[0] = True
+    outs = []
+    for m in (fast, dense):
+        p, v, _ = m(obs_t, prev_a, prev_r, first, m.initial_state(4))
+        (p.square().sum() + v.sum()).backward()
+        outs.append((p, v, {n: q.grad for n, q in m.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
+    assert outs[0][2].keys() == outs[1][2].keys()
+    for name, g in outs[0][2].items():
+        torch.testing.assert_close(g, outs[1][2][name], rtol=1e-4, atol=1e-5, msg=name)

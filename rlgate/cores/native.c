@@ -782,6 +782,10 @@ void gru_sequence_backward(int refine, int steps, int batch, int hidden, const f
   }
 }
 
+/* How a view arrives: none, a minigrid view's codes ([k] per row, entry j's one-hot starting
+ * at base[j]) or a grid ([vocab] per row, the per-cell channels flattened, usually 0/1). */
+enum { VIEW_NONE = 0, VIEW_CODES = 1, VIEW_GRID = 2 };
+
 /* 16 floats as one vector (GCC and Clang vector extensions, any alignment; one AVX-512
  * register, two AVX ones): the loops below gather rows through indices, which the compilers do
  * not vectorise on their own. A row of the one-hot kernels is cut into tiles of 64, 32 or 16
@@ -930,13 +934,231 @@ int onehot_backward(int64_t rows, int k, int64_t vocab, int dim, const uint8_t *
 }
 
 /* ------------------------------------------------------------------------------------------
+ * A view's features, optionally gated per channel, times a weight, from the view's nonzero
+ * entries alone (the training forward and backward of the view-gate heads and of a grid
+ * encoder): out[r, :] = sum over the hot features v of row r, in v order, of
+ * s(r, v) table[v, :], with s(r, v) = value(r, v) gate[r, v % C] (value(r, v) alone without a
+ * gate). A grid row's hot features are its nonzero entries (value: the entry); a codes row's
+ * are base[j] + codes[r, j] (value 1). With C channels per cell, feature v is channel v % C. */
+
+typedef struct {
+  int64_t rows, view, k, vocab, channels, dim;
+  const uint8_t *obs;   /* [rows, k] codes or [rows, vocab] grid (k == vocab) */
+  const int64_t *base;  /* VIEW_CODES: [k] */
+  const float *gate;    /* [rows, channels] or NULL */
+  const float *table;   /* [vocab, dim]: the weight transposed */
+} view_map;
+
+/* Hot features are listed HOT_CHUNK at a time (on the stack), so that the sums walk a list
+ * instead of branching on every feature of the view. */
+#define HOT_CHUNK 256
+
+/* The next hot features of row r from feature (grid) or entry (codes) *pos on, at most
+ * HOT_CHUNK: their table rows' offsets into idx, their values into x (before any gate) and
+ * their channels into ch; advances *pos. Returns how many. A grid is read 8 entries at a time,
+ * its nonzero ones found from a bit mask: no branch on each entry. */
+static int view_hot(const view_map *m, const int64_t r, int64_t *pos, int64_t *restrict idx,
+                    float *restrict x, int64_t *restrict ch) {
+  int n = 0;
+  int64_t p = *pos;
+  const int C = (int)m->channels;
+  if (m->view == VIEW_GRID) {
+    const uint8_t *ob = m->obs + r * m->vocab;
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
+    int wrap[15]; /* j % C for j < C + 7, where C < 8 */
+    for (int j = 0; j < 15; ++j) wrap[j] = j % C;
+    for (; p + 8 <= m->vocab && n + 8 <= HOT_CHUNK; p += 8) {
+      uint64_t w;
+      memcpy(&w, ob + p, sizeof w);
+      uint64_t nz = (((w & low7) + low7) | w) & ~low7; /* bit 7 of each nonzero byte */
+      const int c0 = (int)(p % C); /* the channel of entry p: one division a word */
+      for (; nz; nz &= nz - 1) {
+        const int b = __builtin_ctzll(nz) >> 3;
+        int c = c0 + b; /* < C + 7: reduced without a branch */
+        c = C >= 8 ? c - (c >= C) * C : wrap[c];
+        idx[n] = p + b, x[n] = (float)ob[p + b], ch[n++] = c;
+      }
+    }
+    for (; p < m->vocab && n < HOT_CHUNK && (p + 8 > m->vocab); ++p)
+      if (ob[p]) idx[n] = p, x[n] = (float)ob[p], ch[n++] = (int)p % C;
+  } else {
+    const uint8_t *ob = m->obs + r * m->k;
+    for (; p < m->k && n < HOT_CHUNK; ++p, ++n) {
+      idx[n] = m->base[p] + ob[p], x[n] = 1.0f;
+      ch[n] = (int)idx[n] % C;
+    }
+  }
+  *pos = p;
+  return n;
+}
+
+/* The next hot features of row r as view_hot lists them, with s (their values times their
+ * channels' gates) instead of values and channels. */
+static int view_hot_scaled(const view_map *m, const int64_t r, int64_t *pos,
+                           int64_t *restrict idx, float *restrict s) {
+  int64_t ch[HOT_CHUNK];
+  const int n = view_hot(m, r, pos, idx, s, ch);
+  if (m->gate) {
+    const float *gr = m->gate + r * m->channels;
+    for (int i = 0; i < n; ++i) s[i] *= gr[ch[i]];
+  }
+  return n;
+}
+
+/* o[0, 16 nv) (+)= sum over i < n of s[i] table[idx[i], d0 + 0 .. 16 nv) (= where first). */
+static inline __attribute__((always_inline)) void view_tile(
+    const int nv, const int first, const int n, const int64_t *restrict idx,
+    const float *restrict s, const float *restrict table, const int64_t dim,
+    float *restrict o) {
+  vec16 a[8];
+  for (int q = 0; q < nv; ++q) a[q] = first ? (vec16){0} : *(const vec16 *)(o + 16 * q);
+  for (int i = 0; i < n; ++i) {
+    const float *t = table + idx[i] * dim;
+    for (int q = 0; q < nv; ++q) a[q] += s[i] * *(const vec16 *)(t + 16 * q);
+  }
+  for (int q = 0; q < nv; ++q) *(vec16 *)(o + 16 * q) = a[q];
+}
+
+/* Rows [lo, hi) of view_forward into out [rows, dim]: out[r, :] = sum over the row's hot
+ * features, in order, of s table[v, :]. */
+static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, float *out) {
+  const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
+  int64_t idx[HOT_CHUNK];
+  float s[HOT_CHUNK];
+  for (int64_t r = lo; r < hi; ++r) {
+    float *o = out + r * dim;
+    int64_t pos = 0;
+    int first = 1;
+    do {
+      const int n = view_hot_scaled(m, r, &pos, idx, s);
+      int64_t d = 0;
+      for (; d + 128 <= dim; d += 128) view_tile(8, first, n, idx, s, m->table + d, dim, o + d);
+      if (d + 64 <= dim) view_tile(4, first, n, idx, s, m->table + d, dim, o + d), d += 64;
+      if (d + 32 <= dim) view_tile(2, first, n, idx, s, m->table + d, dim, o + d), d += 32;
+      if (d + 16 <= dim) view_tile(1, first, n, idx, s, m->table + d, dim, o + d), d += 16;
+      for (; d < dim; ++d) {
+        float acc = first ? 0.0f : o[d];
+        for (int i = 0; i < n; ++i) acc += s[i] * m->table[idx[i] * dim + d];
+        o[d] = acc;
+      }
+      first = 0;
+    } while (pos < end);
+  }
+}
+
+/* 0 if m's sizes and pointers are ones the view kernels can run and every index lies inside
+ * the table; -1 (a size or pointer), -2 (an index) otherwise. */
+static int view_check(const view_map *m) {
+  if (m->rows < 0 || m->k < 1 || m->vocab < 1 || m->channels < 1 || m->dim < 1) return -1;
+  if (m->vocab % m->channels || !m->obs || !m->table) return -1;
+  if (m->view == VIEW_GRID) return m->k == m->vocab ? 0 : -1;
+  if (m->view != VIEW_CODES || !m->base) return -1;
+  return onehot_in_range(m->rows, (int)m->k, m->vocab, m->obs, m->base) ? 0 : -2;
+}
+
+/* out [rows, dim] = the gated view times the table (see view_map). Returns 0, or
+ * view_check's code (writing nothing): the caller raises. Rows are split over torch's
+ * threads. */
+int view_forward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                 int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                 const float *table, float *out) {
+  const view_map m = {rows, view, k, vocab, channels, dim, obs, base, gate, table};
+  const int bad = view_check(&m);
+  if (bad || !out) return bad ? bad : -1;
+#ifdef _OPENMP
+#pragma omp parallel if (rows * k * dim >= PARALLEL_MIN)
+#endif
+  {
+    int64_t lo, hi;
+    my_share(rows, &lo, &hi);
+    view_rows(&m, lo, hi, out);
+  }
+  return 0;
+}
+
+/* The sum of a vector's 16 lanes, as a tree of halves (a chain of 15 scalar adds is the
+ * slowest part of a short dot product). */
+static inline float sum16(const vec16 a) {
+  typedef float vec8 __attribute__((vector_size(32)));
+  typedef float vec4 __attribute__((vector_size(16)));
+  const vec8 h8 = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+  const vec4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) +
+                  __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
+
+/* dot(g[0, dim), table[v, :]). */
+static inline float view_dot(const view_map *m, const int64_t v, const float *restrict g) {
+  const float *t = m->table + v * m->dim;
+  vec16 acc = {0};
+  int64_t d = 0;
+  for (; d + 16 <= m->dim; d += 16) acc += *(const vec16 *)(g + d) * *(const vec16 *)(t + d);
+  float sum = sum16(acc);
+  for (; d < m->dim; ++d) sum += g[d] * t[d];
+  return sum;
+}
+
+/* Row r of view_backward: grad[v, :] += s g for its hot features v in [lo, hi), and where
+ * grad_gate is not NULL, grad_gate[c] = sum over its hot features v of channel c of
+ * value(r, v) dot(g, table[v, :]) (g: the row's output gradient). */
+static void view_backward_row(const view_map *m, const int64_t r, const int64_t lo,
+                              const int64_t hi, const float *restrict g, float *restrict grad,
+                              float *restrict grad_gate) {
+  const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
+  int64_t idx[HOT_CHUNK], ch[HOT_CHUNK], pos = 0;
+  float x[HOT_CHUNK];
+  const float *gr = m->gate ? m->gate + r * m->channels : NULL;
+  if (grad_gate) memset(grad_gate, 0, (size_t)m->channels * sizeof(float));
+  do {
+    const int n = view_hot(m, r, &pos, idx, x, ch);
+    for (int i = 0; i < n; ++i) {
+      if (idx[i] < lo || idx[i] >= hi) continue;
+      const float s = gr ? x[i] * gr[ch[i]] : x[i];
+      float *t = grad + idx[i] * dim;
+      int64_t d = 0;
+      for (; d + 16 <= dim; d += 16) *(vec16 *)(t + d) += s * *(const vec16 *)(g + d);
+      for (; d < dim; ++d) t[d] += s * g[d];
+    }
+    if (grad_gate)
+      for (int i = 0; i < n; ++i) grad_gate[ch[i]] += x[i] * view_dot(m, idx[i], g);
+  } while (pos < end);
+}
+
+/* The backward of view_forward for grad_out [rows, dim]: grad_table [vocab, dim] += the table's
+ * gradient (rows in order; each thread owns a range of table rows and scans every row, so the
+ * sums do not depend on the thread count), and, with a gate, grad_gate [rows, channels] = the
+ * gate's (written; NULL without a gate). Returns 0, or view_check's code (writing nothing). */
+int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                  int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                  const float *table, const float *grad_out, float *grad_table,
+                  float *grad_gate) {
+  const view_map m = {rows, view, k, vocab, channels, dim, obs, base, gate, table};
+  const int bad = view_check(&m);
+  if (bad) return bad;
+  if (!grad_out || !grad_table || (gate && !grad_gate) || (!gate && grad_gate)) return -1;
+#ifdef _OPENMP
+#pragma omp parallel if (rows * k * dim >= 4 * PARALLEL_MIN)
+#endif
+  {
+    int64_t lo, hi, rlo, rhi;
+    my_share(vocab, &lo, &hi);
+    my_share(rows, &rlo, &rhi);
+    for (int64_t r = 0; r < rows; ++r) {
+      float *gg = grad_gate && r >= rlo && r < rhi ? grad_gate + r * channels : NULL;
+      view_backward_row(&m, r, lo, hi, grad_out + r * dim, grad_table, gg);
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
  * The actor-critic's acting step (rlgate.agents.fused_step): encoder, one core step and the
  * two heads of N envs in one call, where acting runs them module by module as some fifty
  * small PyTorch ops. Every stage works on whole rows, so that the envs are split over torch's
  * OpenMP threads in MR-row blocks, each thread running every stage for its rows, and a row's
  * arithmetic does not depend on the split. */
 
-enum { VIEW_NONE = 0, VIEW_CODES = 1, VIEW_GRID = 2 };
 enum { CORE_LSTM = 0, CORE_GRU = 1 };
 
 /* What policy_step reads and writes (rlgate.agents.fused_step.Args mirrors it). Weights are
@@ -1002,32 +1224,6 @@ int64_t policy_step_work(const policy_step_args *s) {
   return (int64_t)((size_t)s->n * step_row_work(s));
 }
 
-/* out[b, :] = sum over j < V with g[b, j] != 0 of g[b, j] table[j, :] (in j order) for rows
- * b < n: a grid view's map from its nonzero cells alone (g: [n, V], table: [V, dim]). */
-static void grid_rows(const int n, const int V, const int dim, const uint8_t *g,
-                      const float *table, float *out) {
-  int idx[V];
-  for (int b = 0; b < n; ++b) {
-    const uint8_t *gb = g + (size_t)b * V;
-    float *o = out + (size_t)b * dim;
-    int m = 0;
-    for (int j = 0; j < V; ++j)
-      if (gb[j]) idx[m++] = j;
-    int d = 0;
-    for (; d + 16 <= dim; d += 16) {
-      vec16 acc = {0};
-      for (int i = 0; i < m; ++i)
-        acc += (float)gb[idx[i]] * *(const vec16 *)(table + (size_t)idx[i] * dim + d);
-      *(vec16 *)(o + d) = acc;
-    }
-    for (; d < dim; ++d) {
-      float acc = 0.0f;
-      for (int i = 0; i < m; ++i) acc += (float)gb[idx[i]] * table[(size_t)idx[i] * dim + d];
-      o[d] = acc;
-    }
-  }
-}
-
 /* out[b, j] = bias[j] + sum_k x[b, k] w[j, k]: x [B, K], w [N, K] (each output's weights
  * contiguous), out [B, N]. For outputs too few for small_matmul's column tiles (a policy's
  * logits and the value): a dot product per output, 16 products at a time. */
@@ -1082,7 +1278,8 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
   if (s->view == VIEW_CODES) {
     onehot_rows(0, n, (int)s->k, s->vocab, E, ov, s->base, s->table, x);
   } else if (s->view == VIEW_GRID) {
-    grid_rows(n, (int)V, E, ov, s->table, x);
+    const view_map m = {n, VIEW_GRID, s->k, s->vocab, s->channels, E, ov, NULL, NULL, s->table};
+    view_rows(&m, 0, n, x);
   }
   small_matmul(n, F, E, s->e + (size_t)lo * F, s->w_extra, s->b_extra, 0, xw);
   if (s->view == VIEW_NONE) {

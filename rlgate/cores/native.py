@@ -43,6 +43,12 @@ FLAGS = (
     "-fno-trapping-math",
     "-fPIC",
 )
+#: The gate kernels' own flag: a multiply and an add may fuse into one FMA (ISO C, -std=c11,
+#: forbids it by default). Their matmuls, polynomials and sums then round once where they
+#: rounded twice: ~1.3x on the recurrences (scripts/bench_cores.py), results within float
+#: rounding of the unfused ones. The env kernels keep ISO C's rule: their results must equal
+#: the torch path bit for bit.
+CORE_FLAGS = ("-ffp-contract=fast",)
 #: Tried in order until one compiles: this CPU's instructions, with its widest vectors where it
 #: has AVX-512 (GCC and Clang prefer 256-bit ones there unless told; the kernels' register
 #: tiles are sized for 512: ~1.4x on the recurrences), then without, then portable code.
@@ -67,10 +73,12 @@ SIGNATURES = {
     "gru_sequence_backward": (_I, _I, _I, _I, *[_P] * 11),
 }
 _L = ctypes.c_int64
-#: the kernels that check their indices and return 0, or -1 for one out of range
+#: the kernels that check what they are handed and return 0, or a negative code (nothing written)
 CHECKED = {
     "onehot_forward": (_L, _I, _L, _I, _P, _P, _P, _P),
     "onehot_backward": (_L, _I, _L, _I, _P, _P, _P, _P),
+    "view_forward": (*[_L] * 6, *[_P] * 5),
+    "view_backward": (*[_L] * 6, *[_P] * 7),
 }
 
 
@@ -133,7 +141,7 @@ def torch_libgomp() -> bool:
     return len(runtimes) == 1 and os.path.basename(next(iter(runtimes))) == "libgomp.so.1"
 
 
-def _compile(cc: str, target: Path, source: Path = SOURCE, libs: tuple[str, ...] = ()) -> None:
+def _compile(cc: str, target: Path, source: Path = SOURCE, extra: tuple[str, ...] = ()) -> None:
     """Compile source into target, atomically (temp file + rename): safe under parallel ranks."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
@@ -143,7 +151,7 @@ def _compile(cc: str, target: Path, source: Path = SOURCE, libs: tuple[str, ...]
         openmp = (OPENMP_FLAGS, ()) if torch_libgomp() else ((),)
         for omp in openmp:
             for arch in ARCH_CHOICES:  # x86 and arm64 GCC/Clang flags
-                cmd = [cc, *FLAGS, *omp, *arch, "-shared", str(source), "-o", tmp, *libs]
+                cmd = [cc, *FLAGS, *omp, *arch, "-shared", str(source), "-o", tmp, *extra]
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
                 if out.returncode == 0:
                     os.replace(tmp, target)
@@ -158,9 +166,10 @@ def _compile(cc: str, target: Path, source: Path = SOURCE, libs: tuple[str, ...]
             os.unlink(tmp)
 
 
-def build(source: Path, name: str, libs: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """Compile a C file (once per source, compiler and CPU: cached under ``cache_dir()`` as
-    ``{name}-{key}.so``) and load it; raises NativeUnavailable saying why where it can't be."""
+def build(source: Path, name: str, extra: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Compile a C file (once per source, flags, compiler and CPU: cached under ``cache_dir()``
+    as ``{name}-{key}.so``) with ``extra`` arguments after FLAGS (flags, libraries) and load
+    it; raises NativeUnavailable saying why where it can't be."""
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler found (set $CC, or install gcc or clang)")
@@ -168,7 +177,7 @@ def build(source: Path, name: str, libs: tuple[str, ...] = ()) -> ctypes.CDLL:
         b"\0".join(
             [
                 source.read_bytes(),
-                " ".join((*FLAGS, *libs)).encode(),
+                " ".join((*FLAGS, *extra)).encode(),
                 repr(ARCH_CHOICES).encode(),
                 str(torch_libgomp()).encode(),
                 _compiler_id(cc).encode(),
@@ -179,7 +188,7 @@ def build(source: Path, name: str, libs: tuple[str, ...] = ()) -> ctypes.CDLL:
     path = cache_dir() / f"{name}-{key}.so"
     if not path.exists():
         t0 = time.perf_counter()
-        _compile(cc, path, source, libs)
+        _compile(cc, path, source, extra)
         log.info("compiled %s in %.2fs: %s", source.name, time.perf_counter() - t0, path)
     try:
         return ctypes.CDLL(str(path))
@@ -190,7 +199,7 @@ def build(source: Path, name: str, libs: tuple[str, ...] = ()) -> ctypes.CDLL:
 @functools.cache
 def _load() -> ctypes.CDLL | NativeUnavailable:
     try:
-        lib = build(SOURCE, "native")
+        lib = build(SOURCE, "native", CORE_FLAGS)
     except NativeUnavailable as e:
         return e
     for name, args in SIGNATURES.items():
