@@ -1019,16 +1019,17 @@ static inline __attribute__((always_inline)) void view_tile(
   for (int q = 0; q < nv; ++q) *(vec16 *)(o + 16 * q) = a[q];
 }
 
-/* Rows [lo, hi) of view_forward into out [rows, dim]: out[r, :] = sum over the row's hot
- * features, in order, of s table[v, :]. */
-static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, float *out) {
+/* Rows [lo, hi) of view_forward into out [rows, dim]: out[r, :] (+ where add) = sum over the
+ * row's hot features, in order, of s table[v, :]. */
+static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, const int add,
+                      float *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
   int64_t idx[HOT_CHUNK];
   float s[HOT_CHUNK];
   for (int64_t r = lo; r < hi; ++r) {
     float *o = out + r * dim;
     int64_t pos = 0;
-    int first = 1;
+    int first = !add;
     do {
       const int n = view_hot_scaled(m, r, &pos, idx, s);
       int64_t d = 0;
@@ -1071,7 +1072,7 @@ int view_forward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t c
   {
     int64_t lo, hi;
     my_share(rows, &lo, &hi);
-    view_rows(&m, lo, hi, out);
+    view_rows(&m, lo, hi, 0, out);
   }
   return 0;
 }
@@ -1279,7 +1280,7 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
     onehot_rows(0, n, (int)s->k, s->vocab, E, ov, s->base, s->table, x);
   } else if (s->view == VIEW_GRID) {
     const view_map m = {n, VIEW_GRID, s->k, s->vocab, s->channels, E, ov, NULL, NULL, s->table};
-    view_rows(&m, 0, n, x);
+    view_rows(&m, 0, n, 0, x);
   }
   small_matmul(n, F, E, s->e + (size_t)lo * F, s->w_extra, s->b_extra, 0, xw);
   if (s->view == VIEW_NONE) {
@@ -1288,7 +1289,7 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
 #pragma omp simd
     for (size_t j = 0; j < (size_t)n * E; ++j) x[j] += xw[j];
   }
-  if (s->view != VIEW_NONE && (s->w_pool || s->gate)) step_dense_view(s, ov, n, view);
+  if (s->w_pool) step_dense_view(s, ov, n, view);
   if (s->w_pool) {
     for (int b = 0; b < n; ++b) {
       float *cb = counts + (size_t)b * C;
@@ -1318,23 +1319,26 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
   }
 
   /* the heads */
-  const float *feat = x;
+  const float *last = y; /* the last layer's input: y, or the MLP heads' units */
   if (s->gate) {
+    /* the first layer over [h, view * gate]: h's rows of w1 by a matmul, the gated view's
+     * (w1's last V rows, a table) summed from the view's nonzero features alone */
     small_matmul(n, H, C, h1, s->w_gate, s->b_gate, 0, gate);
 #pragma omp simd
     for (size_t j = 0; j < (size_t)n * C; ++j) gate[j] = sigmoid_f(gate[j]);
-    for (int b = 0; b < n; ++b)
-      for (size_t j = 0; j < V; ++j) view[b * V + j] *= gate[(size_t)b * C + j % C];
-    feat = view;
+    small_matmul(n, H, 2 * Hd, h1, s->w1, s->b1, 0, hid);
+    const view_map m = {n,  s->view, s->k, s->vocab, C, 2 * Hd, ov, s->base, gate,
+                        s->w1 + (size_t)H * 2 * Hd};
+    view_rows(&m, 0, n, 1, hid);
+  } else {
+    const size_t fw = D - H; /* the encoder features' width beside h */
+    for (int b = 0; b < n; ++b) {
+      memcpy(y + b * D, h1 + (size_t)b * H, H * sizeof(float));
+      if (fw) memcpy(y + b * D + H, x + b * fw, fw * sizeof(float));
+    }
+    if (Hd) small_matmul(n, (int)D, 2 * Hd, y, s->w1, s->b1, 0, hid);
   }
-  const size_t fw = D - H; /* feat's width */
-  for (int b = 0; b < n; ++b) {
-    memcpy(y + b * D, h1 + (size_t)b * H, H * sizeof(float));
-    if (fw) memcpy(y + b * D + H, feat + b * fw, fw * sizeof(float));
-  }
-  const float *last = y; /* the last layer's input: y, or the MLP heads' units */
   if (Hd) {
-    small_matmul(n, (int)D, 2 * Hd, y, s->w1, s->b1, 0, hid);
 #pragma omp simd
     for (size_t j = 0; j < (size_t)n * 2 * Hd; ++j) hid[j] = tanh_f(hid[j]);
     last = hid;
