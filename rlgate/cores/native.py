@@ -45,7 +45,7 @@ FLAGS = (
 )
 #: The gate kernels' own flag: a multiply and an add may fuse into one FMA (ISO C, -std=c11,
 #: forbids it by default). Their matmuls, polynomials and sums then round once where they
-#: rounded twice: ~1.3x on the recurrences (scripts/bench_cores.py), results within float
+#: rounded twice: ~1.3x on the recurrences (docs/benchmarks.md), results within float
 #: rounding of the unfused ones. The env kernels keep ISO C's rule: their results must equal
 #: the torch path bit for bit.
 CORE_FLAGS = ("-ffp-contract=fast",)
