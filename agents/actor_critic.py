@@ -215,9 +215,8 @@ class ActorCritic(nn.Module):
             y = torch.cat([y, (view * gate).flatten(-2)], dim=-1)
         elif self.head_size:
             y = torch.cat([y, x], dim=-1)
-        if self.head_size and not fused_step.forward_hooked(
-            [*self.policy.modules(), *self.value.modules()]
-        ):
+        heads = [*self.policy.modules(), *self.value.modules()]
+        if self.head_size and not fused_step.forward_hooked(heads):
             return (*self._mlp_heads(y), state, core_out)
         return self.policy(y), self.value(y).squeeze(-1), state, core_out
 
@@ -229,7 +228,13 @@ class ActorCritic(nn.Module):
         view-gate model; the native acting step packs the same weights). -> (policy outputs
         [T, B, P], values [T, B])."""
         w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
-        out = F.linear(torch.tanh(F.linear(y, w1, b1)), w2, b2)
+        return self._head_outputs(F.linear(y, w1, b1), w2, b2)
+
+    @staticmethod
+    def _head_outputs(first: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+        """The stacked heads after their first layer's pre-activations [T, B, 2N]: tanh, the
+        block-diagonal last layer, split into (policy outputs [T, B, P], values [T, B])."""
+        out = F.linear(torch.tanh(first), w2, b2)
         return out[..., :-1], out[..., -1]
 
     def _hot_heads(self) -> bool:
@@ -251,8 +256,7 @@ class ActorCritic(nn.Module):
         first = F.linear(core_out, w1[:, :hid], b1) + self.encoder.hot_linear(
             obs, w1[:, hid:], gate
         )
-        out = F.linear(torch.tanh(first), w2, b2)
-        return out[..., :-1], out[..., -1]
+        return self._head_outputs(first, w2, b2)
 
     @torch.no_grad()
     def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:

@@ -32,9 +32,7 @@ def one_hot_linear_reference(codes: Tensor, base: Tensor, weight: Tensor) -> Ten
     """codes [.., K] (entry j's one-hot starts at feature base[j]: feature base[j] + codes[.., j]
     is hot), base [K], weight [D, V] -> [.., D]: (the count of each feature among the K hot
     ones) @ weight^T. With distinct hot features per row, that count is the one-hot."""
-    idx = base + codes.long()
-    counts = F.one_hot(idx, weight.shape[1]).sum(-2).to(weight.dtype)
-    return counts @ weight.t()
+    return _dense_view(codes, base, weight.shape[1]).to(weight.dtype) @ weight.t()
 
 
 def _checked(code: int, codes: Tensor, base: Tensor, vocab: int) -> None:
@@ -83,6 +81,31 @@ class _OneHotLinear(torch.autograd.Function):
         return None, None, grad.t()
 
 
+def _native_inputs(
+    name: str, obs: Tensor, base: Tensor | None, weight: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """obs [.., K] (codes with base [K], or a grid of V = weight.shape[1] features with base
+    None) and base as native.c reads them: ([rows, K] uint8 contiguous, contiguous base).
+    ValueError, prefixed with ``name``, for anything it can't read."""
+    if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        raise ValueError(
+            f"{name}: a 2-D float32 CPU weight, got {weight.dtype} "
+            f"{tuple(weight.shape)} on {weight.device}"
+        )
+    if obs.device.type != "cpu" or obs.dtype.is_floating_point or obs.dtype == torch.bool:
+        raise ValueError(f"{name}: integer CPU codes or view, got {obs.dtype} on {obs.device}")
+    k = obs.shape[-1]
+    if base is None and k != weight.shape[1]:
+        raise ValueError(f"{name}: a grid of {weight.shape[1]} features per row, got {k}")
+    if base is not None and (base.shape != (k,) or base.dtype != torch.int64 or base.is_cuda):
+        raise ValueError(f"{name}: base must be a CPU int64 tensor of shape ({k},)")
+    if obs.dtype != torch.uint8:
+        if obs.numel() and (int(obs.min()) < 0 or int(obs.max()) > 255):
+            raise ValueError(f"{name}: codes and view entries must lie in 0..255")
+        obs = obs.to(torch.uint8)
+    return obs.reshape(-1, k).contiguous(), None if base is None else base.contiguous()
+
+
 def native_applies(weight: Tensor) -> bool:
     """Whether ``one_hot_linear`` runs natively for this weight: float32 on the CPU, and the
     native kernels build here."""
@@ -98,26 +121,12 @@ def one_hot_linear(codes: Tensor, base: Tensor, weight: Tensor) -> Tensor:
         ValueError: an index outside [0, V), or tensors native.c can't read (checked before
             any pointer is handed over).
     """
-    k = codes.shape[-1]
-    if codes.device.type != "cpu" or codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        raise ValueError(f"one_hot_linear: integer CPU codes, got {codes.dtype} on {codes.device}")
-    if base.shape != (k,) or base.dtype != torch.int64 or base.device.type != "cpu":
-        raise ValueError(f"one_hot_linear: base must be a CPU int64 tensor of shape ({k},)")
-    if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError(
-            f"one_hot_linear: a 2-D float32 CPU weight, got {weight.dtype} "
-            f"{tuple(weight.shape)} on {weight.device}"
-        )
-    if codes.dtype != torch.uint8:
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > 255):
-            raise ValueError("one_hot_linear: codes must lie in 0..255")
-        codes = codes.to(torch.uint8)
+    flat, base = _native_inputs("one_hot_linear", codes, base, weight)
     lead = codes.shape[:-1]
-    flat = codes.reshape(-1, k).contiguous()
     # without a gradient to take (acting), the kernel alone: the autograd Function's machinery
     # costs about as much as a 64-env step's arithmetic
     run = _OneHotLinear.apply if torch.is_grad_enabled() and weight.requires_grad else _forward
-    return run(flat, base.contiguous(), weight).reshape(*lead, weight.shape[0])
+    return run(flat, base, weight).reshape(*lead, weight.shape[0])
 
 
 def _dense_view(obs: Tensor, base: Tensor | None, vocab: int) -> Tensor:
@@ -207,19 +216,9 @@ def view_linear(
         ValueError: an index outside [0, V), or tensors native.c can't read (checked before
             any pointer is handed over).
     """
-    dim, vocab = weight.shape if weight.dim() == 2 else (0, 0)
-    if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError(
-            f"view_linear: a 2-D float32 CPU weight, got {weight.dtype} "
-            f"{tuple(weight.shape)} on {weight.device}"
-        )
-    if obs.device.type != "cpu" or obs.dtype.is_floating_point or obs.dtype == torch.bool:
-        raise ValueError(f"view_linear: an integer CPU view, got {obs.dtype} on {obs.device}")
-    k, lead = obs.shape[-1], obs.shape[:-1]
-    if base is None and k != vocab:
-        raise ValueError(f"view_linear: a grid of {vocab} features per row, got {k}")
-    if base is not None and (base.shape != (k,) or base.dtype != torch.int64 or base.is_cuda):
-        raise ValueError(f"view_linear: base must be a CPU int64 tensor of shape ({k},)")
+    flat, base = _native_inputs("view_linear", obs, base, weight)
+    dim, vocab = weight.shape
+    lead = obs.shape[:-1]
     if gate is not None:
         c = gate.shape[-1]
         if gate.dtype != torch.float32 or gate.device.type != "cpu" or gate.shape[:-1] != lead:
@@ -230,11 +229,4 @@ def view_linear(
         if c < 1 or vocab % c:
             raise ValueError(f"view_linear: {c} gate channels do not divide {vocab} features")
         gate = gate.reshape(-1, c).contiguous()
-    if obs.dtype != torch.uint8:
-        if obs.numel() and (int(obs.min()) < 0 or int(obs.max()) > 255):
-            raise ValueError("view_linear: the view's entries must lie in 0..255")
-        obs = obs.to(torch.uint8)
-    flat = obs.reshape(-1, k).contiguous()
-    base = None if base is None else base.contiguous()
-    out = _ViewLinear.apply(flat, base, weight, gate)
-    return out.reshape(*lead, dim)
+    return _ViewLinear.apply(flat, base, weight, gate).reshape(*lead, dim)

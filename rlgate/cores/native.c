@@ -979,8 +979,9 @@ static int view_hot(const view_map *m, const int64_t r, int64_t *pos, int64_t *r
         idx[n] = p + b, x[n] = (float)ob[p + b], ch[n++] = c;
       }
     }
-    for (; p < m->vocab && n < HOT_CHUNK && (p + 8 > m->vocab); ++p)
-      if (ob[p]) idx[n] = p, x[n] = (float)ob[p], ch[n++] = (int)p % C;
+    if (p + 8 > m->vocab) /* the last vocab % 8 entries (not a stop at HOT_CHUNK) */
+      for (; p < m->vocab && n < HOT_CHUNK; ++p)
+        if (ob[p]) idx[n] = p, x[n] = (float)ob[p], ch[n++] = (int)p % C;
   } else {
     const uint8_t *ob = m->obs + r * m->k;
     for (; p < m->k && n < HOT_CHUNK; ++p, ++n) {
@@ -1186,7 +1187,8 @@ typedef struct {
   const float *w_ih, *b_ih;       /* [E, G], [G] */
   const float *w_hh, *b_hh;       /* [H, G], [G] (CORE_GRU) or NULL */
   const float *w_gate, *b_gate;   /* [H, channels], [channels] */
-  const float *w1, *b1;           /* MLP heads: [D, 2 Hd], [2 Hd], policy's units then value's */
+  const float *w1, *b1;           /* MLP heads: [in, 2 Hd], [2 Hd], policy's units then value's
+                                     (in: H + E, or H + vocab with the view gate) */
   const float *w2, *b2;           /* [P + 1, 2 Hd] (out, in; block diagonal: the policy's
                                      outputs read its units, the value its own) or linear
                                      heads' [P + 1, D]; [P + 1] */
@@ -1205,9 +1207,10 @@ static size_t step_gates(const policy_step_args *s) {
   return lstm_width((int)s->mode, (int)s->hidden, (int)s->chunk);
 }
 
-/* The heads' input width D: [h, view * gate] or [h, x] for MLP heads, h for linear ones. */
+/* The width D of the heads' input as a buffer: [h, x] for MLP heads, h for linear ones; none
+ * for the view-gate heads, which read h and the view's nonzero features directly. */
 static size_t step_head_input(const policy_step_args *s) {
-  if (s->gate) return (size_t)(s->hidden + s->vocab);
+  if (s->gate) return 0;
   return (size_t)(s->head ? s->hidden + s->enc : s->hidden);
 }
 
@@ -1289,8 +1292,8 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
 #pragma omp simd
     for (size_t j = 0; j < (size_t)n * E; ++j) x[j] += xw[j];
   }
-  if (s->w_pool) step_dense_view(s, ov, n, view);
   if (s->w_pool) {
+    step_dense_view(s, ov, n, view);
     for (int b = 0; b < n; ++b) {
       float *cb = counts + (size_t)b * C;
       memset(cb, 0, C * sizeof(float));
