@@ -172,6 +172,8 @@ def _view_args(obs: Tensor, base: Tensor | None, gate: Tensor | None, dim: int, 
 def _view_checked(code: int, what: str, vocab: int) -> None:
     if code == -2:
         raise ValueError(f"view_linear: a hot index outside [0, {vocab})")
+    if code == -3:
+        raise MemoryError("view_linear: out of memory for the hot-feature lists")
     if code != 0:
         raise ValueError(f"view_linear: {what} the native kernel can't run")
 

@@ -13,6 +13,7 @@ from rlgate.agents.distributions import CategoricalDist, log_softmax_columns
 from rlgate.agents.learner import Learner
 from rlgate.agents.rollout import Rollout
 from rlgate.agents.seen import seen_loss
+from rlgate.cores import native
 from rlgate.returns import gae
 
 #: the terms a PPO loss function returns, in this order
@@ -100,6 +101,61 @@ class _CategoricalPPO(torch.autograd.Function):
         return d_logits.t(), diff * (d_value / n), None, None, None, None, None
 
 
+class _NativeCategoricalPPO(torch.autograd.Function):
+    """``_CategoricalPPO`` on the CPU in float32: the terms and their gradient in one native.c
+    call each (``ppo_categorical_forward``/``_backward``) after torch's log-softmax (acting's
+    op, so that the first epoch's ratios are exactly 1). Sums run in double."""
+
+    @staticmethod
+    def forward(ctx, logits, values, actions, old_logp, advantages, returns, clip_coef, stats):
+        n, n_act = logits.shape
+        logp_all = log_softmax_columns(logits).contiguous()  # [A, N]
+        actions, values, returns = actions.contiguous(), values.contiguous(), returns.contiguous()
+        kept, ent = logits.new_empty(n), logits.new_empty(n)
+        terms = torch.empty(5, dtype=torch.float64)
+        code = native.library().ppo_categorical_forward(
+            n, n_act, logp_all.data_ptr(), actions.data_ptr(), old_logp.contiguous().data_ptr(),
+            advantages.contiguous().data_ptr(), None if stats is None else stats.data_ptr(),
+            values.data_ptr(), returns.data_ptr(), clip_coef, kept.data_ptr(), ent.data_ptr(),
+            terms.data_ptr(),
+        )  # fmt: skip
+        _loss_checked(code, n_act)
+        ctx.save_for_backward(logp_all, actions, kept, ent, values, returns)
+        out = tuple(logits.new_tensor(t) for t in terms.tolist())
+        ctx.mark_non_differentiable(out[3], out[4])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_policy, d_value, d_entropy, _kl, _clip):
+        logp_all, actions, kept, ent, values, returns = ctx.saved_tensors
+        n_act, n = logp_all.shape
+        d_logits, d_values = logp_all.new_empty(n, n_act), values.new_empty(n)
+        code = native.library().ppo_categorical_backward(
+            n, n_act, logp_all.data_ptr(), actions.data_ptr(), kept.data_ptr(), ent.data_ptr(),
+            values.data_ptr(), returns.data_ptr(), float(d_policy), float(d_value),
+            float(d_entropy), d_logits.data_ptr(), d_values.data_ptr(),
+        )  # fmt: skip
+        _loss_checked(code, n_act)
+        return d_logits, d_values, None, None, None, None, None, None
+
+
+def _loss_checked(code: int, n_act: int) -> None:
+    if code == -2:
+        raise ValueError(f"categorical_ppo_loss: an action outside [0, {n_act})")
+    if code != 0:
+        raise ValueError("categorical_ppo_loss: sizes or pointers the native kernel can't read")
+
+
+def _native_loss_applies(logits, values, actions, old_logp, advantages, returns) -> bool:
+    """Whether ``categorical_ppo_loss`` runs natively: CPU tensors, float32 but for the int64
+    actions, and the native kernels build here."""
+    floats = (logits, values, old_logp, advantages, returns)
+    cpu = all(t.device.type == "cpu" for t in (*floats, actions))
+    typed = all(t.dtype == torch.float32 for t in floats) and actions.dtype == torch.int64
+    return cpu and typed and native.available()[0]
+
+
 def categorical_ppo_loss(
     logits: Tensor,
     values: Tensor,
@@ -112,13 +168,21 @@ def categorical_ppo_loss(
 ) -> dict[str, Tensor]:
     """``ppo_loss`` for a Categorical policy over ``logits`` [T, B, A] (actions [T, B] long,
     the rest as there), with the same terms and the gradient written out: equal to
-    ``ppo_loss(Categorical(logits=logits), ...)`` up to the order of float sums."""
+    ``ppo_loss(Categorical(logits=logits), ...)`` up to the order of float sums. On the CPU in
+    float32, one native call forward and one backward (``_NativeCategoricalPPO``); elsewhere
+    a dozen torch ops (``_CategoricalPPO``)."""
     flat = lambda x: x.reshape(-1)  # noqa: E731
-    adv = _normalised(advantages, adv_stats)
-    terms = _CategoricalPPO.apply(
-        logits.reshape(-1, logits.shape[-1]), flat(values), flat(actions), flat(old_logp),
-        flat(adv), flat(returns), clip_coef,
-    )  # fmt: skip
+    rows = logits.reshape(-1, logits.shape[-1])
+    tensors = (flat(values), flat(actions), flat(old_logp), flat(advantages), flat(returns))
+    if _native_loss_applies(rows, *tensors):
+        stats = None
+        if adv_stats is not None:
+            stats = torch.stack([s.detach().reshape(()) for s in adv_stats]).float().cpu()
+        terms = _NativeCategoricalPPO.apply(rows, *tensors, clip_coef, stats)
+    else:
+        values_, actions_, old_logp_, advantages_, returns_ = tensors
+        adv = _normalised(advantages_, adv_stats)
+        terms = _CategoricalPPO.apply(rows, values_, actions_, old_logp_, adv, returns_, clip_coef)
     return dict(zip(LOSS_TERMS, terms))
 
 

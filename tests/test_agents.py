@@ -562,3 +562,28 @@ def test_a_rollouts_episode_statistics_are_the_envs_in_order(env_id, device):
     assert set(log.stats) == set(want)
     for k, values in want.items():
         torch.testing.assert_close(log.stats[k], torch.tensor(values), equal_nan=True)
+
+
+def test_native_categorical_ppo_loss_first_ratio_and_bad_actions():
+    """The native loss (CPU float32) sees acting's log-probabilities exactly: with old log-probs
+    from ``log_softmax_columns`` every ratio is 1, so the KL and clip fraction are 0 and the
+    policy loss is minus the mean normalised advantage; an action outside the policy's range
+    is refused, not read out of bounds."""
+    from rlgate.agents.distributions import log_softmax_columns
+    from rlgate.agents.ppo import _native_loss_applies
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 16, 5, generator=g)
+    actions = torch.randint(0, 5, (64, 16), generator=g)
+    old_logp = log_softmax_columns(logits).gather(0, actions.reshape(1, -1)).reshape(64, 16)
+    adv, values, returns = (torch.randn(64, 16, generator=g) for _ in range(3))
+    flat = [t.reshape(-1) for t in (values, actions, old_logp, adv, returns)]
+    assert _native_loss_applies(logits.reshape(-1, 5), *flat)
+    out = categorical_ppo_loss(logits, values, actions, old_logp, adv, returns, 0.2)
+    assert out["approx_kl"].item() == 0.0 and out["clip_fraction"].item() == 0.0
+    norm = (adv - adv.mean()) / (adv.std() + 1e-8)
+    torch.testing.assert_close(out["policy"], -norm.mean(), rtol=0, atol=1e-6)
+    bad = actions.clone()
+    bad[3, 4] = 5
+    with pytest.raises(ValueError, match="outside"):
+        categorical_ppo_loss(logits, values, bad, old_logp, adv, returns, 0.2)

@@ -17,9 +17,14 @@
  *               F = cumax(z_f~), I = 1 - cumax(z_i~), broadcast over chunks of units
  * and h = o tanh(c) for the LSTMs. u = tanh(z_u), every other gate a sigmoid.
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -947,74 +952,94 @@ typedef struct {
   const int64_t *base;  /* VIEW_CODES: [k] */
   const float *gate;    /* [rows, channels] or NULL */
   const float *table;   /* [vocab, dim]: the weight transposed */
+  uint64_t cmod;        /* view_channel's constant for channels */
 } view_map;
+
+static view_map view_map_of(int64_t rows, int64_t view, int64_t k, int64_t vocab,
+                            int64_t channels, int64_t dim, const uint8_t *obs,
+                            const int64_t *base, const float *gate, const float *table) {
+  /* Lemire's remainder by a constant: v % C from two multiplies, exact for every 32-bit v
+   * (C = 1 wraps to 0, which gives 0) */
+  const uint64_t cmod = channels > 0 ? UINT64_MAX / (uint64_t)channels + 1 : 0;
+  return (view_map){rows, view, k, vocab, channels, dim, obs, base, gate, table, cmod};
+}
+
+/* Feature v's channel, v % C. */
+static inline int view_channel(const view_map *m, const int32_t v) {
+  const uint64_t low = m->cmod * (uint32_t)v;
+  return (int)(((unsigned __int128)low * (uint64_t)m->channels) >> 64);
+}
 
 /* Hot features are listed HOT_CHUNK at a time (on the stack), so that the sums walk a list
  * instead of branching on every feature of the view. */
 #define HOT_CHUNK 256
 
 /* The next hot features of row r from feature (grid) or entry (codes) *pos on, at most
- * HOT_CHUNK: their table rows' offsets into idx, their values into x (before any gate) and
- * their channels into ch; advances *pos. Returns how many. A grid is read 8 entries at a time,
- * its nonzero ones found from a bit mask: no branch on each entry. */
-static int view_hot(const view_map *m, const int64_t r, int64_t *pos, int64_t *restrict idx,
-                    float *restrict x, int64_t *restrict ch) {
+ * HOT_CHUNK: their features into idx and their values into x (before any gate); advances *pos.
+ * Returns how many. A grid is read 16 entries at a time where AVX-512 is there (the nonzero
+ * ones compressed to the front of a vector), else 8 at a time from a bit mask: no branch on
+ * each entry either way. */
+static int view_hot(const view_map *m, const int64_t r, int64_t *pos, int32_t *restrict idx,
+                    float *restrict x) {
   int n = 0;
   int64_t p = *pos;
-  const int C = (int)m->channels;
   if (m->view == VIEW_GRID) {
     const uint8_t *ob = m->obs + r * m->vocab;
+#ifdef __AVX512F__
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; p + 16 <= m->vocab && n + 16 <= HOT_CHUNK; p += 16) {
+      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ob + p)));
+      const __mmask16 nz = _mm512_test_epi32_mask(w, w);
+      if (!nz) continue;
+      /* all 16 lanes are stored, the hot ones first: n + 16 <= HOT_CHUNK keeps them inside */
+      const __m512i at = _mm512_add_epi32(lane, _mm512_set1_epi32((int)p));
+      _mm512_storeu_si512(idx + n, _mm512_maskz_compress_epi32(nz, at));
+      _mm512_storeu_ps(x + n, _mm512_cvtepi32_ps(_mm512_maskz_compress_epi32(nz, w)));
+      n += __builtin_popcount(nz);
+    }
+#endif
     const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
-    int wrap[15]; /* j % C for j < C + 7, where C < 8 */
-    for (int j = 0; j < 15; ++j) wrap[j] = j % C;
     for (; p + 8 <= m->vocab && n + 8 <= HOT_CHUNK; p += 8) {
       uint64_t w;
       memcpy(&w, ob + p, sizeof w);
       uint64_t nz = (((w & low7) + low7) | w) & ~low7; /* bit 7 of each nonzero byte */
-      const int c0 = (int)(p % C); /* the channel of entry p: one division a word */
       for (; nz; nz &= nz - 1) {
         const int b = __builtin_ctzll(nz) >> 3;
-        int c = c0 + b; /* < C + 7: reduced without a branch */
-        c = C >= 8 ? c - (c >= C) * C : wrap[c];
-        idx[n] = p + b, x[n] = (float)ob[p + b], ch[n++] = c;
+        idx[n] = (int32_t)(p + b), x[n++] = (float)ob[p + b];
       }
     }
     if (p + 8 > m->vocab) /* the last vocab % 8 entries (not a stop at HOT_CHUNK) */
       for (; p < m->vocab && n < HOT_CHUNK; ++p)
-        if (ob[p]) idx[n] = p, x[n] = (float)ob[p], ch[n++] = (int)p % C;
+        if (ob[p]) idx[n] = (int32_t)p, x[n++] = (float)ob[p];
   } else {
     const uint8_t *ob = m->obs + r * m->k;
-    for (; p < m->k && n < HOT_CHUNK; ++p, ++n) {
-      idx[n] = m->base[p] + ob[p], x[n] = 1.0f;
-      ch[n] = (int)idx[n] % C;
-    }
+    for (; p < m->k && n < HOT_CHUNK; ++p, ++n) idx[n] = (int32_t)(m->base[p] + ob[p]), x[n] = 1.0f;
   }
   *pos = p;
   return n;
 }
 
 /* The next hot features of row r as view_hot lists them, with s (their values times their
- * channels' gates) instead of values and channels. */
+ * channels' gates) instead of values. */
 static int view_hot_scaled(const view_map *m, const int64_t r, int64_t *pos,
-                           int64_t *restrict idx, float *restrict s) {
-  int64_t ch[HOT_CHUNK];
-  const int n = view_hot(m, r, pos, idx, s, ch);
+                           int32_t *restrict idx, float *restrict s) {
+  const int n = view_hot(m, r, pos, idx, s);
   if (m->gate) {
     const float *gr = m->gate + r * m->channels;
-    for (int i = 0; i < n; ++i) s[i] *= gr[ch[i]];
+    for (int i = 0; i < n; ++i) s[i] *= gr[view_channel(m, idx[i])];
   }
   return n;
 }
 
 /* o[0, 16 nv) (+)= sum over i < n of s[i] table[idx[i], d0 + 0 .. 16 nv) (= where first). */
 static inline __attribute__((always_inline)) void view_tile(
-    const int nv, const int first, const int n, const int64_t *restrict idx,
+    const int nv, const int first, const int n, const int32_t *restrict idx,
     const float *restrict s, const float *restrict table, const int64_t dim,
     float *restrict o) {
   vec16 a[8];
   for (int q = 0; q < nv; ++q) a[q] = first ? (vec16){0} : *(const vec16 *)(o + 16 * q);
   for (int i = 0; i < n; ++i) {
-    const float *t = table + idx[i] * dim;
+    const float *t = table + (int64_t)idx[i] * dim;
     for (int q = 0; q < nv; ++q) a[q] += s[i] * *(const vec16 *)(t + 16 * q);
   }
   for (int q = 0; q < nv; ++q) *(vec16 *)(o + 16 * q) = a[q];
@@ -1025,7 +1050,7 @@ static inline __attribute__((always_inline)) void view_tile(
 static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, const int add,
                       float *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
-  int64_t idx[HOT_CHUNK];
+  int32_t idx[HOT_CHUNK];
   float s[HOT_CHUNK];
   for (int64_t r = lo; r < hi; ++r) {
     float *o = out + r * dim;
@@ -1040,7 +1065,7 @@ static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, con
       if (d + 16 <= dim) view_tile(1, first, n, idx, s, m->table + d, dim, o + d), d += 16;
       for (; d < dim; ++d) {
         float acc = first ? 0.0f : o[d];
-        for (int i = 0; i < n; ++i) acc += s[i] * m->table[idx[i] * dim + d];
+        for (int i = 0; i < n; ++i) acc += s[i] * m->table[(int64_t)idx[i] * dim + d];
         o[d] = acc;
       }
       first = 0;
@@ -1052,7 +1077,7 @@ static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, con
  * the table; -1 (a size or pointer), -2 (an index) otherwise. */
 static int view_check(const view_map *m) {
   if (m->rows < 0 || m->k < 1 || m->vocab < 1 || m->channels < 1 || m->dim < 1) return -1;
-  if (m->vocab % m->channels || !m->obs || !m->table) return -1;
+  if (m->vocab % m->channels || m->vocab > INT32_MAX || !m->obs || !m->table) return -1;
   if (m->view == VIEW_GRID) return m->k == m->vocab ? 0 : -1;
   if (m->view != VIEW_CODES || !m->base) return -1;
   return onehot_in_range(m->rows, (int)m->k, m->vocab, m->obs, m->base) ? 0 : -2;
@@ -1064,7 +1089,7 @@ static int view_check(const view_map *m) {
 int view_forward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
                  int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
                  const float *table, float *out) {
-  const view_map m = {rows, view, k, vocab, channels, dim, obs, base, gate, table};
+  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
   const int bad = view_check(&m);
   if (bad || !out) return bad ? bad : -1;
 #ifdef _OPENMP
@@ -1101,57 +1126,170 @@ static inline float view_dot(const view_map *m, const int64_t v, const float *re
   return sum;
 }
 
-/* Row r of view_backward: grad[v, :] += s g for its hot features v in [lo, hi), and where
- * grad_gate is not NULL, grad_gate[c] = sum over its hot features v of channel c of
- * value(r, v) dot(g, table[v, :]) (g: the row's output gradient). */
-static void view_backward_row(const view_map *m, const int64_t r, const int64_t lo,
-                              const int64_t hi, const float *restrict g, float *restrict grad,
-                              float *restrict grad_gate) {
+/* One hot feature of a row, as view_backward's first pass lists it: the row and s (the value
+ * times the channel's gate). */
+typedef struct {
+  int32_t row;
+  float s;
+} view_entry;
+
+/* A thread's hot features of its rows, grouped by feature: feature v's are entries
+ * [start[v], start[v + 1]), rows in increasing order. */
+typedef struct {
+  view_entry *entries; /* sorted */
+  int64_t *start;      /* [vocab + 1] */
+} view_hot_list;
+
+/* First pass of view_backward over rows [lo, hi): where grad_gate is not NULL, the gate's
+ * gradient of each row (grad_gate[r, c] = sum over its hot features v of channel c of
+ * value(r, v) dot(g_r, table[v, :])); and every hot feature into *out, grouped by feature
+ * (a counting sort, stable: rows stay in increasing order). Returns 0, or -3 when memory
+ * runs out. */
+static int view_backward_rows(const view_map *m, const int64_t lo, const int64_t hi,
+                              const float *grad_out, float *grad_gate, view_hot_list *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
-  int64_t idx[HOT_CHUNK], ch[HOT_CHUNK], pos = 0;
+  int32_t idx[HOT_CHUNK];
+  int64_t n_all = 0, cap = (hi - lo) * (end < 32 ? end : 32) + 1;
   float x[HOT_CHUNK];
-  const float *gr = m->gate ? m->gate + r * m->channels : NULL;
-  if (grad_gate) memset(grad_gate, 0, (size_t)m->channels * sizeof(float));
-  do {
-    const int n = view_hot(m, r, &pos, idx, x, ch);
-    for (int i = 0; i < n; ++i) {
-      if (idx[i] < lo || idx[i] >= hi) continue;
-      const float s = gr ? x[i] * gr[ch[i]] : x[i];
-      float *t = grad + idx[i] * dim;
-      int64_t d = 0;
-      for (; d + 16 <= dim; d += 16) *(vec16 *)(t + d) += s * *(const vec16 *)(g + d);
-      for (; d < dim; ++d) t[d] += s * g[d];
+  int32_t *feat = malloc((size_t)cap * sizeof *feat);
+  view_entry *list = malloc((size_t)cap * sizeof *list);
+  out->entries = NULL, out->start = calloc((size_t)m->vocab + 1, sizeof *out->start);
+  int err = !feat || !list || !out->start;
+  for (int64_t r = lo; r < hi && !err; ++r) {
+    const float *g = grad_out + r * dim;
+    const float *gr = m->gate ? m->gate + r * m->channels : NULL;
+    float *gg = grad_gate ? grad_gate + r * m->channels : NULL;
+    if (gg) memset(gg, 0, (size_t)m->channels * sizeof(float));
+    int64_t pos = 0;
+    do {
+      const int n = view_hot(m, r, &pos, idx, x);
+      if (n_all + n > cap) { /* grow: a row has at most HOT_CHUNK per chunk */
+        cap = 2 * cap + n;
+        int32_t *f2 = realloc(feat, (size_t)cap * sizeof *feat);
+        if (f2) feat = f2;
+        view_entry *l2 = f2 ? realloc(list, (size_t)cap * sizeof *list) : NULL;
+        if (l2) list = l2;
+        if (!f2 || !l2) {
+          err = 1;
+          break;
+        }
+      }
+      for (int i = 0; i < n; ++i) {
+        feat[n_all + i] = (int32_t)idx[i];
+        list[n_all + i] = (view_entry){(int32_t)r, gr ? x[i] * gr[view_channel(m, idx[i])] : x[i]};
+        out->start[idx[i] + 1]++;
+      }
+      n_all += n;
+      if (gg)
+        for (int i = 0; i < n; ++i) gg[view_channel(m, idx[i])] += x[i] * view_dot(m, idx[i], g);
+    } while (pos < end);
+  }
+  if (!err) out->entries = malloc((size_t)(n_all ? n_all : 1) * sizeof *out->entries);
+  err = err || !out->entries;
+  if (!err) {
+    for (int64_t v = 0; v < m->vocab; ++v) out->start[v + 1] += out->start[v];
+    int64_t *next = malloc((size_t)m->vocab * sizeof *next);
+    err = !next;
+    if (next) {
+      memcpy(next, out->start, (size_t)m->vocab * sizeof *next);
+      for (int64_t e = 0; e < n_all; ++e) out->entries[next[feat[e]]++] = list[e];
+      free(next);
     }
-    if (grad_gate)
-      for (int i = 0; i < n; ++i) grad_gate[ch[i]] += x[i] * view_dot(m, idx[i], g);
-  } while (pos < end);
+  }
+  free(feat), free(list);
+  return err ? -3 : 0;
+}
+
+/* grad[v, d0 + 0 .. 16 nv) += sum over the threads' lists, in order, of s g[row, d0 ..]: the
+ * table's gradient for feature v in registers, rows in increasing order. */
+static inline __attribute__((always_inline)) void view_grad_tile(
+    const int nv, const int parts, const view_hot_list *lists, const int64_t v,
+    const float *restrict g, const int64_t dim, float *restrict grad) {
+  vec16 a[8];
+  for (int q = 0; q < nv; ++q) a[q] = *(const vec16 *)(grad + 16 * q);
+  for (int t = 0; t < parts; ++t) {
+    const view_entry *e = lists[t].entries;
+    for (int64_t j = lists[t].start[v]; j < lists[t].start[v + 1]; ++j) {
+      const float *gr = g + (int64_t)e[j].row * dim;
+      for (int q = 0; q < nv; ++q) a[q] += e[j].s * *(const vec16 *)(gr + 16 * q);
+    }
+  }
+  for (int q = 0; q < nv; ++q) *(vec16 *)(grad + 16 * q) = a[q];
+}
+
+/* Second pass of view_backward: grad_table rows [lo, hi) from every thread's lists. */
+static void view_backward_table(const int parts, const view_hot_list *lists,
+                                const int64_t lo, const int64_t hi, const int64_t dim,
+                                const float *g, float *grad) {
+  for (int64_t v = lo; v < hi; ++v) {
+    float *t = grad + v * dim;
+    int64_t d = 0;
+    for (; d + 128 <= dim; d += 128) view_grad_tile(8, parts, lists, v, g + d, dim, t + d);
+    if (d + 64 <= dim) view_grad_tile(4, parts, lists, v, g + d, dim, t + d), d += 64;
+    if (d + 32 <= dim) view_grad_tile(2, parts, lists, v, g + d, dim, t + d), d += 32;
+    if (d + 16 <= dim) view_grad_tile(1, parts, lists, v, g + d, dim, t + d), d += 16;
+    for (; d < dim; ++d) { /* fused explicitly: contraction may differ between loop versions */
+      float acc = t[d];
+      for (int p = 0; p < parts; ++p)
+        for (int64_t j = lists[p].start[v]; j < lists[p].start[v + 1]; ++j)
+          acc = __builtin_fmaf(lists[p].entries[j].s,
+                               g[(int64_t)lists[p].entries[j].row * dim + d], acc);
+      t[d] = acc;
+    }
+  }
 }
 
 /* The backward of view_forward for grad_out [rows, dim]: grad_table [vocab, dim] += the table's
- * gradient (rows in order; each thread owns a range of table rows and scans every row, so the
- * sums do not depend on the thread count), and, with a gate, grad_gate [rows, channels] = the
- * gate's (written; NULL without a gate). Returns 0, or view_check's code (writing nothing). */
+ * gradient, and, with a gate, grad_gate [rows, channels] = the gate's (written; NULL without a
+ * gate). Two passes: each thread lists the hot features of its share of the rows (and writes
+ * their gate gradients), grouped by feature; then each thread sums a share of the table's
+ * rows in registers from every list, rows in increasing order, so that the sums do not depend
+ * on the thread count and each table row is written once. Returns 0, view_check's code
+ * (writing nothing) or -3 (out of memory; grad_gate may be partly written). */
 int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
                   int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
                   const float *table, const float *grad_out, float *grad_table,
                   float *grad_gate) {
-  const view_map m = {rows, view, k, vocab, channels, dim, obs, base, gate, table};
+  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
   const int bad = view_check(&m);
   if (bad) return bad;
   if (!grad_out || !grad_table || (gate && !grad_gate) || (!gate && grad_gate)) return -1;
+  if (rows > INT32_MAX) return -1;
+#ifdef _OPENMP
+  const int most = omp_get_max_threads();
+#else
+  const int most = 1;
+#endif
+  view_hot_list *lists = calloc((size_t)most, sizeof *lists);
+  if (!lists) return -3;
+  int err = 0, parts = 1;
 #ifdef _OPENMP
 #pragma omp parallel if (rows * k * dim >= 4 * PARALLEL_MIN)
 #endif
   {
     int64_t lo, hi, rlo, rhi;
-    my_share(vocab, &lo, &hi);
+    int me = 0;
+#ifdef _OPENMP
+    me = omp_get_thread_num();
+#pragma omp single
+    parts = omp_get_num_threads();
+#endif
     my_share(rows, &rlo, &rhi);
-    for (int64_t r = 0; r < rows; ++r) {
-      float *gg = grad_gate && r >= rlo && r < rhi ? grad_gate + r * channels : NULL;
-      view_backward_row(&m, r, lo, hi, grad_out + r * dim, grad_table, gg);
+    if (view_backward_rows(&m, rlo, rhi, grad_out, grad_gate, &lists[me])) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+      err = 1;
     }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+    my_share(vocab, &lo, &hi);
+    if (!err) view_backward_table(parts, lists, lo, hi, dim, grad_out, grad_table);
   }
-  return 0;
+  for (int t = 0; t < most; ++t) free(lists[t].entries), free(lists[t].start);
+  free(lists);
+  return err ? -3 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1282,7 +1420,8 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
   if (s->view == VIEW_CODES) {
     onehot_rows(0, n, (int)s->k, s->vocab, E, ov, s->base, s->table, x);
   } else if (s->view == VIEW_GRID) {
-    const view_map m = {n, VIEW_GRID, s->k, s->vocab, s->channels, E, ov, NULL, NULL, s->table};
+    const view_map m =
+        view_map_of(n, VIEW_GRID, s->k, s->vocab, s->channels, E, ov, NULL, NULL, s->table);
     view_rows(&m, 0, n, 0, x);
   }
   small_matmul(n, F, E, s->e + (size_t)lo * F, s->w_extra, s->b_extra, 0, xw);
@@ -1330,8 +1469,8 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
 #pragma omp simd
     for (size_t j = 0; j < (size_t)n * C; ++j) gate[j] = sigmoid_f(gate[j]);
     small_matmul(n, H, 2 * Hd, h1, s->w1, s->b1, 0, hid);
-    const view_map m = {n,  s->view, s->k, s->vocab, C, 2 * Hd, ov, s->base, gate,
-                        s->w1 + (size_t)H * 2 * Hd};
+    const view_map m = view_map_of(n, s->view, s->k, s->vocab, C, 2 * Hd, ov, s->base, gate,
+                                   s->w1 + (size_t)H * 2 * Hd);
     view_rows(&m, 0, n, 1, hid);
   } else {
     const size_t fw = D - H; /* the encoder features' width beside h */
@@ -1390,6 +1529,91 @@ int policy_step(const policy_step_args *s) {
   PARALLEL_SEQUENCE(split) {
     const row_range r = split ? my_rows((int)s->n) : (row_range){0, (int)s->n};
     if (r.n > 0) policy_step_rows(s, r.lo, r.n);
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * PPO's clipped loss of a Categorical policy (rlgate.agents.ppo.categorical_ppo_loss), forward
+ * and backward over n rows in one pass each, where torch runs some thirty small ops. The
+ * log-probabilities come in as torch computed them (the same op as acting's, so that the first
+ * epoch's ratios are exactly 1), transposed: logp [a, n]. Sums run in double. */
+
+/* terms[0..4] = the policy loss, the value loss, the entropy, approx KL and the clip fraction
+ * (means over the rows), kept[i] = the unclipped surrogate -A ratio where it is the larger
+ * term (else 0) and ent[i] = row i's entropy, for the backward. The advantages are normalised
+ * with (mean, std) = stats where stats is not NULL, else their own (std unbiased). Returns 0,
+ * -1 (a size or pointer) or -2 (an action outside [0, a)), writing nothing. */
+int ppo_categorical_forward(int64_t n, int64_t a, const float *logp, const int64_t *actions,
+                            const float *old_logp, const float *adv, const float *stats,
+                            const float *values, const float *returns, float clip,
+                            float *kept, float *ent, double *terms) {
+  if (n < 1 || a < 1 || !logp || !actions || !old_logp || !adv || !values || !returns ||
+      !kept || !ent || !terms)
+    return -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (actions[i] < 0 || actions[i] >= a) return -2;
+  float mean, std;
+  if (stats) {
+    mean = stats[0], std = stats[1];
+  } else {
+    double s = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) s += adv[i];
+    const double m = s / (double)n;
+    for (int64_t i = 0; i < n; ++i) ss += ((double)adv[i] - m) * ((double)adv[i] - m);
+    mean = (float)m, std = (float)sqrt(n > 1 ? ss / (double)(n - 1) : NAN);
+  }
+  const float denom = std + 1e-8f;
+  /* the entropies first, action by action: contiguous rows of logp, vectorisable */
+  memset(ent, 0, (size_t)n * sizeof *ent);
+  for (int64_t j = 0; j < a; ++j) {
+    const float *lj = logp + j * n;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) ent[i] -= exp_f(lj[i]) * lj[i];
+  }
+  double policy = 0.0, value = 0.0, entropy = 0.0, kl = 0.0, clipped = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float log_ratio = logp[actions[i] * n + i] - old_logp[i];
+    const float ratio = exp_f(log_ratio); /* exactly 1 at 0 */
+    const float A = (adv[i] - mean) / denom;
+    const float r_clip = fminf(fmaxf(ratio, 1.0f - clip), 1.0f + clip);
+    const float un = -A * ratio, cl = -A * r_clip;
+    kept[i] = un >= cl ? un : 0.0f;
+    policy += un >= cl ? un : cl;
+    entropy += ent[i];
+    const float diff = values[i] - returns[i];
+    value += (double)diff * diff;
+    kl += (double)(ratio - 1.0f) - log_ratio;
+    clipped += fabsf(ratio - 1.0f) > clip;
+  }
+  terms[0] = policy / n, terms[1] = 0.5 * value / n, terms[2] = entropy / n;
+  terms[3] = kl / n, terms[4] = clipped / n;
+  return 0;
+}
+
+/* The gradients of ppo_categorical_forward's terms, weighted d_policy, d_value and d_entropy:
+ * d_logits [n, a] (row-major) and d_values [n]. Returns 0, or -1 / -2 as the forward. */
+int ppo_categorical_backward(int64_t n, int64_t a, const float *logp, const int64_t *actions,
+                             const float *kept, const float *ent, const float *values,
+                             const float *returns, float d_policy, float d_value,
+                             float d_entropy, float *d_logits, float *d_values) {
+  if (n < 1 || a < 1 || !logp || !actions || !kept || !ent || !values || !returns ||
+      !d_logits || !d_values)
+    return -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (actions[i] < 0 || actions[i] >= a) return -2;
+  const float dp = d_policy / (float)n, dh = -d_entropy / (float)n, dv = d_value / (float)n;
+  for (int64_t i = 0; i < n; ++i) {
+    /* d policy / d log pi(a) = the kept surrogate / n; d log pi(a) / d logits = onehot(a) - p;
+     * d H / d logits = -p (log p + H) */
+    const float d_logp = kept[i] * dp;
+    float *row = d_logits + i * a;
+    for (int64_t j = 0; j < a; ++j) {
+      const float l = logp[j * n + i], p = exp_f(l);
+      row[j] = (l + ent[i]) * p * dh - p * d_logp;
+    }
+    row[actions[i]] += d_logp;
+    d_values[i] = (values[i] - returns[i]) * dv;
   }
   return 0;
 }

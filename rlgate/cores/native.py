@@ -48,7 +48,7 @@ FLAGS = (
 #: rounded twice: ~1.3x on the recurrences (docs/benchmarks.md), results within float
 #: rounding of the unfused ones. The env kernels keep ISO C's rule: their results must equal
 #: the torch path bit for bit.
-CORE_FLAGS = ("-ffp-contract=fast",)
+CORE_FLAGS = ("-ffp-contract=fast", "-lm")
 #: Tried in order until one compiles: this CPU's instructions, with its widest vectors where it
 #: has AVX-512 (GCC and Clang prefer 256-bit ones there unless told; the kernels' register
 #: tiles are sized for 512: ~1.4x on the recurrences), then without, then portable code.
@@ -79,6 +79,8 @@ CHECKED = {
     "onehot_backward": (_L, _I, _L, _I, _P, _P, _P, _P),
     "view_forward": (*[_L] * 6, *[_P] * 5),
     "view_backward": (*[_L] * 6, *[_P] * 7),
+    "ppo_categorical_forward": (_L, _L, *[_P] * 7, ctypes.c_float, *[_P] * 3),
+    "ppo_categorical_backward": (_L, _L, *[_P] * 6, *[ctypes.c_float] * 3, _P, _P),
 }
 
 
