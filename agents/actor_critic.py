@@ -228,13 +228,13 @@ class ActorCritic(nn.Module):
         view-gate model; the native acting step packs the same weights). -> (policy outputs
         [T, B, P], values [T, B])."""
         w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
-        return self._head_outputs(F.linear(y, w1, b1), w2, b2)
+        return self._head_outputs(torch.tanh(F.linear(y, w1, b1)), w2, b2)
 
     @staticmethod
-    def _head_outputs(first: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
-        """The stacked heads after their first layer's pre-activations [T, B, 2N]: tanh, the
+    def _head_outputs(units: Tensor, w2: Tensor, b2: Tensor) -> tuple[Tensor, Tensor]:
+        """The stacked heads after their first layer's units [T, B, 2N] (after the tanh): the
         block-diagonal last layer, split into (policy outputs [T, B, P], values [T, B])."""
-        out = F.linear(torch.tanh(first), w2, b2)
+        out = F.linear(units, w2, b2)
         return out[..., :-1], out[..., -1]
 
     def _hot_heads(self) -> bool:
@@ -247,16 +247,20 @@ class ActorCritic(nn.Module):
     def _gated_hot_heads(self, obs, core_out: Tensor) -> tuple[Tensor, Tensor]:
         """The view-gate MLP heads (``_mlp_heads`` over [core output, view * gate]) with the
         first layer split in two: a matmul over the core output, and the gated view's share
-        summed from the view's hot indices (``ObsEncoder.hot_linear``; 25 of a PassiveMatch
-        view's 150 features) instead of a matmul over the dense gated view. The same function
-        up to the order of the float sums. -> (policy outputs [T, B, P], values [T, B])."""
+        summed from the view's hot indices (``ObsEncoder.hot_linear_tanh``; 25 of a
+        PassiveMatch view's 150 features) instead of a matmul over the dense gated view, the
+        tanh in the same pass. The same function up to the order of the float sums and
+        native.c's tanh (within ~1e-7 of torch's). -> (policy outputs [T, B, P], values [T, B])."""
         gate = torch.sigmoid(self.gate(core_out))  # [T, B, channels]
         w1, b1, w2, b2 = fused_step.stacked_heads(self.policy, self.value)
-        hid = core_out.shape[-1]
-        first = F.linear(core_out, w1[:, :hid], b1) + self.encoder.hot_linear(
-            obs, w1[:, hid:], gate
+        lead, hid = core_out.shape[:-1], core_out.shape[-1]
+        # the core output's share as one [T B, 2N] matmul, then the gated view's read and the
+        # tanh over it in place (one native pass)
+        pre = torch.addmm(b1, core_out.reshape(-1, hid), w1[:, :hid].t())
+        units = self.encoder.hot_linear_tanh(
+            obs, pre, w1[:, hid:], gate.reshape(-1, gate.shape[-1])
         )
-        return self._head_outputs(first, w2, b2)
+        return self._head_outputs(units.reshape(*lead, -1), w2, b2)
 
     @torch.no_grad()
     def unroll_gates(self, rollout, steps: int | None = None) -> list[dict[str, Tensor]]:

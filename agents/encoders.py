@@ -380,6 +380,20 @@ class ObsEncoder(nn.Module):
             return onehot.one_hot_linear(leaf.codes(raw), leaf.base, weight)
         return onehot.view_linear(leaf.codes(raw), leaf.base, weight, gate)
 
+    def hot_linear_tanh(
+        self, obs: dict[str, Tensor], pre: Tensor, weight: Tensor, gate: Tensor
+    ) -> Tensor:
+        """tanh(pre + ``hot_linear(obs, weight, gate)``) with pre [T B, D] (contiguous float32,
+        written over) -> [T B, D]: the view-gate MLP heads' first layer in one native pass
+        (``onehot.view_linear_tanh``; ``native_applies`` must hold)."""
+        raw = obs[self.view_key]
+        leaf = self.leaves[_key(self.view_key)]
+        if self.kinds[self.view_key] == "grid":
+            flat, base = leaf.flat(raw), None
+        else:
+            flat, base = leaf.codes(raw), leaf.base
+        return onehot.view_linear_tanh(pre, flat.reshape(pre.shape[0], -1), base, weight, gate)
+
 
 def _key(path: str) -> str:
     """A ModuleDict key for a leaf path ("." is not allowed in module names)."""

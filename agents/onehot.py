@@ -219,16 +219,76 @@ def view_linear(
             any pointer is handed over).
     """
     flat, base = _native_inputs("view_linear", obs, base, weight)
-    dim, vocab = weight.shape
-    lead = obs.shape[:-1]
-    if gate is not None:
-        c = gate.shape[-1]
-        if gate.dtype != torch.float32 or gate.device.type != "cpu" or gate.shape[:-1] != lead:
-            raise ValueError(
-                f"view_linear: a float32 CPU gate of shape {(*lead, 'C')}, got {gate.dtype} "
-                f"{tuple(gate.shape)} on {gate.device}"
-            )
-        if c < 1 or vocab % c:
-            raise ValueError(f"view_linear: {c} gate channels do not divide {vocab} features")
-        gate = gate.reshape(-1, c).contiguous()
-    return _ViewLinear.apply(flat, base, weight, gate).reshape(*lead, dim)
+    gate = _checked_gate(gate, obs, weight)
+    return _ViewLinear.apply(flat, base, weight, gate).reshape(*obs.shape[:-1], weight.shape[0])
+
+
+def _checked_gate(gate: Tensor | None, obs: Tensor, weight: Tensor) -> Tensor | None:
+    """The gate [.., C] as the view kernels read it ([rows, C] contiguous), or ValueError."""
+    if gate is None:
+        return None
+    lead, vocab, c = obs.shape[:-1], weight.shape[1], gate.shape[-1]
+    if gate.dtype != torch.float32 or gate.device.type != "cpu" or gate.shape[:-1] != lead:
+        raise ValueError(
+            f"view_linear: a float32 CPU gate of shape {(*lead, 'C')}, got {gate.dtype} "
+            f"{tuple(gate.shape)} on {gate.device}"
+        )
+    if c < 1 or vocab % c:
+        raise ValueError(f"view_linear: {c} gate channels do not divide {vocab} features")
+    return gate.reshape(-1, c).contiguous()
+
+
+class _ViewLinearTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, obs: Tensor, base: Tensor | None, weight: Tensor, gate):
+        dim, vocab = weight.shape
+        table = weight.detach().t().contiguous()
+        args = _view_args(obs, base, gate, dim, vocab)
+        code = native.library().view_forward_tanh(*args, table.data_ptr(), pre.data_ptr())
+        _view_checked(code, "sizes", vocab)
+        ctx.mark_dirty(pre)
+        ctx.save_for_backward(obs, base, gate, table, pre)  # pre now holds the output
+        return pre
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        obs, base, gate, table, out = ctx.saved_tensors
+        vocab, dim = table.shape
+        grad_out = grad_out.contiguous()
+        grad_pre = torch.empty_like(out)
+        grad = grad_out.new_zeros(vocab, dim)
+        grad_gate = None if gate is None else torch.empty_like(gate)
+        args = _view_args(obs, base, gate, dim, vocab)
+        code = native.library().view_backward_tanh(
+            *args, table.data_ptr(), out.data_ptr(), grad_out.data_ptr(), grad_pre.data_ptr(),
+            grad.data_ptr(), None if grad_gate is None else grad_gate.data_ptr(),
+        )  # fmt: skip
+        _view_checked(code, "sizes", vocab)
+        return grad_pre, None, None, grad.t(), grad_gate
+
+
+def view_linear_tanh(
+    pre: Tensor, obs: Tensor, base: Tensor | None, weight: Tensor, gate: Tensor | None = None
+) -> Tensor:
+    """tanh(pre + ``view_linear(obs, base, weight, gate)``), written over ``pre`` [rows, D]
+    (float32, contiguous, on the CPU; obs [rows, ..]): the first layer of the view-gate MLP
+    heads, the core output's share in ``pre``, in one pass over each row; differentiable in
+    ``pre``, ``weight`` and ``gate``. The tanh is native.c's (within ~1e-7 of torch's).
+
+    Raises:
+        ValueError: as ``view_linear``, or a ``pre`` it can't write.
+    """
+    flat, base = _native_inputs("view_linear_tanh", obs, base, weight)
+    dim = weight.shape[0]
+    if (
+        pre.dtype != torch.float32
+        or pre.device.type != "cpu"
+        or pre.shape != (flat.shape[0], dim)
+        or not pre.is_contiguous()
+    ):
+        raise ValueError(
+            f"view_linear_tanh: pre must be a contiguous float32 CPU tensor of shape "
+            f"{(flat.shape[0], dim)}, got {pre.dtype} {tuple(pre.shape)} on {pre.device}"
+        )
+    return _ViewLinearTanh.apply(pre, flat, base, weight, _checked_gate(gate, obs, weight))

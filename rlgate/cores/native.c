@@ -1048,7 +1048,7 @@ static inline __attribute__((always_inline)) void view_tile(
 /* Rows [lo, hi) of view_forward into out [rows, dim]: out[r, :] (+ where add) = sum over the
  * row's hot features, in order, of s table[v, :]. */
 static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, const int add,
-                      float *out) {
+                      const int act, float *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
   int32_t idx[HOT_CHUNK];
   float s[HOT_CHUNK];
@@ -1070,6 +1070,9 @@ static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, con
       }
       first = 0;
     } while (pos < end);
+    if (act) /* the MLP heads' tanh, while the row is in cache */
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) o[d] = tanh_f(o[d]);
   }
 }
 
@@ -1098,7 +1101,26 @@ int view_forward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t c
   {
     int64_t lo, hi;
     my_share(rows, &lo, &hi);
-    view_rows(&m, lo, hi, 0, out);
+    view_rows(&m, lo, hi, 0, 0, out);
+  }
+  return 0;
+}
+
+/* out [rows, dim] = tanh(out + the gated view times the table): the first layer of the
+ * view-gate MLP heads, out holding the core output's share on entry. Returns as view_forward. */
+int view_forward_tanh(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                      int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                      const float *table, float *out) {
+  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
+  const int bad = view_check(&m);
+  if (bad || !out) return bad ? bad : -1;
+#ifdef _OPENMP
+#pragma omp parallel if (rows * k * dim >= PARALLEL_MIN)
+#endif
+  {
+    int64_t lo, hi;
+    my_share(rows, &lo, &hi);
+    view_rows(&m, lo, hi, 1, 1, out);
   }
   return 0;
 }
@@ -1146,7 +1168,8 @@ typedef struct {
  * (a counting sort, stable: rows stay in increasing order). Returns 0, or -3 when memory
  * runs out. */
 static int view_backward_rows(const view_map *m, const int64_t lo, const int64_t hi,
-                              const float *grad_out, float *grad_gate, view_hot_list *out) {
+                              float *grad_out, const float *t, const float *d_t,
+                              float *grad_gate, view_hot_list *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
   int32_t idx[HOT_CHUNK];
   int64_t n_all = 0, cap = (hi - lo) * (end < 32 ? end : 32) + 1;
@@ -1156,7 +1179,12 @@ static int view_backward_rows(const view_map *m, const int64_t lo, const int64_t
   out->entries = NULL, out->start = calloc((size_t)m->vocab + 1, sizeof *out->start);
   int err = !feat || !list || !out->start;
   for (int64_t r = lo; r < hi && !err; ++r) {
-    const float *g = grad_out + r * dim;
+    float *g = grad_out + r * dim;
+    if (t) { /* through the tanh first: grad_out = d_t (1 - t^2) */
+      const float *tr = t + r * dim, *dr = d_t + r * dim;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) g[d] = dr[d] * (1.0f - tr[d] * tr[d]);
+    }
     const float *gr = m->gate ? m->gate + r * m->channels : NULL;
     float *gg = grad_gate ? grad_gate + r * m->channels : NULL;
     if (gg) memset(gg, 0, (size_t)m->channels * sizeof(float));
@@ -1246,15 +1274,14 @@ static void view_backward_table(const int parts, const view_hot_list *lists,
  * rows in registers from every list, rows in increasing order, so that the sums do not depend
  * on the thread count and each table row is written once. Returns 0, view_check's code
  * (writing nothing) or -3 (out of memory; grad_gate may be partly written). */
-int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
-                  int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
-                  const float *table, const float *grad_out, float *grad_table,
-                  float *grad_gate) {
-  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
+static int view_backward_impl(const view_map *mp, float *grad_out, const float *t,
+                              const float *d_t, float *grad_table, float *grad_gate) {
+  const view_map m = *mp;
+  const int64_t rows = m.rows, k = m.k, vocab = m.vocab, dim = m.dim;
   const int bad = view_check(&m);
   if (bad) return bad;
-  if (!grad_out || !grad_table || (gate && !grad_gate) || (!gate && grad_gate)) return -1;
-  if (rows > INT32_MAX) return -1;
+  if (!grad_out || !grad_table || (m.gate && !grad_gate) || (!m.gate && grad_gate)) return -1;
+  if (rows > INT32_MAX || (t && !d_t)) return -1;
 #ifdef _OPENMP
   const int most = omp_get_max_threads();
 #else
@@ -1275,7 +1302,7 @@ int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t 
     parts = omp_get_num_threads();
 #endif
     my_share(rows, &rlo, &rhi);
-    if (view_backward_rows(&m, rlo, rhi, grad_out, grad_gate, &lists[me])) {
+    if (view_backward_rows(&m, rlo, rhi, grad_out, t, d_t, grad_gate, &lists[me])) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -1290,6 +1317,27 @@ int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t 
   for (int t = 0; t < most; ++t) free(lists[t].entries), free(lists[t].start);
   free(lists);
   return err ? -3 : 0;
+}
+
+int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                  int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                  const float *table, const float *grad_out, float *grad_table,
+                  float *grad_gate) {
+  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
+  /* read only: without t the first pass does not write grad_out */
+  return view_backward_impl(&m, (float *)grad_out, NULL, NULL, grad_table, grad_gate);
+}
+
+/* The backward of view_forward_tanh from its output t [rows, dim] and that output's gradient
+ * d_t: grad_pre [rows, dim] = d_t (1 - t^2) (written: the gradient of out's entry value), then
+ * the table's and gate's gradients as view_backward's from grad_pre. */
+int view_backward_tanh(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                       int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                       const float *table, const float *t, const float *d_t, float *grad_pre,
+                       float *grad_table, float *grad_gate) {
+  const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
+  if (!t) return -1;
+  return view_backward_impl(&m, grad_pre, t, d_t, grad_table, grad_gate);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1422,7 +1470,7 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
   } else if (s->view == VIEW_GRID) {
     const view_map m =
         view_map_of(n, VIEW_GRID, s->k, s->vocab, s->channels, E, ov, NULL, NULL, s->table);
-    view_rows(&m, 0, n, 0, x);
+    view_rows(&m, 0, n, 0, 0, x);
   }
   small_matmul(n, F, E, s->e + (size_t)lo * F, s->w_extra, s->b_extra, 0, xw);
   if (s->view == VIEW_NONE) {
@@ -1471,7 +1519,7 @@ static void policy_step_rows(const policy_step_args *s, const int lo, const int 
     small_matmul(n, H, 2 * Hd, h1, s->w1, s->b1, 0, hid);
     const view_map m = view_map_of(n, s->view, s->k, s->vocab, C, 2 * Hd, ov, s->base, gate,
                                    s->w1 + (size_t)H * 2 * Hd);
-    view_rows(&m, 0, n, 1, hid);
+    view_rows(&m, 0, n, 1, 0, hid);
   } else {
     const size_t fw = D - H; /* the encoder features' width beside h */
     for (int b = 0; b < n; ++b) {
