@@ -241,6 +241,58 @@ def test_view_linear_refuses_bad_input_before_the_kernel_runs():
         onehot.view_linear(codes, torch.tensor([0, 5]), torch.randn(8, 10), torch.rand(1, 2))
 
 
+@pytest.mark.parametrize("dim", [128, 45, 7])  # whole register tiles, a tail, only a tail
+@pytest.mark.parametrize("kind", ["grid", "codes"])
+def test_view_linear_tanh_matches_the_plain_map_and_threads_agree(kind, dim):
+    """tanh(pre + the gated view's map), written over pre: forward and the gradients of pre,
+    the weight and the gate against torch's tanh over the plain loop's map (float64), and the
+    same bits at 1 and 2 threads."""
+    rows = 300  # enough rows x features x dim for the kernels' parallel regions
+    if kind == "codes":
+        obs, base, channels, vocab = _minigrid_codes(30, 10).reshape(rows, -1), BASE, 20, 980
+    else:
+        obs, base, channels, vocab = _grid(rows, 25, 6), None, 6, 150
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(dim, vocab, generator=g, requires_grad=True)
+    gate = torch.rand(rows, channels, generator=g, requires_grad=True)
+    pre0 = torch.randn(rows, dim, generator=g)
+    grad = torch.randn(rows, dim, generator=g)
+    # the reference in float64: tanh(pre + the plain map), its gradients by autograd
+    w64, g64 = weight.detach().double().requires_grad_(), gate.detach().double().requires_grad_()
+    p64 = pre0.double().requires_grad_()
+    y64 = torch.tanh(p64 + onehot.view_linear_reference(obs, base, w64, g64))
+    torch.testing.assert_close(
+        y64.float(), torch.tanh(pre0 + _plain_gated(obs, base, weight.detach(), gate)),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+    want = torch.autograd.grad(y64, [p64, w64, g64], grad.double())
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            pre = pre0.clone().requires_grad_()
+            y = onehot.view_linear_tanh(pre * 1.0, obs, base, weight, gate)
+            results.append((y, *torch.autograd.grad(y, [pre, weight, gate], grad)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(results[0], results[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(results[0], (y64, *want)):  # float32 sums of up to 147 terms a row
+        torch.testing.assert_close(
+            a, b.float(), rtol=1e-4, atol=1e-5 * float(b.detach().abs().max())
+        )
+
+
+def test_view_linear_tanh_refuses_a_pre_it_cannot_write():
+    grid, weight, gate = _grid(3, 25, 6), torch.randn(8, 150), torch.rand(3, 6)
+    for pre in (torch.zeros(3, 7), torch.zeros(3, 8).double(), torch.zeros(8, 3).t()):
+        with pytest.raises(ValueError, match="pre must be"):
+            onehot.view_linear_tanh(pre, grid, None, weight, gate)
+    with pytest.raises(ValueError, match="divide"):
+        onehot.view_linear_tanh(torch.zeros(3, 8), grid, None, weight, torch.rand(3, 7))
+
+
 def test_view_gate_heads_from_hot_indices_match_the_dense_heads():
     """A PassiveMatch model (uint8 grid view, view gate, view pool): its outputs and every
     gradient equal those of the same model built with the dense path."""
