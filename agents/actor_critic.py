@@ -247,7 +247,7 @@ class ActorCritic(nn.Module):
     def _gated_hot_heads(self, obs, core_out: Tensor) -> tuple[Tensor, Tensor]:
         """The view-gate MLP heads (``_mlp_heads`` over [core output, view * gate]) with the
         first layer split in two: a matmul over the core output, and the gated view's share
-        summed from the view's hot indices (``ObsEncoder.hot_linear_tanh``; 25 of a
+        summed from the view's hot indices (``ObsEncoder.hot_linear_act``; 25 of a
         PassiveMatch view's 150 features) instead of a matmul over the dense gated view, the
         tanh in the same pass. The same function up to the order of the float sums and
         native.c's tanh (within ~1e-7 of torch's). -> (policy outputs [T, B, P], values [T, B])."""
@@ -257,9 +257,7 @@ class ActorCritic(nn.Module):
         # the core output's share as one [T B, 2N] matmul, then the gated view's read and the
         # tanh over it in place (one native pass)
         pre = torch.addmm(b1, core_out.reshape(-1, hid), w1[:, :hid].t())
-        units = self.encoder.hot_linear_tanh(
-            obs, pre, w1[:, hid:], gate.reshape(-1, gate.shape[-1])
-        )
+        units = self.encoder.hot_linear_act(obs, pre, w1[:, hid:], gate.reshape(-1, gate.shape[-1]))
         return self._head_outputs(units.reshape(*lead, -1), w2, b2)
 
     @torch.no_grad()

@@ -336,19 +336,25 @@ class ObsEncoder(nn.Module):
         """``view`` (from ``view(obs)``, or None to map it from obs), the other leaves of obs,
         the previous action's features [T, B, F] and the previous reward [T, B] ->
         [T, B, out_size]."""
-        x = self.extra(self.extra_input(obs, action_feats, prev_reward))
+        inp = self.extra_input(obs, action_feats, prev_reward)
+        if self.view_key is not None and view is None and self.native_applies(self.image.weight):
+            # from the view's hot indices, without its one-hot: the other inputs' share as a
+            # [T B, E] tensor of its own, then the view's read and the ReLU over it in one
+            # native pass over each row
+            lead = inp.shape[:-1]
+            pre = self.extra(inp.reshape(-1, inp.shape[-1]))
+            if self.pool is not None:
+                counts = self.leaves[_key(self.view_key)].counts(obs[self.view_key])
+                pre = pre + self.pool(counts.reshape(-1, counts.shape[-1]))
+            return self.hot_linear_act(obs, pre, self.image.weight, act="relu").reshape(*lead, -1)
+        x = self.extra(inp)
         if self.view_key is None:
             return torch.relu(x)
-        if view is None and not self.native_applies(self.image.weight):
+        if view is None:
             view = self.view(obs)
-        if view is not None:
-            x = x + self.image(view.flatten(-2))
-            if self.pool is not None:
-                x = x + self.pool(view.sum(dim=-2))
-        else:  # from the view's hot indices, without its one-hot
-            x = x + self.hot_linear(obs, self.image.weight)
-            if self.pool is not None:
-                x = x + self.pool(self.leaves[_key(self.view_key)].counts(obs[self.view_key]))
+        x = x + self.image(view.flatten(-2))
+        if self.pool is not None:
+            x = x + self.pool(view.sum(dim=-2))
         return torch.relu(x)
 
     def extra_input(
@@ -380,19 +386,25 @@ class ObsEncoder(nn.Module):
             return onehot.one_hot_linear(leaf.codes(raw), leaf.base, weight)
         return onehot.view_linear(leaf.codes(raw), leaf.base, weight, gate)
 
-    def hot_linear_tanh(
-        self, obs: dict[str, Tensor], pre: Tensor, weight: Tensor, gate: Tensor
+    def hot_linear_act(
+        self,
+        obs: dict[str, Tensor],
+        pre: Tensor,
+        weight: Tensor,
+        gate: Tensor | None = None,
+        act: str = "tanh",
     ) -> Tensor:
-        """tanh(pre + ``hot_linear(obs, weight, gate)``) with pre [T B, D] (contiguous float32,
-        written over) -> [T B, D]: the view-gate MLP heads' first layer in one native pass
-        (``onehot.view_linear_tanh``; ``native_applies`` must hold)."""
+        """act(pre + ``hot_linear(obs, weight, gate)``) with pre [T B, D] (contiguous float32,
+        written over) -> [T B, D]: a layer over the view and other inputs in one native pass
+        (``onehot.view_linear_act``; ``native_applies`` must hold)."""
         raw = obs[self.view_key]
         leaf = self.leaves[_key(self.view_key)]
         if self.kinds[self.view_key] == "grid":
             flat, base = leaf.flat(raw), None
         else:
             flat, base = leaf.codes(raw), leaf.base
-        return onehot.view_linear_tanh(pre, flat.reshape(pre.shape[0], -1), base, weight, gate)
+        rows = flat.reshape(pre.shape[0], -1)
+        return onehot.view_linear_act(pre, rows, base, weight, gate, act)
 
 
 def _key(path: str) -> str:

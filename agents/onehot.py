@@ -238,16 +238,21 @@ def _checked_gate(gate: Tensor | None, obs: Tensor, weight: Tensor) -> Tensor | 
     return gate.reshape(-1, c).contiguous()
 
 
-class _ViewLinearTanh(torch.autograd.Function):
+#: native.c's activations after a view's read (view_forward_act)
+ACTIVATIONS = {"tanh": 1, "relu": 2}
+
+
+class _ViewLinearAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pre: Tensor, obs: Tensor, base: Tensor | None, weight: Tensor, gate):
+    def forward(ctx, pre: Tensor, obs: Tensor, base: Tensor | None, weight: Tensor, gate, act):
         dim, vocab = weight.shape
         table = weight.detach().t().contiguous()
         args = _view_args(obs, base, gate, dim, vocab)
-        code = native.library().view_forward_tanh(*args, table.data_ptr(), pre.data_ptr())
+        code = native.library().view_forward_act(*args, table.data_ptr(), act, pre.data_ptr())
         _view_checked(code, "sizes", vocab)
         ctx.mark_dirty(pre)
         ctx.save_for_backward(obs, base, gate, table, pre)  # pre now holds the output
+        ctx.act = act
         return pre
 
     @staticmethod
@@ -260,26 +265,35 @@ class _ViewLinearTanh(torch.autograd.Function):
         grad = grad_out.new_zeros(vocab, dim)
         grad_gate = None if gate is None else torch.empty_like(gate)
         args = _view_args(obs, base, gate, dim, vocab)
-        code = native.library().view_backward_tanh(
-            *args, table.data_ptr(), out.data_ptr(), grad_out.data_ptr(), grad_pre.data_ptr(),
-            grad.data_ptr(), None if grad_gate is None else grad_gate.data_ptr(),
+        code = native.library().view_backward_act(
+            *args, table.data_ptr(), ctx.act, out.data_ptr(), grad_out.data_ptr(),
+            grad_pre.data_ptr(), grad.data_ptr(),
+            None if grad_gate is None else grad_gate.data_ptr(),
         )  # fmt: skip
         _view_checked(code, "sizes", vocab)
-        return grad_pre, None, None, grad.t(), grad_gate
+        return grad_pre, None, None, grad.t(), grad_gate, None
 
 
-def view_linear_tanh(
-    pre: Tensor, obs: Tensor, base: Tensor | None, weight: Tensor, gate: Tensor | None = None
+def view_linear_act(
+    pre: Tensor,
+    obs: Tensor,
+    base: Tensor | None,
+    weight: Tensor,
+    gate: Tensor | None = None,
+    act: str = "tanh",
 ) -> Tensor:
-    """tanh(pre + ``view_linear(obs, base, weight, gate)``), written over ``pre`` [rows, D]
-    (float32, contiguous, on the CPU; obs [rows, ..]): the first layer of the view-gate MLP
-    heads, the core output's share in ``pre``, in one pass over each row; differentiable in
-    ``pre``, ``weight`` and ``gate``. The tanh is native.c's (within ~1e-7 of torch's).
+    """act(pre + ``view_linear(obs, base, weight, gate)``), act "tanh" or "relu", written over
+    ``pre`` [rows, D] (float32, contiguous, on the CPU; obs [rows, ..]): a layer whose other
+    inputs' share is in ``pre`` (the view-gate MLP heads' first layer, the encoder's), in one
+    pass over each row; differentiable in ``pre``, ``weight`` and ``gate``. The tanh is
+    native.c's (within ~1e-7 of torch's).
 
     Raises:
-        ValueError: as ``view_linear``, or a ``pre`` it can't write.
+        ValueError: as ``view_linear``, an unknown act, or a ``pre`` it can't write.
     """
-    flat, base = _native_inputs("view_linear_tanh", obs, base, weight)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"view_linear_act: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    flat, base = _native_inputs("view_linear_act", obs, base, weight)
     dim = weight.shape[0]
     if (
         pre.dtype != torch.float32
@@ -288,7 +302,8 @@ def view_linear_tanh(
         or not pre.is_contiguous()
     ):
         raise ValueError(
-            f"view_linear_tanh: pre must be a contiguous float32 CPU tensor of shape "
+            f"view_linear_act: pre must be a contiguous float32 CPU tensor of shape "
             f"{(flat.shape[0], dim)}, got {pre.dtype} {tuple(pre.shape)} on {pre.device}"
         )
-    return _ViewLinearTanh.apply(pre, flat, base, weight, _checked_gate(gate, obs, weight))
+    gate = _checked_gate(gate, obs, weight)
+    return _ViewLinearAct.apply(pre, flat, base, weight, gate, ACTIVATIONS[act])

@@ -241,11 +241,12 @@ def test_view_linear_refuses_bad_input_before_the_kernel_runs():
         onehot.view_linear(codes, torch.tensor([0, 5]), torch.randn(8, 10), torch.rand(1, 2))
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("dim", [128, 45, 7])  # whole register tiles, a tail, only a tail
 @pytest.mark.parametrize("kind", ["grid", "codes"])
-def test_view_linear_tanh_matches_the_plain_map_and_threads_agree(kind, dim):
-    """tanh(pre + the gated view's map), written over pre: forward and the gradients of pre,
-    the weight and the gate against torch's tanh over the plain loop's map (float64), and the
+def test_view_linear_act_matches_the_plain_map_and_threads_agree(kind, dim, act):
+    """act(pre + the gated view's map), written over pre: forward and the gradients of pre,
+    the weight and the gate against torch's act over the plain loop's map (float64), and the
     same bits at 1 and 2 threads."""
     rows = 300  # enough rows x features x dim for the kernels' parallel regions
     if kind == "codes":
@@ -257,12 +258,13 @@ def test_view_linear_tanh_matches_the_plain_map_and_threads_agree(kind, dim):
     gate = torch.rand(rows, channels, generator=g, requires_grad=True)
     pre0 = torch.randn(rows, dim, generator=g)
     grad = torch.randn(rows, dim, generator=g)
-    # the reference in float64: tanh(pre + the plain map), its gradients by autograd
+    # the reference in float64: act(pre + the plain map), its gradients by autograd
     w64, g64 = weight.detach().double().requires_grad_(), gate.detach().double().requires_grad_()
     p64 = pre0.double().requires_grad_()
-    y64 = torch.tanh(p64 + onehot.view_linear_reference(obs, base, w64, g64))
+    fn = torch.tanh if act == "tanh" else torch.relu
+    y64 = fn(p64 + onehot.view_linear_reference(obs, base, w64, g64))
     torch.testing.assert_close(
-        y64.float(), torch.tanh(pre0 + _plain_gated(obs, base, weight.detach(), gate)),
+        y64.float(), fn(pre0 + _plain_gated(obs, base, weight.detach(), gate)),
         rtol=1e-5, atol=1e-5,
     )  # fmt: skip
     want = torch.autograd.grad(y64, [p64, w64, g64], grad.double())
@@ -272,7 +274,7 @@ def test_view_linear_tanh_matches_the_plain_map_and_threads_agree(kind, dim):
         for n in (1, 2):
             torch.set_num_threads(n)
             pre = pre0.clone().requires_grad_()
-            y = onehot.view_linear_tanh(pre * 1.0, obs, base, weight, gate)
+            y = onehot.view_linear_act(pre * 1.0, obs, base, weight, gate, act)
             results.append((y, *torch.autograd.grad(y, [pre, weight, gate], grad)))
     finally:
         torch.set_num_threads(threads)
@@ -284,13 +286,15 @@ def test_view_linear_tanh_matches_the_plain_map_and_threads_agree(kind, dim):
         )
 
 
-def test_view_linear_tanh_refuses_a_pre_it_cannot_write():
+def test_view_linear_act_refuses_a_pre_or_act_it_cannot_take():
     grid, weight, gate = _grid(3, 25, 6), torch.randn(8, 150), torch.rand(3, 6)
     for pre in (torch.zeros(3, 7), torch.zeros(3, 8).double(), torch.zeros(8, 3).t()):
         with pytest.raises(ValueError, match="pre must be"):
-            onehot.view_linear_tanh(pre, grid, None, weight, gate)
+            onehot.view_linear_act(pre, grid, None, weight, gate)
     with pytest.raises(ValueError, match="divide"):
-        onehot.view_linear_tanh(torch.zeros(3, 8), grid, None, weight, torch.rand(3, 7))
+        onehot.view_linear_act(torch.zeros(3, 8), grid, None, weight, torch.rand(3, 7))
+    with pytest.raises(ValueError, match="act must be"):
+        onehot.view_linear_act(torch.zeros(3, 8), grid, None, weight, gate, act="sigmoid")
 
 
 def test_view_gate_heads_from_hot_indices_match_the_dense_heads():
@@ -328,3 +332,44 @@ def test_view_gate_heads_from_hot_indices_match_the_dense_heads():
     assert outs[0][2].keys() == outs[1][2].keys()
     for name, g in outs[0][2].items():
         torch.testing.assert_close(g, outs[1][2][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_view_kernels_without_avx512_search_the_same_features():
+    """The hot-feature search has an AVX-512 path and a portable one (a byte mask 8 entries at
+    a time); native.c built without AVX-512 gives the same outputs and table gradient bit for
+    bit (a grid with empty cells and values 2, rows longer than the search's chunk)."""
+    import ctypes
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the AVX-512 path is x86's")
+    try:
+        plain = native.build(
+            native.SOURCE, "native-no-avx512", (*native.CORE_FLAGS, "-mno-avx512f")
+        )
+    except native.NativeUnavailable as e:
+        pytest.skip(str(e))
+    libs = [native.library(), plain]
+    for lib in libs:
+        for name in ("view_forward", "view_backward"):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = native.CHECKED[name], ctypes.c_int
+    grid = torch.cat([_grid(40, 100, 6, seed=2), torch.ones(40, 600, dtype=torch.uint8)])
+    weight = torch.randn(600, 37)  # the table [vocab, dim]: a tail of 5 columns
+    gate = torch.rand(80, 6)
+    grad_out = torch.randn(80, 37)
+    results = []
+    for lib in libs:
+        out, grad, grad_gate = torch.empty(80, 37), torch.zeros(600, 37), torch.empty(80, 6)
+        args = onehot._view_args(grid, None, gate, 37, 600)
+        assert lib.view_forward(*args, weight.data_ptr(), out.data_ptr()) == 0
+        code = lib.view_backward(
+            *args, weight.data_ptr(), grad_out.data_ptr(), grad.data_ptr(), grad_gate.data_ptr()
+        )
+        assert code == 0
+        results.append((out, grad, grad_gate))
+    (out_a, grad_a, gate_a), (out_b, grad_b, gate_b) = results
+    assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)  # the same features
+    # the gates' dot products: the compiler may fuse their multiply-adds differently when the
+    # 16-float vectors are two 8-float halves
+    torch.testing.assert_close(gate_a, gate_b, rtol=1e-5, atol=1e-6 * float(gate_a.abs().max()))

@@ -1045,8 +1045,11 @@ static inline __attribute__((always_inline)) void view_tile(
   for (int q = 0; q < nv; ++q) *(vec16 *)(o + 16 * q) = a[q];
 }
 
+/* The activations view_forward_act applies after the sum. */
+enum { VIEW_LINEAR = 0, VIEW_TANH = 1, VIEW_RELU = 2 };
+
 /* Rows [lo, hi) of view_forward into out [rows, dim]: out[r, :] (+ where add) = sum over the
- * row's hot features, in order, of s table[v, :]. */
+ * row's hot features, in order, of s table[v, :], then the activation act (VIEW_*). */
 static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, const int add,
                       const int act, float *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
@@ -1070,9 +1073,12 @@ static void view_rows(const view_map *m, const int64_t lo, const int64_t hi, con
       }
       first = 0;
     } while (pos < end);
-    if (act) /* the MLP heads' tanh, while the row is in cache */
+    if (act == VIEW_TANH) /* the MLP heads' tanh, while the row is in cache */
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) o[d] = tanh_f(o[d]);
+    else if (act == VIEW_RELU) /* the encoder's ReLU */
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) o[d] = o[d] > 0.0f ? o[d] : 0.0f;
   }
 }
 
@@ -1106,21 +1112,22 @@ int view_forward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t c
   return 0;
 }
 
-/* out [rows, dim] = tanh(out + the gated view times the table): the first layer of the
- * view-gate MLP heads, out holding the core output's share on entry. Returns as view_forward. */
-int view_forward_tanh(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
-                      int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
-                      const float *table, float *out) {
+/* out [rows, dim] = act(out + the gated view times the table), act VIEW_TANH or VIEW_RELU:
+ * a layer whose other inputs' share out holds on entry (the view-gate MLP heads' first layer,
+ * the encoder's). Returns as view_forward. */
+int view_forward_act(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                     int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                     const float *table, int64_t act, float *out) {
   const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
   const int bad = view_check(&m);
-  if (bad || !out) return bad ? bad : -1;
+  if (bad || !out || (act != VIEW_TANH && act != VIEW_RELU)) return bad ? bad : -1;
 #ifdef _OPENMP
 #pragma omp parallel if (rows * k * dim >= PARALLEL_MIN)
 #endif
   {
     int64_t lo, hi;
     my_share(rows, &lo, &hi);
-    view_rows(&m, lo, hi, 1, 1, out);
+    view_rows(&m, lo, hi, 1, (int)act, out);
   }
   return 0;
 }
@@ -1184,7 +1191,7 @@ typedef struct {
  * (a counting sort, stable: rows stay in increasing order). Returns 0, or -3 when memory
  * runs out. */
 static int view_backward_rows(const view_map *m, const int64_t lo, const int64_t hi,
-                              float *grad_out, const float *t, const float *d_t,
+                              float *grad_out, const int act, const float *t, const float *d_t,
                               float *grad_gate, view_hot_list *out) {
   const int64_t dim = m->dim, end = m->view == VIEW_GRID ? m->vocab : m->k;
   int32_t idx[HOT_CHUNK];
@@ -1196,10 +1203,14 @@ static int view_backward_rows(const view_map *m, const int64_t lo, const int64_t
   int err = !feat || !list || !out->start;
   for (int64_t r = lo; r < hi && !err; ++r) {
     float *g = grad_out + r * dim;
-    if (t) { /* through the tanh first: grad_out = d_t (1 - t^2) */
+    if (act == VIEW_TANH) { /* through the activation first: grad_out = d_t act'(its output) */
       const float *tr = t + r * dim, *dr = d_t + r * dim;
 #pragma omp simd
       for (int64_t d = 0; d < dim; ++d) g[d] = dr[d] * (1.0f - tr[d] * tr[d]);
+    } else if (act == VIEW_RELU) {
+      const float *tr = t + r * dim, *dr = d_t + r * dim;
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) g[d] = tr[d] > 0.0f ? dr[d] : 0.0f;
     }
     const float *gr = m->gate ? m->gate + r * m->channels : NULL;
     float *gg = grad_gate ? grad_gate + r * m->channels : NULL;
@@ -1290,14 +1301,15 @@ static void view_backward_table(const int parts, const view_hot_list *lists,
  * rows in registers from every list, rows in increasing order, so that the sums do not depend
  * on the thread count and each table row is written once. Returns 0, view_check's code
  * (writing nothing) or -3 (out of memory; grad_gate may be partly written). */
-static int view_backward_impl(const view_map *mp, float *grad_out, const float *t,
-                              const float *d_t, float *grad_table, float *grad_gate) {
+static int view_backward_impl(const view_map *mp, float *grad_out, const int act,
+                              const float *t, const float *d_t, float *grad_table,
+                              float *grad_gate) {
   const view_map m = *mp;
   const int64_t rows = m.rows, k = m.k, vocab = m.vocab, dim = m.dim;
   const int bad = view_check(&m);
   if (bad) return bad;
   if (!grad_out || !grad_table || (m.gate && !grad_gate) || (!m.gate && grad_gate)) return -1;
-  if (rows > INT32_MAX || (t && !d_t)) return -1;
+  if (rows > INT32_MAX || (act != VIEW_LINEAR && (!t || !d_t))) return -1;
 #ifdef _OPENMP
   const int most = omp_get_max_threads();
 #else
@@ -1318,7 +1330,7 @@ static int view_backward_impl(const view_map *mp, float *grad_out, const float *
     parts = omp_get_num_threads();
 #endif
     my_share(rows, &rlo, &rhi);
-    if (view_backward_rows(&m, rlo, rhi, grad_out, t, d_t, grad_gate, &lists[me])) {
+    if (view_backward_rows(&m, rlo, rhi, grad_out, act, t, d_t, grad_gate, &lists[me])) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -1341,19 +1353,19 @@ int view_backward(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t 
                   float *grad_gate) {
   const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
   /* read only: without t the first pass does not write grad_out */
-  return view_backward_impl(&m, (float *)grad_out, NULL, NULL, grad_table, grad_gate);
+  return view_backward_impl(&m, (float *)grad_out, VIEW_LINEAR, NULL, NULL, grad_table, grad_gate);
 }
 
-/* The backward of view_forward_tanh from its output t [rows, dim] and that output's gradient
- * d_t: grad_pre [rows, dim] = d_t (1 - t^2) (written: the gradient of out's entry value), then
+/* The backward of view_forward_act from its output t [rows, dim] and that output's gradient
+ * d_t: grad_pre [rows, dim] = d_t act'(t) (written: the gradient of out's entry value), then
  * the table's and gate's gradients as view_backward's from grad_pre. */
-int view_backward_tanh(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
-                       int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
-                       const float *table, const float *t, const float *d_t, float *grad_pre,
-                       float *grad_table, float *grad_gate) {
+int view_backward_act(int64_t rows, int64_t view, int64_t k, int64_t vocab, int64_t channels,
+                      int64_t dim, const uint8_t *obs, const int64_t *base, const float *gate,
+                      const float *table, int64_t act, const float *t, const float *d_t,
+                      float *grad_pre, float *grad_table, float *grad_gate) {
   const view_map m = view_map_of(rows, view, k, vocab, channels, dim, obs, base, gate, table);
-  if (!t) return -1;
-  return view_backward_impl(&m, grad_pre, t, d_t, grad_table, grad_gate);
+  if (act != VIEW_TANH && act != VIEW_RELU) return -1;
+  return view_backward_impl(&m, grad_pre, (int)act, t, d_t, grad_table, grad_gate);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ CHECKED = {
     "onehot_backward": (_L, _I, _L, _I, _P, _P, _P, _P),
     "view_forward": (*[_L] * 6, *[_P] * 5),
     "view_backward": (*[_L] * 6, *[_P] * 7),
-    "view_forward_tanh": (*[_L] * 6, *[_P] * 5),
-    "view_backward_tanh": (*[_L] * 6, *[_P] * 9),
+    "view_forward_act": (*[_L] * 6, *[_P] * 4, _L, _P),
+    "view_backward_act": (*[_L] * 6, *[_P] * 4, _L, *[_P] * 5),
     "ppo_categorical_forward": (_L, _L, *[_P] * 7, ctypes.c_float, *[_P] * 3),
     "ppo_categorical_backward": (_L, _L, *[_P] * 6, *[ctypes.c_float] * 3, _P, _P),
 }
