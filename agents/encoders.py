@@ -337,10 +337,13 @@ class ObsEncoder(nn.Module):
         the previous action's features [T, B, F] and the previous reward [T, B] ->
         [T, B, out_size]."""
         inp = self.extra_input(obs, action_feats, prev_reward)
-        if self.view_key is not None and view is None and self.native_applies(self.image.weight):
-            # from the view's hot indices, without its one-hot: the other inputs' share as a
+        native = (
+            self.view_key is not None and view is None and self.native_applies(self.image.weight)
+        )
+        if native and self.kinds[self.view_key] == "grid":
+            # from a grid's hot entries, without its float view: the other inputs' share as a
             # [T B, E] tensor of its own, then the view's read and the ReLU over it in one
-            # native pass over each row
+            # native pass over each row (codes keep the one-hot kernel blocked for the cache)
             lead = inp.shape[:-1]
             pre = self.extra(inp.reshape(-1, inp.shape[-1]))
             if self.pool is not None:
@@ -349,6 +352,11 @@ class ObsEncoder(nn.Module):
             return self.hot_linear_act(obs, pre, self.image.weight, act="relu").reshape(*lead, -1)
         x = self.extra(inp)
         if self.view_key is None:
+            return torch.relu(x)
+        if native:  # from the codes' hot indices, without their one-hot
+            x = x + self.hot_linear(obs, self.image.weight)
+            if self.pool is not None:
+                x = x + self.pool(self.leaves[_key(self.view_key)].counts(obs[self.view_key]))
             return torch.relu(x)
         if view is None:
             view = self.view(obs)
