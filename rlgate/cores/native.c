@@ -5,6 +5,9 @@
  * file's own matmul or torch's BLAS sgemm passed in. See rlgate/cores/native.py
  * for how this file is compiled and loaded, and rlgate/cores/fused.py (NativeLSTMKernel,
  * NativeGRUKernel) for the loop that calls it. float32, row-major, every row contiguous.
+ * The same library holds the agent's other CPU kernels, each beside its section's comment:
+ * the one-hot and view maps (rlgate.agents.onehot), the acting step (rlgate.agents.fused_step)
+ * and PPO's Categorical loss (rlgate.agents.ppo).
  *
  * Gate blocks (each H wide, in this order inside a row of G = k H pre-activations):
  *   LSTM_UNTIED [i, f, u, o]   c = f c_prev + i u
