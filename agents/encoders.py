@@ -386,13 +386,19 @@ class ObsEncoder(nn.Module):
         """The view's per-cell channels, each times its channel's gate [T, B, channels]
         (none: 1), flattened and times weight^T [D, cells * channels] -> [T, B, D], from the
         view's hot indices alone (``native_applies`` must hold)."""
+        flat, base = self._hot_view(obs)
+        if base is not None and gate is None:  # the kernel blocked for the table's cache lines
+            return onehot.one_hot_linear(flat, base, weight)
+        return onehot.view_linear(flat, base, weight, gate)
+
+    def _hot_view(self, obs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """The view as the native maps read it: (a grid's flat entries, None) or (codes,
+        their base)."""
         raw = obs[self.view_key]
         leaf = self.leaves[_key(self.view_key)]
         if self.kinds[self.view_key] == "grid":
-            return onehot.view_linear(leaf.flat(raw), None, weight, gate)
-        if gate is None:  # the kernel blocked for the table's cache lines
-            return onehot.one_hot_linear(leaf.codes(raw), leaf.base, weight)
-        return onehot.view_linear(leaf.codes(raw), leaf.base, weight, gate)
+            return leaf.flat(raw), None
+        return leaf.codes(raw), leaf.base
 
     def hot_linear_act(
         self,
@@ -405,12 +411,7 @@ class ObsEncoder(nn.Module):
         """act(pre + ``hot_linear(obs, weight, gate)``) with pre [T B, D] (contiguous float32,
         written over) -> [T B, D]: a layer over the view and other inputs in one native pass
         (``onehot.view_linear_act``; ``native_applies`` must hold)."""
-        raw = obs[self.view_key]
-        leaf = self.leaves[_key(self.view_key)]
-        if self.kinds[self.view_key] == "grid":
-            flat, base = leaf.flat(raw), None
-        else:
-            flat, base = leaf.codes(raw), leaf.base
+        flat, base = self._hot_view(obs)
         rows = flat.reshape(pre.shape[0], -1)
         return onehot.view_linear_act(pre, rows, base, weight, gate, act)
 
